@@ -1,0 +1,248 @@
+"""The sandbox contract: ``run(job, files, limits) -> ExecResult``.
+
+A timeout, an out-of-memory kill or a crash of the job is *data* in the
+result; only a failure of the sandbox itself (cannot start a process, cannot
+write the job directory) raises :class:`SandboxError`, after cleaning up.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from mlpilot.errors import ConfigError, MlpilotError
+
+FileSource = bytes | str | Path
+"""A file given to a job: raw bytes, text, or a host path to copy."""
+
+TAIL_BYTES = 20_000  # how much of stdout/stderr a result keeps (the end)
+
+
+class SandboxError(MlpilotError):
+    """The sandbox itself failed (not the job): it could not start, write or clean up."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for one job.
+
+    Attributes:
+        timeout_s: wall-clock seconds before the job and everything it spawned is killed.
+        memory_mb: address-space (local) or memory (docker) limit; None for none.
+        cpus: CPUs the job may use; sets the thread counts of BLAS/OpenMP and,
+            in docker, a CPU quota. None leaves them as they are.
+        pids: most processes the job may hold (docker; the local backend kills
+            the job's whole process tree instead).
+        gpus: 0 hides every GPU, ``n`` exposes the first n, -1 all of them.
+        network: allow network access (off by default).
+    """
+
+    timeout_s: float = 300.0
+    memory_mb: int | None = 4096
+    cpus: float | None = None
+    pids: int | None = 512
+    gpus: int = 0
+    network: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.timeout_s > 0:
+            raise ConfigError(f"Limits.timeout_s must be > 0, but got {self.timeout_s!r}")
+        if self.memory_mb is not None and self.memory_mb < 64:
+            raise ConfigError(f"Limits.memory_mb must be >= 64 or None, but got {self.memory_mb!r}")
+        if self.cpus is not None and not self.cpus > 0:
+            raise ConfigError(f"Limits.cpus must be > 0 or None, but got {self.cpus!r}")
+        if self.pids is not None and self.pids < 1:
+            raise ConfigError(f"Limits.pids must be >= 1 or None, but got {self.pids!r}")
+        if self.gpus < -1:
+            raise ConfigError(f"Limits.gpus must be -1 (all), 0 or a count, but got {self.gpus!r}")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to run: Python source (``code``) run as the job's main script.
+
+    Attributes:
+        code: Python source; it runs with the job directory as its working
+            directory and on ``sys.path``, like ``python main.py`` there.
+        files: files to place in the job directory, by relative path.
+        env: extra environment variables (the rest of the environment is scrubbed).
+        args: command-line arguments passed to the script (``sys.argv[1:]``).
+    """
+
+    code: str
+    files: Mapping[str, FileSource] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of one job, whatever happened to it.
+
+    Attributes:
+        exit_code: the process's exit status; negative ``-N`` for signal N;
+            None when it never finished (timed out or the sandbox lost it).
+        stdout: the last ``TAIL_BYTES`` of standard output.
+        stderr: the last ``TAIL_BYTES`` of standard error.
+        duration_s: wall-clock seconds from start to end.
+        timed_out: killed at ``Limits.timeout_s``.
+        oom_killed: killed, or failed, for lack of memory.
+        artifacts: files the job created or changed, by relative path, as host paths.
+        workdir: the host directory holding the artifacts (removed with the sandbox).
+        network_isolated: True when the job provably had no network.
+        backend: which sandbox ran it ("local", "local-warm", "docker", ...).
+    """
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool
+    oom_killed: bool
+    artifacts: Mapping[str, Path]
+    workdir: Path
+    network_isolated: bool
+    backend: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.timed_out and not self.oom_killed
+
+    def summary(self) -> str:
+        """One line saying how the job ended, for logs and error messages."""
+        if self.timed_out:
+            how = "timed out"
+        elif self.oom_killed:
+            how = "ran out of memory"
+        elif self.exit_code == 0:
+            how = "succeeded"
+        elif self.exit_code is None:
+            how = "was lost by the sandbox"
+        elif self.exit_code < 0:
+            how = f"was killed by signal {-self.exit_code}"
+        else:
+            how = f"exited with code {self.exit_code}"
+        last = self.stderr.strip().splitlines()[-1:] if not self.ok else []
+        tail = f": {last[0][:300]}" if last else ""
+        return f"job {how} after {self.duration_s:.2f} s{tail}"
+
+
+class Sandbox(abc.ABC):
+    """Runs jobs in isolation. Use as a context manager so ``close`` always runs.
+
+    Implementations must be safe to call ``run`` from several threads.
+    """
+
+    name: str = "sandbox"
+
+    @abc.abstractmethod
+    def run(
+        self,
+        job: Job | str,
+        files: Mapping[str, FileSource] | None = None,
+        limits: Limits | None = None,
+    ) -> ExecResult:
+        """Runs ``job`` (a :class:`Job`, or Python source) and returns how it ended.
+
+        ``files`` are added to the job's own files. A timeout, OOM or crash is
+        reported in the result; only sandbox failures raise :class:`SandboxError`.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stops workers and removes every job directory. Idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def as_job(job: Job | str, files: Mapping[str, FileSource] | None) -> Job:
+    """Normalises ``run``'s arguments into one :class:`Job`."""
+    if isinstance(job, str):
+        job = Job(code=job)
+    if files:
+        job = Job(code=job.code, files={**job.files, **files}, env=job.env, args=job.args)
+    for rel in job.files:
+        path = Path(rel)
+        if path.is_absolute() or ".." in path.parts or not path.parts:
+            raise SandboxError(
+                f"job file names must be relative paths inside the job directory, but got {rel!r}"
+            )
+    return job
+
+
+def write_job_files(directory: Path, job: Job, script_name: str) -> dict[str, tuple[int, int]]:
+    """Writes the script and files into ``directory``; returns their (size, mtime_ns)."""
+    written: dict[str, tuple[int, int]] = {}
+    items: dict[str, FileSource] = {**job.files, script_name: job.code}
+    for rel, source in items.items():
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, Path):
+            target.write_bytes(source.read_bytes())
+        elif isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            target.write_text(source)
+        st = target.stat()
+        written[rel] = (st.st_size, st.st_mtime_ns)
+    return written
+
+
+CONTROL_PREFIX = ".mlpilot"  # files the sandbox itself writes in a job directory
+
+
+def collect_artifacts(directory: Path, inputs: Mapping[str, tuple[int, int]]) -> dict[str, Path]:
+    """Files in ``directory`` that the job created or changed."""
+    out: dict[str, Path] = {}
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = [d for d in dirs if not d.startswith(CONTROL_PREFIX)]
+        for name in names:
+            if name.startswith(CONTROL_PREFIX):
+                continue
+            path = Path(root) / name
+            rel = path.relative_to(directory).as_posix()
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if inputs.get(rel) != (st.st_size, st.st_mtime_ns):
+                out[rel] = path
+    return out
+
+
+def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
+    """The last ``limit`` bytes of a file as text ('' if it does not exist)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - limit))
+            data = f.read()
+    except OSError:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+OOM_MARKERS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")
+
+
+def looks_oom(exit_code: int | None, stderr: str) -> bool:
+    """Whether a failed job died for lack of memory, judged from its exit and last words."""
+    if exit_code == 0:
+        return False
+    last = stderr[-4000:]
+    return any(marker in last for marker in OOM_MARKERS)

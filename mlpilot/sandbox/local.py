@@ -1,0 +1,455 @@
+"""The local sandbox: jobs run as subprocesses of this machine's Python.
+
+Each job gets its own directory (working directory, HOME and TMPDIR), a
+scrubbed environment (no API keys, no host secrets), an address-space limit,
+and its own session, so that the whole process tree dies on timeout. On Linux,
+where ``unshare`` is permitted, each job (or warm worker) also gets private
+network and PID namespaces: no network at all, and no process outliving it.
+
+Two modes:
+
+* one-shot (default): a fresh interpreter per job;
+* warm (``warm=True``): a worker interpreter imports numpy/pandas/scikit-learn
+  once and forks a clean child per job, so hundreds of short trials do not
+  each pay the imports. A worker that dies or hangs is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import queue
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlpilot.sandbox import _child
+from mlpilot.sandbox.base import (
+    CONTROL_PREFIX,
+    ExecResult,
+    FileSource,
+    Job,
+    Limits,
+    Sandbox,
+    SandboxError,
+    as_job,
+    collect_artifacts,
+    looks_oom,
+    read_tail,
+    write_job_files,
+)
+
+CHILD = Path(_child.__file__)
+SCRIPT_NAME = "main.py"
+DEFAULT_PRELOAD = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "sklearn",
+    "sklearn.ensemble",
+    "sklearn.linear_model",
+    "sklearn.model_selection",
+    "sklearn.metrics",
+    "joblib",
+)
+ISOLATION_ENV = "MLPILOT_SANDBOX_ISOLATION"  # "off" disables namespaces
+_NS_BASE = ("--pid", "--fork", "--kill-child", "--mount-proc")
+
+
+@functools.cache
+def namespace_prefix(network: bool = False) -> tuple[str, ...]:
+    """The ``unshare`` command that gives a process private PID (and network) namespaces.
+
+    Empty when this OS does not allow it; the result then says the job was
+    not network-isolated.
+    """
+    if os.environ.get(ISOLATION_ENV, "").lower() in ("off", "0", "false", "no"):
+        return ()
+    unshare = shutil.which("unshare")
+    if sys.platform != "linux" or unshare is None:
+        return ()
+    net = () if network else ("--net",)
+    for user in ((), ("--user", "--map-root-user")):
+        cmd = (unshare, *user, *net, *_NS_BASE)
+        try:
+            probe = subprocess.run([*cmd, "true"], capture_output=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return cmd
+    return ()
+
+
+def scrubbed_env(workdir: Path, limits: Limits, extra: Mapping[str, str]) -> dict[str, str]:
+    """The whole environment a job sees: nothing from the host but a PATH."""
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(workdir),
+        "TMPDIR": str(workdir / f"{CONTROL_PREFIX}-tmp"),
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONHASHSEED": "0",
+        "MPLBACKEND": "Agg",
+        "MLPILOT_SANDBOX": "1",
+    }
+    if limits.cpus is not None:
+        threads = str(max(1, int(limits.cpus)))
+        for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[name] = threads
+    host_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if limits.gpus == 0:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    elif limits.gpus > 0:
+        devices = host_visible.split(",") if host_visible else [str(i) for i in range(limits.gpus)]
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(devices[: limits.gpus])
+    elif host_visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = host_visible
+    env.update(extra)
+    return env
+
+
+def _memory_limiter(memory_mb: int | None) -> Any:
+    if not memory_mb:
+        return None
+
+    def apply() -> None:
+        import resource
+
+        limit = memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+class _Worker:
+    """One warm interpreter serving jobs over a JSON-lines pipe."""
+
+    def __init__(self, root: Path, preload: Sequence[str], prefix: tuple[str, ...]) -> None:
+        self.root = root
+        self.preload = tuple(preload)
+        self.prefix = prefix
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._buffer = b""
+        self.starts = 0
+
+    def _start(self) -> None:
+        log = (self.root / f"{CONTROL_PREFIX}-worker-{uuid.uuid4().hex[:8]}.log").open("wb")
+        env = scrubbed_env(self.root, Limits(), {})
+        try:
+            self.proc = subprocess.Popen(
+                [*self.prefix, sys.executable, "-u", str(CHILD), "serve", *self.preload],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=self.root,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as e:
+            raise SandboxError(f"could not start a sandbox worker: {e}") from e
+        finally:
+            log.close()
+        self._buffer = b""
+        self.starts += 1
+        ready = self._read_line(deadline=time.monotonic() + 120)
+        if ready is None or not ready.get("ready"):
+            self.kill()
+            raise SandboxError("the sandbox worker did not start (no ready message within 120 s)")
+
+    def _read_line(self, deadline: float) -> dict[str, Any] | None:
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            readable, _, _ = select.select([fd], [], [], remaining)
+            if not readable:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None  # the worker died
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return json.loads(line)
+
+    def execute(self, request: dict[str, Any], hard_timeout: float) -> dict[str, Any] | None:
+        """Runs one request; None when the worker died or hung (it is then killed)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self.kill()
+            return None
+        reply = self._read_line(deadline=time.monotonic() + hard_timeout)
+        if reply is None or reply.get("id") != request["id"]:
+            self.kill()
+            return None
+        return reply
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            self.proc.wait(timeout=10)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(Exception):
+                stream.close()  # type: ignore[union-attr]
+        self.proc = None
+
+
+class LocalSandbox(Sandbox):
+    """Runs jobs as local subprocesses. See the module docstring for the guarantees.
+
+    Args:
+        warm: serve jobs from warm worker interpreters instead of a fresh one each.
+        workers: how many jobs may run at once (and, when warm, how many workers).
+        preload: modules a warm worker imports once.
+        root: where job directories go (a private temporary directory by default).
+        limits: the default :class:`Limits` of a job.
+    """
+
+    def __init__(
+        self,
+        *,
+        warm: bool = False,
+        workers: int = 1,
+        preload: Sequence[str] = DEFAULT_PRELOAD,
+        root: Path | str | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        if workers < 1:
+            raise SandboxError(f"workers must be >= 1, but got {workers}")
+        self.warm = warm
+        self.workers = workers
+        self.preload = tuple(preload)
+        self.default_limits = limits or Limits()
+        self.name = "local-warm" if warm else "local"
+        self._own_root = root is None
+        self.root = (
+            Path(tempfile.mkdtemp(prefix="mlpilot-sandbox-")) if root is None else Path(root)
+        )
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._slots = threading.BoundedSemaphore(workers)
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._all_workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- public API --------------------------------------------------------
+
+    def run(
+        self,
+        job: Job | str,
+        files: Mapping[str, FileSource] | None = None,
+        limits: Limits | None = None,
+    ) -> ExecResult:
+        if self._closed:
+            raise SandboxError("this sandbox is closed")
+        job = as_job(job, files)
+        limits = limits or self.default_limits
+        workdir = self.root / f"job-{uuid.uuid4().hex[:12]}"
+        try:
+            workdir.mkdir(parents=True)
+            inputs = write_job_files(workdir, job, SCRIPT_NAME)
+        except OSError as e:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise SandboxError(f"could not prepare the job directory {workdir}: {e}") from e
+        env = scrubbed_env(workdir, limits, job.env)
+        Path(env["TMPDIR"]).mkdir(exist_ok=True)
+        with self._slots:
+            # A job that needs the network cannot share a worker's namespace.
+            if self.warm and not limits.network:
+                return self._run_warm(job, limits, workdir, env, inputs)
+            return self._run_oneshot(job, limits, workdir, env, inputs)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            workers, self._all_workers = self._all_workers, []
+        for worker in workers:
+            worker.kill()
+        if self._own_root:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    @property
+    def worker_starts(self) -> int:
+        """How many times warm workers were (re)started; for tests and benchmarks."""
+        return sum(w.starts for w in self._all_workers)
+
+    # -- one-shot -----------------------------------------------------------
+
+    def _run_oneshot(
+        self,
+        job: Job,
+        limits: Limits,
+        workdir: Path,
+        env: dict[str, str],
+        inputs: dict[str, tuple[int, int]],
+    ) -> ExecResult:
+        prefix = namespace_prefix(network=limits.network)
+        memory = limits.memory_mb or 0
+        cmd = [
+            *prefix,
+            sys.executable,
+            "-u",
+            str(CHILD),
+            "run",
+            str(limits.timeout_s),
+            str(memory),
+            SCRIPT_NAME,
+            *job.args,
+        ]
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                cmd,
+                cwd=workdir,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_memory_limiter(limits.memory_mb),
+            )
+        except OSError as e:
+            raise SandboxError(f"could not start the job process: {e}") from e
+        outer_timeout = False
+        try:
+            # The child enforces the timeout itself; this is the backstop.
+            proc.wait(timeout=limits.timeout_s + 10)
+        except subprocess.TimeoutExpired:
+            outer_timeout = True
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)  # and anything left in its session
+            proc.wait()
+        duration = time.monotonic() - start
+        status = _read_status(workdir)
+        if status is None:
+            status = {
+                "exit_code": None if outer_timeout else _decode(proc.returncode),
+                "timed_out": outer_timeout,
+                "oom": False,
+                "duration": duration,
+            }
+        return self._result(
+            workdir, inputs, status, duration, network_isolated=bool(prefix) and not limits.network
+        )
+
+    # -- warm ---------------------------------------------------------------
+
+    def _take_worker(self) -> _Worker:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            worker = _Worker(self.root, self.preload, namespace_prefix(network=False))
+            with self._lock:
+                self._all_workers.append(worker)
+            return worker
+
+    def _run_warm(
+        self,
+        job: Job,
+        limits: Limits,
+        workdir: Path,
+        env: dict[str, str],
+        inputs: dict[str, tuple[int, int]],
+    ) -> ExecResult:
+        worker = self._take_worker()
+        request = {
+            "id": uuid.uuid4().hex,
+            "dir": str(workdir),
+            "script": SCRIPT_NAME,
+            "args": list(job.args),
+            "env": env,
+            "timeout": limits.timeout_s,
+            "memory_mb": limits.memory_mb,
+            "cpus": limits.cpus,
+        }
+        start = time.monotonic()
+        try:
+            status = worker.execute(request, hard_timeout=limits.timeout_s + 10)
+        finally:
+            if not self._closed:
+                self._idle.put(worker)
+        duration = time.monotonic() - start
+        if status is None:
+            # The worker hung or died with the job: report the job as lost or timed out.
+            hung = duration >= limits.timeout_s
+            status = {"exit_code": None, "timed_out": hung, "oom": False, "duration": duration}
+            with contextlib.suppress(OSError), (workdir / _child.STDERR_FILE).open("a") as f:
+                f.write("\n[mlpilot] the sandbox worker died during this job and was restarted\n")
+        return self._result(
+            workdir,
+            inputs,
+            status,
+            duration,
+            network_isolated=bool(namespace_prefix(network=False)),
+        )
+
+    # -- shared -------------------------------------------------------------
+
+    def _result(
+        self,
+        workdir: Path,
+        inputs: dict[str, tuple[int, int]],
+        status: dict[str, Any],
+        duration: float,
+        *,
+        network_isolated: bool,
+    ) -> ExecResult:
+        stdout = read_tail(workdir / _child.STDOUT_FILE)
+        stderr = read_tail(workdir / _child.STDERR_FILE)
+        exit_code = status.get("exit_code")
+        timed_out = bool(status.get("timed_out"))
+        oom = bool(status.get("oom")) or (not timed_out and looks_oom(exit_code, stderr))
+        return ExecResult(
+            exit_code=exit_code,
+            stdout=stdout,
+            stderr=stderr,
+            duration_s=float(status.get("duration") or duration),
+            timed_out=timed_out,
+            oom_killed=oom,
+            artifacts=collect_artifacts(workdir, inputs),
+            workdir=workdir,
+            network_isolated=network_isolated,
+            backend=self.name,
+        )
+
+
+def _read_status(workdir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((workdir / _child.STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _decode(returncode: int | None) -> int | None:
+    """Maps the one-shot runner's exit status back to the job's (128+N means signal N)."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return returncode
+    return -(returncode - 128) if returncode > 128 else returncode
