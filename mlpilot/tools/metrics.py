@@ -1,0 +1,187 @@
+"""Metrics that know their direction, so comparing two scores never needs the caller
+to remember whether higher is better."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from sklearn import metrics as skm
+
+from mlpilot.errors import ConfigError
+
+ProblemType = Literal["binary", "multiclass", "regression"]
+PredictionKind = Literal["label", "proba", "value"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A scoring rule.
+
+    Attributes:
+        name: canonical name ("roc_auc", "rmse", ...).
+        greater_is_better: the direction.
+        needs: what predictions it scores: class labels, class probabilities
+            (one column per class, in sorted class order) or numeric values.
+        problem_types: where it applies.
+    """
+
+    name: str
+    greater_is_better: bool
+    needs: PredictionKind
+    problem_types: frozenset[str]
+    fn: Callable[[Any, Any], float]
+    display: str
+
+    def __call__(self, y_true: Any, y_pred: Any) -> float:
+        return float(self.fn(np.asarray(y_true), np.asarray(y_pred)))
+
+    def better(self, a: float, b: float) -> bool:
+        """True when score ``a`` is strictly better than ``b``."""
+        return a > b if self.greater_is_better else a < b
+
+    def sign(self) -> float:
+        """+1 when higher is better, -1 otherwise: ``sign() * score`` is always maximised."""
+        return 1.0 if self.greater_is_better else -1.0
+
+    def worst(self) -> float:
+        return -np.inf if self.greater_is_better else np.inf
+
+    def __str__(self) -> str:
+        arrow = "higher is better" if self.greater_is_better else "lower is better"
+        return f"{self.display} ({arrow})"
+
+
+def _roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    if p.ndim == 2 and p.shape[1] == 2:
+        p = p[:, 1]
+    if p.ndim == 2:
+        return skm.roc_auc_score(y, p, multi_class="ovr", average="macro")
+    return skm.roc_auc_score(y, p)
+
+
+def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
+    labels = np.unique(y) if p.ndim == 1 else None
+    if p.ndim == 1:
+        p = np.column_stack([1 - p, p])
+    return skm.log_loss(y, np.clip(p, 1e-15, 1 - 1e-15), labels=labels)
+
+
+def _rmse(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.sqrt(skm.mean_squared_error(y, p)))
+
+
+_CLS = frozenset({"binary", "multiclass"})
+_BIN = frozenset({"binary"})
+_REG = frozenset({"regression"})
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", True, "label", _CLS, skm.accuracy_score, "accuracy"),
+        Metric(
+            "balanced_accuracy",
+            True,
+            "label",
+            _CLS,
+            skm.balanced_accuracy_score,
+            "balanced accuracy",
+        ),
+        Metric("f1", True, "label", _BIN, lambda y, p: skm.f1_score(y, p, pos_label=_pos(y)), "F1"),
+        Metric(
+            "f1_macro",
+            True,
+            "label",
+            _CLS,
+            lambda y, p: skm.f1_score(y, p, average="macro"),
+            "macro F1",
+        ),
+        Metric("roc_auc", True, "proba", _CLS, _roc_auc, "ROC AUC"),
+        Metric("log_loss", False, "proba", _CLS, _log_loss, "log-loss"),
+        Metric("rmse", False, "value", _REG, _rmse, "RMSE"),
+        Metric("mae", False, "value", _REG, skm.mean_absolute_error, "MAE"),
+        Metric("r2", True, "value", _REG, skm.r2_score, "R²"),
+        Metric("mape", False, "value", _REG, skm.mean_absolute_percentage_error, "MAPE"),
+    )
+}
+
+
+def _pos(y: np.ndarray) -> Any:
+    return np.unique(y)[-1]
+
+
+# Phrases a request may use, longest first so "balanced accuracy" beats "accuracy".
+_ALIASES: list[tuple[str, str]] = sorted(
+    [
+        ("balanced accuracy", "balanced_accuracy"),
+        ("balanced_accuracy", "balanced_accuracy"),
+        ("accuracy", "accuracy"),
+        ("acc", "accuracy"),
+        ("macro f1", "f1_macro"),
+        ("f1 macro", "f1_macro"),
+        ("f1_macro", "f1_macro"),
+        ("f1", "f1"),
+        ("roc auc", "roc_auc"),
+        ("roc_auc", "roc_auc"),
+        ("auroc", "roc_auc"),
+        ("auc", "roc_auc"),
+        ("log loss", "log_loss"),
+        ("log-loss", "log_loss"),
+        ("logloss", "log_loss"),
+        ("log_loss", "log_loss"),
+        ("cross-entropy", "log_loss"),
+        ("cross entropy", "log_loss"),
+        ("rmse", "rmse"),
+        ("root mean squared error", "rmse"),
+        ("mae", "mae"),
+        ("mean absolute error", "mae"),
+        ("r2", "r2"),
+        ("r²", "r2"),
+        ("r-squared", "r2"),
+        ("mape", "mape"),
+        ("mean absolute percentage error", "mape"),
+    ],
+    key=lambda item: -len(item[0]),
+)
+
+DEFAULT_METRIC: dict[str, str] = {
+    "binary": "roc_auc",
+    "multiclass": "accuracy",
+    "regression": "rmse",
+}
+
+
+def get_metric(name: str, problem_type: str | None = None) -> Metric:
+    """Looks a metric up by name or alias, and checks it fits the problem type.
+
+    Raises:
+        ConfigError: unknown name, or a metric that does not apply to ``problem_type``.
+    """
+    key = name.strip().lower()
+    canonical = next((c for alias, c in _ALIASES if alias == key), key)
+    metric = METRICS.get(canonical)
+    if metric is None:
+        raise ConfigError(f"unknown metric {name!r}; known: {', '.join(METRICS)}")
+    if problem_type is not None and problem_type not in metric.problem_types:
+        fits = [m for m, v in METRICS.items() if problem_type in v.problem_types]
+        raise ConfigError(
+            f"metric {metric.name!r} does not apply to a {problem_type} task; "
+            f"use one of: {', '.join(fits)}"
+        )
+    return metric
+
+
+def metric_from_request(request: str) -> Metric | None:
+    """The metric a request names ("optimise AUC", "minimise RMSE"), if any."""
+    text = request.lower()
+    for alias, canonical in _ALIASES:
+        if re.search(rf"(?<![\w-]){re.escape(alias)}(?![\w-])", text):
+            return METRICS[canonical]
+    return None
+
+
+def default_metric(problem_type: str) -> Metric:
+    return METRICS[DEFAULT_METRIC[problem_type]]
