@@ -185,3 +185,21 @@ def metric_from_request(request: str) -> Metric | None:
 
 def default_metric(problem_type: str) -> Metric:
     return METRICS[DEFAULT_METRIC[problem_type]]
+
+
+def predictions_for(metric: Metric, raw: Any, classes: Any = None) -> np.ndarray:
+    """Turns a model's raw output into what ``metric`` scores.
+
+    ``raw`` is class probabilities (n, k) with columns in ``classes`` order, or
+    labels, or values. Labels for a label metric are the most probable class.
+    """
+    out = np.asarray(raw)
+    if metric.needs == "value" or out.ndim == 1:
+        if metric.needs == "proba" and out.ndim == 1 and out.dtype.kind not in "fc":
+            raise ConfigError(f"metric {metric.name!r} needs class probabilities, not labels")
+        return out
+    if metric.needs == "label":
+        if classes is None:
+            raise ConfigError("turning probabilities into labels needs the class order")
+        return np.asarray(classes)[out.argmax(axis=1)]
+    return out

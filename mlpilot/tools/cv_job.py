@@ -1,0 +1,137 @@
+"""Cross-validation job, run inside a sandbox. Standalone: imports nothing from mlpilot.
+
+Inputs in the job directory:
+    config.json   {"family", "params", "problem_type", "target", "text_columns",
+                   "folds", "seed", "metric"}
+    train.parquet features and target
+    holdout.parquet features only (the holdout's labels never leave the host)
+
+Outputs:
+    oof.npy           out-of-fold predictions (class probabilities or values)
+    holdout_pred.npy  predictions of a model refit on all training rows
+    classes.json      class order of the probability columns (classification)
+    result.json       fit time and the score the job computed itself (the host
+                      recomputes it from oof.npy and compares)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+
+def build_estimator(family: str, params: dict, classification: bool, seed: int):
+    n_est = int(params.get("n_estimators") or 200)
+    depth = params.get("max_depth")
+    depth = int(depth) if depth else None
+    if family in ("random_forest", "extra_trees"):
+        cls = {
+            ("random_forest", True): RandomForestClassifier,
+            ("random_forest", False): RandomForestRegressor,
+            ("extra_trees", True): ExtraTreesClassifier,
+            ("extra_trees", False): ExtraTreesRegressor,
+        }[(family, classification)]
+        return cls(n_estimators=n_est, max_depth=depth, random_state=seed, n_jobs=1)
+    if family == "hist_gradient_boosting":
+        cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
+        return cls(
+            max_iter=n_est,
+            max_depth=depth,
+            learning_rate=float(params.get("learning_rate") or 0.1),
+            random_state=seed,
+        )
+    if family == "logistic_regression":
+        c = float(params.get("C") or 1.0)
+        if classification:
+            return LogisticRegression(C=c, max_iter=2000)
+        return Ridge(alpha=1.0 / c)
+    raise ValueError(f"unknown model family {family!r}")
+
+
+def build_pipeline(frame: pd.DataFrame, text_columns: list[str], estimator) -> Pipeline:
+    text = [c for c in text_columns if c in frame.columns]
+    numeric = [
+        c for c in frame.columns if c not in text and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    categorical = [c for c in frame.columns if c not in text and c not in numeric]
+    parts = []
+    if numeric:
+        parts.append(
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric)
+        )
+    if categorical:
+        parts.append(
+            (
+                "cat",
+                make_pipeline(
+                    SimpleImputer(strategy="most_frequent"),
+                    OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50),
+                ),
+                categorical,
+            )
+        )
+    for col in text:
+        parts.append((f"text_{col}", TfidfVectorizer(max_features=20000, sublinear_tf=True), col))
+    pre = ColumnTransformer(parts, sparse_threshold=0.3)
+    return Pipeline([("pre", pre), ("model", estimator)])
+
+
+def main() -> None:
+    config = json.loads(Path("config.json").read_text())
+    train = pd.read_parquet("train.parquet")
+    holdout = pd.read_parquet("holdout.parquet")
+    target = config["target"]
+    X, y = train.drop(columns=[target]), train[target]
+    classification = config["problem_type"] != "regression"
+    seed = int(config.get("seed", 0))
+    folds = int(config.get("folds", 5))
+    estimator = build_estimator(config["family"], config.get("params", {}), classification, seed)
+    pipeline = build_pipeline(X, config.get("text_columns", []), estimator)
+    if classification:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        method = "predict_proba"
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
+        method = "predict"
+    t0 = time.perf_counter()
+    oof = cross_val_predict(pipeline, X, y, cv=splitter, method=method)
+    cv_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pipeline.fit(X, y)
+    fit_seconds = time.perf_counter() - t0
+    pred = getattr(pipeline, method)(holdout[X.columns])
+    np.save("oof.npy", oof)
+    np.save("holdout_pred.npy", pred)
+    result = {"cv_seconds": cv_seconds, "fit_seconds": fit_seconds}
+    if classification:
+        classes = pipeline.classes_.tolist()
+        Path("classes.json").write_text(json.dumps(classes))
+        labels = np.asarray(classes, dtype=object)[oof.argmax(axis=1)]
+        result["cv_accuracy"] = float(np.mean(labels == y.to_numpy(dtype=object)))
+    else:
+        result["cv_rmse"] = float(np.sqrt(np.mean((oof - y.to_numpy()) ** 2)))
+    Path("result.json").write_text(json.dumps(result))
+    print(f"cv done in {cv_seconds:.2f} s, refit in {fit_seconds:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
