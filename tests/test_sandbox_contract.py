@@ -1,0 +1,259 @@
+"""The sandbox contract, written once and run against every backend."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlpilot.sandbox import Job, Limits, Sandbox, SandboxError, make_sandbox
+from mlpilot.sandbox.local import namespace_prefix
+
+BACKENDS = ["local", "local-warm"]
+
+
+@pytest.fixture(params=BACKENDS)
+def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    box = make_sandbox(request.param)
+    try:
+        yield box
+    finally:
+        box.close()
+
+
+def code(src: str) -> str:
+    return textwrap.dedent(src).strip() + "\n"
+
+
+def test_success_with_output_and_exit_code(sandbox: Sandbox) -> None:
+    result = sandbox.run(
+        code("""
+        import sys
+        print("hello from the job")
+        print("to stderr", file=sys.stderr)
+    """)
+    )
+    assert result.ok and result.exit_code == 0
+    assert "hello from the job" in result.stdout
+    assert "to stderr" in result.stderr
+    assert not result.timed_out and not result.oom_killed
+    assert result.duration_s >= 0
+
+
+def test_nonzero_exit_is_data(sandbox: Sandbox) -> None:
+    result = sandbox.run("import sys; sys.exit(7)")
+    assert result.exit_code == 7 and not result.ok
+    assert "exited with code 7" in result.summary()
+
+
+def test_exception_is_data_with_traceback(sandbox: Sandbox) -> None:
+    result = sandbox.run("raise ValueError('bad feature code')")
+    assert result.exit_code == 1
+    assert "ValueError: bad feature code" in result.stderr
+    assert "bad feature code" in result.summary()
+
+
+def test_crash_is_data(sandbox: Sandbox) -> None:
+    result = sandbox.run("import os; os.abort()")
+    assert not result.ok
+    assert result.exit_code is not None and result.exit_code < 0  # killed by a signal
+    assert not result.timed_out
+
+
+def test_timeout_is_data_not_exception(sandbox: Sandbox) -> None:
+    t0 = time.monotonic()
+    result = sandbox.run("import time; time.sleep(60)", limits=Limits(timeout_s=1.0))
+    assert result.timed_out and not result.ok
+    assert result.exit_code is None
+    assert time.monotonic() - t0 < 15
+
+
+def test_sandbox_still_works_after_a_timeout(sandbox: Sandbox) -> None:
+    sandbox.run("while True: pass", limits=Limits(timeout_s=0.5))
+    assert sandbox.run("print('alive')").stdout.strip() == "alive"
+
+
+def test_oom_is_data(sandbox: Sandbox) -> None:
+    result = sandbox.run(
+        "block = bytearray(3 * 1024**3)", limits=Limits(memory_mb=1536, timeout_s=60)
+    )
+    assert result.oom_killed and not result.ok
+    assert not result.timed_out
+
+
+def test_a_child_process_dies_with_the_job(sandbox: Sandbox) -> None:
+    # The job starts a detached child that keeps writing, then exits at once.
+    result = sandbox.run(
+        code("""
+        import subprocess, sys
+        beat = "import time\\nwhile True:\\n    open('beat', 'a').write('x')\\n    time.sleep(0.02)"
+        subprocess.Popen([sys.executable, "-c", beat], start_new_session=True)
+        import time; time.sleep(0.5)
+    """)
+    )
+    assert result.ok, result.stderr
+    beat = result.workdir / "beat"
+    assert beat.exists()
+    size = beat.stat().st_size
+    time.sleep(0.5)
+    assert beat.stat().st_size == size, "a process started by the job outlived it"
+
+
+def test_a_child_process_dies_when_the_job_times_out(sandbox: Sandbox) -> None:
+    result = sandbox.run(
+        code("""
+        import subprocess, sys, time
+        beat = "import time\\nwhile True:\\n    open('beat', 'a').write('x')\\n    time.sleep(0.02)"
+        subprocess.Popen([sys.executable, "-c", beat])
+        time.sleep(60)
+    """),
+        limits=Limits(timeout_s=1.5),
+    )
+    assert result.timed_out
+    beat = result.workdir / "beat"
+    size = beat.stat().st_size
+    time.sleep(0.5)
+    assert beat.stat().st_size == size
+
+
+@pytest.mark.skipif(not namespace_prefix(), reason="this OS does not allow network namespaces")
+def test_network_is_unreachable(sandbox: Sandbox) -> None:
+    result = sandbox.run(
+        code("""
+        import socket
+        try:
+            socket.create_connection(("1.1.1.1", 53), timeout=3)
+            print("CONNECTED")
+        except OSError as e:
+            print("blocked:", e)
+    """)
+    )
+    assert result.ok, result.stderr
+    assert "blocked" in result.stdout and "CONNECTED" not in result.stdout
+    assert result.network_isolated
+
+
+def test_isolation_flag_is_reported(sandbox: Sandbox) -> None:
+    result = sandbox.run("pass")
+    assert result.network_isolated == bool(namespace_prefix())
+    assert result.backend == sandbox.name
+
+
+def test_env_has_no_secrets(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-secret-value")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret-value")
+    monkeypatch.setenv("MY_DB_PASSWORD", "hunter2")
+    result = sandbox.run("import os, json; print(json.dumps(dict(os.environ)))")
+    assert result.ok
+    for secret in ("sk-test-secret-value", "aws-secret-value", "hunter2"):
+        assert secret not in result.stdout
+    assert "OPENAI_API_KEY" not in result.stdout
+
+
+def test_job_env_is_passed(sandbox: Sandbox) -> None:
+    result = sandbox.run(Job(code="import os; print(os.environ['SEED'])", env={"SEED": "42"}))
+    assert result.stdout.strip() == "42"
+
+
+def test_files_in_and_artifacts_out(sandbox: Sandbox, tmp_path: Path) -> None:
+    host_file = tmp_path / "host.bin"
+    host_file.write_bytes(bytes(range(256)))
+    job = Job(
+        code=code("""
+            from pathlib import Path
+            data = Path("data/in.bin").read_bytes()
+            Path("out").mkdir()
+            Path("out/reversed.bin").write_bytes(data[::-1])
+            Path("copy.bin").write_bytes(Path("host.bin").read_bytes())
+            print(Path("note.txt").read_text())
+        """),
+        files={"data/in.bin": b"\x00\x01\x02", "host.bin": host_file},
+    )
+    result = sandbox.run(job, files={"note.txt": "text file"})
+    assert result.ok, result.stderr
+    assert "text file" in result.stdout
+    assert set(result.artifacts) == {"out/reversed.bin", "copy.bin"}
+    assert result.artifacts["out/reversed.bin"].read_bytes() == b"\x02\x01\x00"
+    assert result.artifacts["copy.bin"].read_bytes() == bytes(range(256))
+
+
+def test_an_input_changed_by_the_job_is_an_artifact(sandbox: Sandbox) -> None:
+    result = sandbox.run("open('state.txt', 'w').write('after')", files={"state.txt": "before"})
+    assert result.artifacts["state.txt"].read_text() == "after"
+
+
+def test_script_arguments(sandbox: Sandbox) -> None:
+    result = sandbox.run(Job(code="import sys; print(sys.argv[1:])", args=("a", "b")))
+    assert result.stdout.strip() == "['a', 'b']"
+
+
+def test_writes_land_in_the_job_directory(sandbox: Sandbox, tmp_path: Path) -> None:
+    before = set(os.listdir(Path.cwd()))
+    result = sandbox.run(
+        code("""
+        import os, tempfile
+        from pathlib import Path
+        Path("relative.txt").write_text("r")
+        Path("~/home.txt").expanduser().write_text("h")
+        fd, name = tempfile.mkstemp()
+        os.write(fd, b"t"); os.close(fd)
+        print(os.getcwd()); print(Path.home()); print(name)
+    """)
+    )
+    assert result.ok, result.stderr
+    cwd, home, tmp = result.stdout.split()
+    workdir = str(result.workdir)
+    for path in (cwd, home, tmp):
+        assert path.startswith(workdir), f"{path} is outside the job directory {workdir}"
+    assert "relative.txt" in result.artifacts and "home.txt" in result.artifacts
+    assert set(os.listdir(Path.cwd())) == before
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../escape.txt", "a/../../b"])
+def test_file_names_outside_the_job_directory_are_refused(sandbox: Sandbox, name: str) -> None:
+    with pytest.raises(SandboxError, match="relative paths inside the job directory"):
+        sandbox.run("pass", files={name: "x"})
+
+
+def test_jobs_do_not_share_state(sandbox: Sandbox) -> None:
+    sandbox.run("import builtins; builtins.LEAK = 1; open('x', 'w').write('1')")
+    result = sandbox.run(
+        code("""
+        import builtins, os
+        print(hasattr(builtins, 'LEAK'), os.path.exists('x'))
+    """)
+    )
+    assert result.stdout.strip() == "False False"
+
+
+def test_gpus_are_hidden_unless_requested(sandbox: Sandbox) -> None:
+    result = sandbox.run("import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))")
+    assert result.stdout.strip() == "''"
+
+
+def test_close_removes_job_directories() -> None:
+    box = make_sandbox("local")
+    result = box.run("open('f', 'w').write('x')")
+    assert result.workdir.exists()
+    box.close()
+    assert not result.workdir.exists()
+    with pytest.raises(SandboxError, match="closed"):
+        box.run("pass")
+
+
+def test_limits_are_validated() -> None:
+    from mlpilot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="timeout_s must be > 0"):
+        Limits(timeout_s=0)
+    with pytest.raises(ConfigError, match="memory_mb must be >= 64"):
+        Limits(memory_mb=10)
+
+
+def test_unknown_sandbox_kind() -> None:
+    with pytest.raises(SandboxError, match="unknown sandbox 'kubernetes'"):
+        make_sandbox("kubernetes")

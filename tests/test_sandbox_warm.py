@@ -1,0 +1,56 @@
+"""What only the warm-worker mode promises: warmth, recovery, parallel workers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlpilot.sandbox import Limits, LocalSandbox
+
+
+def test_warm_worker_keeps_imports_and_serves_many_jobs() -> None:
+    with LocalSandbox(warm=True, preload=("json", "sklearn.ensemble")) as box:
+        results = [
+            box.run("import sys; print('sklearn.ensemble' in sys.modules)") for _ in range(5)
+        ]
+        assert all(r.stdout.strip() == "True" for r in results)
+        assert box.worker_starts == 1
+
+
+def test_worker_survives_job_crash_and_timeout_without_restart() -> None:
+    with LocalSandbox(warm=True, preload=()) as box:
+        box.run("import os; os.abort()")
+        box.run("import time; time.sleep(30)", limits=Limits(timeout_s=0.5))
+        box.run("import sys; sys.exit(3)")
+        assert box.run("print('ok')").stdout.strip() == "ok"
+        assert box.worker_starts == 1
+
+
+def test_a_dead_worker_is_replaced() -> None:
+    with LocalSandbox(warm=True, preload=()) as box:
+        box.run("pass")
+        worker = box._all_workers[0]
+        assert worker.proc is not None
+        worker.proc.kill()
+        worker.proc.wait()
+        assert box.run("print('back')").stdout.strip() == "back"
+        assert box.worker_starts == 2
+
+
+def test_parallel_workers_run_jobs_at_the_same_time() -> None:
+    with LocalSandbox(warm=True, workers=2, preload=()) as box:
+        box.run("pass")  # start one worker before timing
+        durations: list[float] = []
+
+        def one() -> None:
+            t0 = time.monotonic()
+            box.run("import time; time.sleep(1.0)")
+            durations.append(time.monotonic() - t0)
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert time.monotonic() - t0 < 1.9  # two 1-second jobs overlapped
