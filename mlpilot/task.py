@@ -62,9 +62,10 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
     try:
         text = raw.decode(encoding)
     except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
         raise DataError(
             f"{p.name!r} is not valid {encoding.upper()} text: byte 0x{raw[e.start]:02x} at "
-            f"offset {e.start} cannot be decoded. Re-save the file as UTF-8, or pass its "
+            f"offset {e.start} (line {line}) cannot be decoded. Re-save the file as UTF-8, or pass its "
             "encoding (e.g. encoding='latin-1')"
         ) from e
     sep = _READERS[suffix] or _sniff_separator(text)
@@ -326,27 +327,36 @@ def _suggest_many(names: list[str], options: list[str]) -> str:
 
 
 _TARGET_PATTERNS = (
-    r"\bpredict(?:ing|s)?\s+(?:the\s+)?(?:column\s+)?[`'\"]?([\w .-]+?)[`'\"]?"
-    r"(?=$|[\s,.;!?]|\bfrom\b)",
-    r"\btarget(?:\s+column)?\s*(?:is|=|:)\s*[`'\"]?([\w .-]+?)[`'\"]?(?=$|[\s,.;!?])",
-    r"\bforecast(?:ing)?\s+(?:the\s+)?[`'\"]?([\w .-]+?)[`'\"]?(?=$|[\s,.;!?])",
-    r"\bclassify\s+(?:the\s+)?[`'\"]?([\w .-]+?)[`'\"]?(?=$|[\s,.;!?])",
+    r"\bpredict(?:ing|s)?\s+(?:the\s+)?(?:column\s+)?([`'\"\w .-]+)",
+    r"\btarget(?:\s+column)?\s*(?:is|=|:)\s*([`'\"\w .-]+)",
+    r"\bforecast(?:ing)?\s+(?:the\s+)?([`'\"\w .-]+)",
+    r"\bclassify\s+(?:the\s+)?([`'\"\w .-]+)",
 )
 
 
+_STOP_WORDS = {"from", "using", "with", "given", "based", "on", "and", "for", "by", "in", "of"}
+
+
 def target_from_request(request: str, columns: list[str]) -> str | None:
-    """The column a request names as the thing to predict, if any."""
+    """The column a request names as the thing to predict, if any.
+
+    "predict house price from area" finds a column "house price", else "price"
+    (longest phrase first); words after "from", "using", ... name features, not
+    the target.
+    """
     by_lower = {c.lower(): c for c in columns}
     for pattern in _TARGET_PATTERNS:
         for match in re.finditer(pattern, request, flags=re.IGNORECASE):
-            words = match.group(1).strip().split()
-            # "predict house price" can mean a column "price" or "house price".
-            for start in range(len(words)):
-                candidate = " ".join(words[start:]).lower()
-                if candidate in by_lower:
-                    return by_lower[candidate]
-            if words and words[0].lower() in by_lower:
-                return by_lower[words[0].lower()]
+            words: list[str] = []
+            for word in match.group(1).split():
+                if word.lower() in _STOP_WORDS:
+                    break
+                words.append(word.strip("`'\""))
+            for length in range(len(words), 0, -1):
+                for start in range(len(words) - length + 1):
+                    phrase = " ".join(words[start : start + length]).lower()
+                    if phrase in by_lower:
+                        return by_lower[phrase]
     quoted = re.findall(r"[`'\"]([^`'\"]+)[`'\"]", request)
     for q in quoted:
         if q.lower() in by_lower and re.search(r"\b(target|label|predict)", request, re.I):
@@ -477,7 +487,7 @@ def _check_mixed(values: pd.Series, name: str) -> None:
     share = float(numeric.mean())
     if 0.5 <= share < 1.0:
         bad = values[~numeric]
-        shown = ", ".join(f"{_show(v)!r} (row {i})" for i, v in list(bad.items())[:5])
+        shown = ", ".join(f"{_show(v)!r} (row index {i})" for i, v in list(bad.items())[:5])
         raise DataError(
             f"column {name!r} mixes numbers ({share:.0%} of values) with non-numeric values: "
             f"{shown}. Make them missing (empty) or numbers, or make the whole column text"
