@@ -65,8 +65,8 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(
             f"{p.name!r} is not valid {encoding.upper()} text: byte 0x{raw[e.start]:02x} at "
-            f"offset {e.start} (line {line}) cannot be decoded. Re-save the file as UTF-8, or pass its "
-            "encoding (e.g. encoding='latin-1')"
+            f"offset {e.start} (line {line}) cannot be decoded. Re-save the file as UTF-8, "
+            "or pass its encoding (e.g. encoding='latin-1')"
         ) from e
     sep = _READERS[suffix] or _sniff_separator(text)
     header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
