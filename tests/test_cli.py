@@ -1,0 +1,79 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlpilot", *args],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    done = cli("--help")
+    assert done.returncode == 0
+    for command in ("quickstart", "llm", "models", "inspect"):
+        assert command in done.stdout
+
+
+def test_version() -> None:
+    from mlpilot import __version__
+
+    assert cli("--version").stdout.strip() == f"mlpilot {__version__}"
+
+
+def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path: Path) -> None:
+    done = cli("inspect", str(tmp_path / "missing.csv"), "--target", "y")
+    assert done.returncode == 2
+    assert "error: data file not found" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_inspect_reports_inference(tmp_path: Path) -> None:
+    from sklearn.datasets import load_diabetes
+
+    path = tmp_path / "diabetes.csv"
+    load_diabetes(as_frame=True).frame.to_csv(path, index=False)
+    done = cli("inspect", str(path), "--request", "predict target, minimise MAE")
+    assert done.returncode == 0, done.stderr
+    assert "regression" in done.stdout and "MAE" in done.stdout
+
+
+def test_models_lists_both_embedded_models() -> None:
+    done = cli("models")
+    assert done.returncode == 0
+    assert "qwen2.5-coder-1.5b" in done.stdout and "qwen2.5-coder-0.5b" in done.stdout
+    assert "mlpilot[embedded]" in done.stdout
+
+
+def test_quickstart_without_llm_runs_and_verifies() -> None:
+    done = cli("quickstart", "--no-llm", "--dataset", "wine")
+    assert done.returncode == 0, done.stderr
+    assert "default configuration used" in done.stdout
+    assert "yes" in done.stdout  # verified on the host
+
+
+def test_quickstart_with_unreachable_provider_continues_without_llm() -> None:
+    done = cli("quickstart", "--dataset", "diabetes", "--llm", "openai/gpt-4o-mini",
+               env={"MLPILOT_NO_NETWORK_LLM": ""}, timeout=600)
+    # With no key and no network the provider call fails; the run still completes.
+    assert done.returncode == 0, done.stderr
+    assert "default configuration used" in done.stdout
+
+
+@pytest.mark.embedded
+def test_quickstart_with_the_embedded_model(embedded_model: str) -> None:
+    done = cli("quickstart", "--sandbox", "local-warm")
+    assert done.returncode == 0, done.stderr
+    assert f"proposed by embedded/{embedded_model}" in done.stdout
+    assert "LLM usage" in done.stdout
+    assert "network isolation" in done.stdout

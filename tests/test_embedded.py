@@ -1,0 +1,137 @@
+"""The embedded model: chunk joining and hash check, and real answers from the small model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlpilot.llm import LLMUnavailable, make_llm, structured
+from mlpilot.llm.embedded import EmbeddedModelSpec, ensure_model_file, get_engine
+
+
+def _fake_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: list[bytes]) -> str:
+    """Installs importable chunk modules <unique>_part1..N, like the real packages."""
+    pkg_root = tmp_path / "site"
+    prefix = f"fakechunk_{tmp_path.name.replace('-', '_')}"
+    for i, data in enumerate(parts, start=1):
+        mod = pkg_root / f"{prefix}_part{i}"
+        (mod / "data").mkdir(parents=True)
+        (mod / "data" / "part.bin").write_bytes(data)
+        (mod / "__init__.py").write_text(
+            "import os\n"
+            "def get_part_path():\n"
+            "    return os.path.join(os.path.dirname(__file__), 'data', 'part.bin')\n"
+        )
+    monkeypatch.syspath_prepend(str(pkg_root))
+    return prefix + "_part{i}"
+
+
+def test_chunks_are_joined_in_order_and_verified(tmp_path, monkeypatch) -> None:
+    parts = [b"GGUF-head-", b"middle-", b"tail"]
+    spec = EmbeddedModelSpec(
+        name="fake", title="fake", part_module=_fake_chunks(tmp_path, monkeypatch, parts),
+        n_parts=3, size_bytes=21, sha256=hashlib.sha256(b"".join(parts)).hexdigest(),
+        extra="embedded",
+    )
+    path = ensure_model_file(spec, tmp_path / "models")
+    assert path.read_bytes() == b"GGUF-head-middle-tail"
+    stamp = path.stat().st_mtime_ns
+    assert ensure_model_file(spec, tmp_path / "models") == path
+    assert path.stat().st_mtime_ns == stamp  # reused, not rebuilt
+
+
+def test_a_tampered_chunk_is_refused_and_nothing_is_kept(tmp_path, monkeypatch) -> None:
+    spec = EmbeddedModelSpec(
+        name="fake", title="fake",
+        part_module=_fake_chunks(tmp_path, monkeypatch, [b"evil-", b"bytes"]),
+        n_parts=2, size_bytes=10, sha256=hashlib.sha256(b"the real model").hexdigest(),
+        extra="embedded",
+    )
+    with pytest.raises(LLMUnavailable, match="damaged or altered"):
+        ensure_model_file(spec, tmp_path / "models")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_file_changed_after_verification_is_rebuilt(tmp_path, monkeypatch) -> None:
+    parts = [b"abc", b"def"]
+    spec = EmbeddedModelSpec(
+        name="fake", title="fake", part_module=_fake_chunks(tmp_path, monkeypatch, parts),
+        n_parts=2, size_bytes=6, sha256=hashlib.sha256(b"abcdef").hexdigest(), extra="embedded",
+    )
+    path = ensure_model_file(spec, tmp_path / "models")
+    path.write_bytes(b"corrupted")
+    assert ensure_model_file(spec, tmp_path / "models").read_bytes() == b"abcdef"
+
+
+def test_the_shipped_licence_is_packaged() -> None:
+    import mlpilot.llm
+
+    licence = Path(mlpilot.llm.__file__).parent / "licenses" / "QWEN2.5-CODER-LICENSE.txt"
+    assert "Apache License" in licence.read_text()
+
+
+@pytest.mark.embedded
+def test_embedded_model_gives_a_valid_structured_answer(embedded_model: str) -> None:
+    from mlpilot.quickstart import QuickProposal
+
+    llm = make_llm()
+    assert llm.model == f"embedded/{embedded_model}"
+    proposal = structured(
+        llm,
+        "Propose a model for 500 rows of numeric tabular data, binary target. Example answer: "
+        '{"family": "random_forest", "n_estimators": 300, "max_depth": 10, '
+        '"learning_rate": 0.1, "C": 1.0, "rationale": "robust"}',
+        QuickProposal,
+        role="test",
+        temperature=0,
+        max_tokens=200,
+    )
+    assert isinstance(proposal, QuickProposal)
+    total = llm.ledger.as_rows()[-1]
+    assert total["calls"] >= 1 and total["completion_tokens"] > 0
+    assert total["cost_usd"] == 0.0
+    assert get_engine(embedded_model).load_seconds is not None
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mlpilot", *args],
+        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.embedded
+def test_cli_llm_answers_with_the_embedded_model(embedded_model: str) -> None:
+    done = _cli("llm", "Name one Python library for machine learning.", "--json",
+                "--max-tokens", "20")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["model"] == f"embedded/{embedded_model}"
+    assert answer["text"].strip() and answer["completion_tokens"] > 0
+
+
+@pytest.mark.embedded
+def test_cli_llm_answers_with_a_litellm_model_string(embedded_model: str) -> None:
+    """The openai provider path, against an OpenAI-compatible server on loopback."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(ensure_model_file(get_engine(embedded_model).spec))
+    params.n_ctx = 2048
+    params.verbosity = -1
+    server = xllamacpp.Server(params)
+    done = _cli(
+        "llm", "Say hello.", "--llm", "openai/local-qwen", "--api-base",
+        f"{server.listening_address}/v1", "--json", "--max-tokens", "10",
+        env={"OPENAI_API_KEY": "sk-local-test"},
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["model"] == "openai/local-qwen"
+    assert answer["text"].strip() and answer["prompt_tokens"] > 0
