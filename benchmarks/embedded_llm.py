@@ -57,31 +57,49 @@ def _feature_usable(f: Feature) -> bool:
 
 
 PROMPTS: list[tuple[str, type[BaseModel], str]] = [
-    ("hpo", HpoProposal,
-     "Binary classification, 569 rows, 30 numeric features, metric ROC AUC. Propose one "
-     "model configuration. Example: {\"family\": \"random_forest\", \"n_estimators\": 300, "
-     "\"max_depth\": 12, \"learning_rate\": 0.1}"),
-    ("hpo", HpoProposal,
-     "Regression, 20000 rows, 8 numeric features, metric RMSE. Propose one model configuration."
-     " Example: {\"family\": \"extra_trees\", \"n_estimators\": 200, \"max_depth\": null, "
-     "\"learning_rate\": 0.1}"),
-    ("plan", Plan,
-     "A user asks: 'tune a model for churn.csv in 2 minutes, optimise AUC'. Write a plan of "
-     "steps with a time budget each. Example: {\"steps\": [{\"kind\": \"profile\", "
-     "\"seconds\": 5}, {\"kind\": \"hpo\", \"seconds\": 100}], \"metric\": \"accuracy\"}"),
-    ("plan", Plan,
-     "A user asks: 'predict house prices, minimise RMSE, 10 minutes'. Write a plan of steps "
-     "with a time budget each. Example: {\"steps\": [{\"kind\": \"hpo\", \"seconds\": 60}], "
-     "\"metric\": \"mae\"}"),
-    ("feature", Feature,
-     "A pandas DataFrame df has columns age, income, debt, months_employed (numeric) and a "
-     "binary target default. Write one new feature as pandas code that assigns a new column of "
-     "df. Example: {\"name\": \"age_sq\", \"code\": \"df['age_sq'] = df['age'] ** 2\", "
-     "\"reason\": \"non-linear age effect\"}"),
-    ("feature", Feature,
-     "A pandas DataFrame df has columns rooms, area_m2, year_built, distance_km (numeric) and "
-     "target price. Write one new feature as pandas code that assigns a new column of df. "
-     "Example: {\"name\": \"x\", \"code\": \"df['x'] = df['rooms'] + 1\", \"reason\": \"...\"}"),
+    (
+        "hpo",
+        HpoProposal,
+        "Binary classification, 569 rows, 30 numeric features, metric ROC AUC. Propose one "
+        'model configuration. Example: {"family": "random_forest", "n_estimators": 300, '
+        '"max_depth": 12, "learning_rate": 0.1}',
+    ),
+    (
+        "hpo",
+        HpoProposal,
+        "Regression, 20000 rows, 8 numeric features, metric RMSE. Propose one model configuration."
+        ' Example: {"family": "extra_trees", "n_estimators": 200, "max_depth": null, '
+        '"learning_rate": 0.1}',
+    ),
+    (
+        "plan",
+        Plan,
+        "A user asks: 'tune a model for churn.csv in 2 minutes, optimise AUC'. Write a plan of "
+        'steps with a time budget each. Example: {"steps": [{"kind": "profile", '
+        '"seconds": 5}, {"kind": "hpo", "seconds": 100}], "metric": "accuracy"}',
+    ),
+    (
+        "plan",
+        Plan,
+        "A user asks: 'predict house prices, minimise RMSE, 10 minutes'. Write a plan of steps "
+        'with a time budget each. Example: {"steps": [{"kind": "hpo", "seconds": 60}], '
+        '"metric": "mae"}',
+    ),
+    (
+        "feature",
+        Feature,
+        "A pandas DataFrame df has columns age, income, debt, months_employed (numeric) and a "
+        "binary target default. Write one new feature as pandas code that assigns a new column of "
+        'df. Example: {"name": "age_sq", "code": "df[\'age_sq\'] = df[\'age\'] ** 2", '
+        '"reason": "non-linear age effect"}',
+    ),
+    (
+        "feature",
+        Feature,
+        "A pandas DataFrame df has columns rooms, area_m2, year_built, distance_km (numeric) and "
+        "target price. Write one new feature as pandas code that assigns a new column of df. "
+        'Example: {"name": "x", "code": "df[\'x\'] = df[\'rooms\'] + 1", "reason": "..."}',
+    ),
 ]
 
 
@@ -101,8 +119,13 @@ def run_one(model: str) -> dict[str, object]:
             if constrained:
                 params["response_format"] = response_format_for(schema)
             done = llm.complete(
-                [{"role": "system", "content": "Answer with one JSON object only."},
-                 {"role": "user", "content": prompt}], role=f"{kind}-{mode}", **params)
+                [
+                    {"role": "system", "content": "Answer with one JSON object only."},
+                    {"role": "user", "content": prompt},
+                ],
+                role=f"{kind}-{mode}",
+                **params,
+            )
             gen_tokens += done.usage.completion_tokens
             gen_seconds += done.latency_s
             cell = rows.setdefault(f"{mode}", {"asked": 0, "valid": 0, "usable": 0})
@@ -127,8 +150,9 @@ def run_one(model: str) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", default=[m for m in DEFAULT_ORDER
-                                                        if EMBEDDED_MODELS[m].installed()])
+    parser.add_argument(
+        "--models", nargs="*", default=[m for m in DEFAULT_ORDER if EMBEDDED_MODELS[m].installed()]
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,18 +164,27 @@ def main() -> None:
         env["MLPILOT_LLM_THREADS"] = str(args.threads)
     results = []
     for model in args.models:
-        out = subprocess.run([sys.executable, __file__, "--one", model], capture_output=True,
-                             text=True, env=env, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", model],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{len(PROMPTS)} prompts (hyperparameters, plans, pandas features), temperature 0\n")
-    print("| model | threads | load s | RSS GB | tokens/s | constrained valid/usable | "
-          "free valid/usable |")
+    print(
+        "| model | threads | load s | RSS GB | tokens/s | constrained valid/usable | "
+        "free valid/usable |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['model']} | {r['threads']} | {r['load_s']} | {r['rss_gb']} | "
-              f"{r['tokens_per_s']} | {r['constrained_valid']}/{r['constrained_usable']} of "
-              f"{r['constrained_asked']} | {r['free_valid']}/{r['free_usable']} of "
-              f"{r['free_asked']} |")
+        print(
+            f"| {r['model']} | {r['threads']} | {r['load_s']} | {r['rss_gb']} | "
+            f"{r['tokens_per_s']} | {r['constrained_valid']}/{r['constrained_usable']} of "
+            f"{r['constrained_asked']} | {r['free_valid']}/{r['free_usable']} of "
+            f"{r['free_asked']} |"
+        )
 
 
 if __name__ == "__main__":

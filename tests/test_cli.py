@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mlpilot", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200", **(env or {})},
     )
 
@@ -63,8 +67,15 @@ def test_quickstart_without_llm_runs_and_verifies() -> None:
 
 
 def test_quickstart_with_unreachable_provider_continues_without_llm() -> None:
-    done = cli("quickstart", "--dataset", "diabetes", "--llm", "openai/gpt-4o-mini",
-               env={"MLPILOT_NO_NETWORK_LLM": ""}, timeout=600)
+    done = cli(
+        "quickstart",
+        "--dataset",
+        "diabetes",
+        "--llm",
+        "openai/gpt-4o-mini",
+        env={"MLPILOT_NO_NETWORK_LLM": ""},
+        timeout=600,
+    )
     # With no key and no network the provider call fails; the run still completes.
     assert done.returncode == 0, done.stderr
     assert "default configuration used" in done.stdout

@@ -35,8 +35,12 @@ def _fake_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parts: list[by
 def test_chunks_are_joined_in_order_and_verified(tmp_path, monkeypatch) -> None:
     parts = [b"GGUF-head-", b"middle-", b"tail"]
     spec = EmbeddedModelSpec(
-        name="fake", title="fake", part_module=_fake_chunks(tmp_path, monkeypatch, parts),
-        n_parts=3, size_bytes=21, sha256=hashlib.sha256(b"".join(parts)).hexdigest(),
+        name="fake",
+        title="fake",
+        part_module=_fake_chunks(tmp_path, monkeypatch, parts),
+        n_parts=3,
+        size_bytes=21,
+        sha256=hashlib.sha256(b"".join(parts)).hexdigest(),
         extra="embedded",
     )
     path = ensure_model_file(spec, tmp_path / "models")
@@ -48,9 +52,12 @@ def test_chunks_are_joined_in_order_and_verified(tmp_path, monkeypatch) -> None:
 
 def test_a_tampered_chunk_is_refused_and_nothing_is_kept(tmp_path, monkeypatch) -> None:
     spec = EmbeddedModelSpec(
-        name="fake", title="fake",
+        name="fake",
+        title="fake",
         part_module=_fake_chunks(tmp_path, monkeypatch, [b"evil-", b"bytes"]),
-        n_parts=2, size_bytes=10, sha256=hashlib.sha256(b"the real model").hexdigest(),
+        n_parts=2,
+        size_bytes=10,
+        sha256=hashlib.sha256(b"the real model").hexdigest(),
         extra="embedded",
     )
     with pytest.raises(LLMUnavailable, match="damaged or altered"):
@@ -61,8 +68,13 @@ def test_a_tampered_chunk_is_refused_and_nothing_is_kept(tmp_path, monkeypatch) 
 def test_a_file_changed_after_verification_is_rebuilt(tmp_path, monkeypatch) -> None:
     parts = [b"abc", b"def"]
     spec = EmbeddedModelSpec(
-        name="fake", title="fake", part_module=_fake_chunks(tmp_path, monkeypatch, parts),
-        n_parts=2, size_bytes=6, sha256=hashlib.sha256(b"abcdef").hexdigest(), extra="embedded",
+        name="fake",
+        title="fake",
+        part_module=_fake_chunks(tmp_path, monkeypatch, parts),
+        n_parts=2,
+        size_bytes=6,
+        sha256=hashlib.sha256(b"abcdef").hexdigest(),
+        extra="embedded",
     )
     path = ensure_model_file(spec, tmp_path / "models")
     path.write_bytes(b"corrupted")
@@ -102,14 +114,18 @@ def test_embedded_model_gives_a_valid_structured_answer(embedded_model: str) -> 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "mlpilot", *args],
-        capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
     )
 
 
 @pytest.mark.embedded
 def test_cli_llm_answers_with_the_embedded_model(embedded_model: str) -> None:
-    done = _cli("llm", "Name one Python library for machine learning.", "--json",
-                "--max-tokens", "20")
+    done = _cli(
+        "llm", "Name one Python library for machine learning.", "--json", "--max-tokens", "20"
+    )
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert answer["model"] == f"embedded/{embedded_model}"
@@ -127,8 +143,15 @@ def test_cli_llm_answers_with_a_litellm_model_string(embedded_model: str) -> Non
     params.verbosity = -1
     server = xllamacpp.Server(params)
     done = _cli(
-        "llm", "Say hello.", "--llm", "openai/local-qwen", "--api-base",
-        f"{server.listening_address}/v1", "--json", "--max-tokens", "10",
+        "llm",
+        "Say hello.",
+        "--llm",
+        "openai/local-qwen",
+        "--api-base",
+        f"{server.listening_address}/v1",
+        "--json",
+        "--max-tokens",
+        "10",
         env={"OPENAI_API_KEY": "sk-local-test"},
     )
     assert done.returncode == 0, done.stderr

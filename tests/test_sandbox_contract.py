@@ -257,3 +257,15 @@ def test_limits_are_validated() -> None:
 def test_unknown_sandbox_kind() -> None:
     with pytest.raises(SandboxError, match="unknown sandbox 'kubernetes'"):
         make_sandbox("kubernetes")
+
+
+def test_thread_counts_follow_the_cpu_limit(sandbox: Sandbox) -> None:
+    result = sandbox.run("import os; print(os.environ['OMP_NUM_THREADS'])", limits=Limits(cpus=1))
+    assert result.stdout.strip() == "1"
+
+
+def test_parallel_slots_share_the_cores() -> None:
+    from mlpilot.sandbox import LocalSandbox
+
+    with LocalSandbox(workers=max(2, os.cpu_count() or 1) * 2) as box:
+        assert box.run("import os; print(os.environ['OMP_NUM_THREADS'])").stdout.strip() == "1"

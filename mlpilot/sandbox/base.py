@@ -35,7 +35,8 @@ class Limits:
         timeout_s: wall-clock seconds before the job and everything it spawned is killed.
         memory_mb: address-space (local) or memory (docker) limit; None for none.
         cpus: CPUs the job may use; sets the thread counts of BLAS/OpenMP and,
-            in docker, a CPU quota. None leaves them as they are.
+            in docker, a CPU quota. None shares the machine's cores among the
+            jobs the sandbox may run at once.
         pids: most processes the job may hold (docker; the local backend kills
             the job's whole process tree instead).
         gpus: 0 hides every GPU, ``n`` exposes the first n, -1 all of them.

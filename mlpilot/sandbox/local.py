@@ -91,8 +91,13 @@ def namespace_prefix(network: bool = False) -> tuple[str, ...]:
     return ()
 
 
-def scrubbed_env(workdir: Path, limits: Limits, extra: Mapping[str, str]) -> dict[str, str]:
-    """The whole environment a job sees: nothing from the host but a PATH."""
+def scrubbed_env(
+    workdir: Path, limits: Limits, extra: Mapping[str, str], threads: int | None = None
+) -> dict[str, str]:
+    """The whole environment a job sees: nothing from the host but a PATH.
+
+    ``threads`` caps BLAS/OpenMP threads when ``limits.cpus`` is not set.
+    """
     bin_dir = str(Path(sys.executable).parent)
     env = {
         "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
@@ -106,10 +111,10 @@ def scrubbed_env(workdir: Path, limits: Limits, extra: Mapping[str, str]) -> dic
         "MPLBACKEND": "Agg",
         "MLPILOT_SANDBOX": "1",
     }
-    if limits.cpus is not None:
-        threads = str(max(1, int(limits.cpus)))
+    cap = max(1, int(limits.cpus)) if limits.cpus is not None else threads
+    if cap is not None:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[name] = threads
+            env[name] = str(cap)
     host_visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if limits.gpus == 0:
         env["CUDA_VISIBLE_DEVICES"] = ""
@@ -274,7 +279,7 @@ class LocalSandbox(Sandbox):
         except OSError as e:
             shutil.rmtree(workdir, ignore_errors=True)
             raise SandboxError(f"could not prepare the job directory {workdir}: {e}") from e
-        env = scrubbed_env(workdir, limits, job.env)
+        env = scrubbed_env(workdir, limits, job.env, threads=self._threads_per_job(limits))
         Path(env["TMPDIR"]).mkdir(exist_ok=True)
         with self._slots:
             # A job that needs the network cannot share a worker's namespace.
@@ -292,6 +297,16 @@ class LocalSandbox(Sandbox):
             worker.kill()
         if self._own_root:
             shutil.rmtree(self.root, ignore_errors=True)
+
+    def _threads_per_job(self, limits: Limits) -> int:
+        """Threads one job may use: ``limits.cpus``, else the cores shared by the slots.
+
+        Parallel jobs that each start a thread per core oversubscribe the CPU,
+        and OpenMP's spinning barriers then slow some models down a hundredfold.
+        """
+        if limits.cpus is not None:
+            return max(1, int(limits.cpus))
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     @property
     def worker_starts(self) -> int:
@@ -386,7 +401,7 @@ class LocalSandbox(Sandbox):
             "env": env,
             "timeout": limits.timeout_s,
             "memory_mb": limits.memory_mb,
-            "cpus": limits.cpus,
+            "cpus": self._threads_per_job(limits),
         }
         start = time.monotonic()
         try:
