@@ -7,11 +7,8 @@ anything deeper (pandas, scikit-learn) can fail with a traceback.
 
 from __future__ import annotations
 
-import csv
 import difflib
-import io
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +18,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from mlpilot.errors import ConfigError, DataError
+from mlpilot.tools.data import check_duplicate_names, read_table
 from mlpilot.tools.metrics import (
     Metric,
     ProblemType,
@@ -34,71 +32,6 @@ Modality = Literal["tabular", "text"]
 MAX_CLASSES_FOR_INTEGER_TARGET = 20  # an integer target with more levels is a regression
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^unnamed: ?\d+$", re.IGNORECASE)
 _TEXT_MIN_MEAN_CHARS = 30
-_READERS = {".csv": ",", ".tsv": "\t", ".txt": None}
-_PARQUET = {".parquet", ".pq"}
-
-
-def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
-    """Reads a CSV/TSV or Parquet file, turning every failure into a :class:`DataError`."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file not found: {str(path)!r}")
-    if p.is_dir():
-        raise DataError(f"expected a data file but {str(path)!r} is a directory")
-    suffix = p.suffix.lower()
-    if suffix not in _READERS and suffix not in _PARQUET:
-        raise DataError(
-            f"unsupported data file type {suffix or '(none)'!r} for {p.name!r}; "
-            "expected .csv, .tsv, .txt, .parquet or .pq"
-        )
-    if p.stat().st_size == 0:
-        raise DataError(f"data file {p.name!r} is empty (0 bytes)")
-    if suffix in _PARQUET:
-        try:
-            return pd.read_parquet(p)
-        except Exception as e:
-            raise DataError(f"could not read {p.name!r} as Parquet: {e}") from e
-    raw = p.read_bytes()
-    try:
-        text = raw.decode(encoding)
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise DataError(
-            f"{p.name!r} is not valid {encoding.upper()} text: byte 0x{raw[e.start]:02x} at "
-            f"offset {e.start} (line {line}) cannot be decoded. Re-save the file as UTF-8, "
-            "or pass its encoding (e.g. encoding='latin-1')"
-        ) from e
-    sep = _READERS[suffix] or _sniff_separator(text)
-    header = next(csv.reader(io.StringIO(text), delimiter=sep), [])
-    _check_duplicate_names(header, p.name)
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=sep)
-    except pd.errors.EmptyDataError as e:
-        raise DataError(f"data file {p.name!r} has no columns (it is blank)") from e
-    except pd.errors.ParserError as e:
-        raise DataError(f"{p.name!r} is not a well-formed table: {e}") from e
-    return frame
-
-
-def _sniff_separator(text: str) -> str:
-    try:
-        return csv.Sniffer().sniff(text[:20_000], delimiters=",\t;|").delimiter
-    except csv.Error:
-        return ","
-
-
-def _check_duplicate_names(names: Iterable[Any], where: str) -> None:
-    seen: dict[str, int] = {}
-    dupes: list[str] = []
-    for name in names:
-        key = str(name)
-        seen[key] = seen.get(key, 0) + 1
-        if seen[key] == 2:
-            dupes.append(key)
-    if dupes:
-        raise DataError(
-            f"column names must be unique, but {where} repeats {', '.join(map(repr, dupes))}"
-        )
 
 
 @dataclass(frozen=True)
@@ -159,7 +92,7 @@ class TaskSpec:
 
         Extra columns (the target among them) are ignored.
         """
-        _check_duplicate_names(frame.columns, "the new data")
+        check_duplicate_names(frame.columns, "the new data")
         missing = [c for c in self.feature_columns if c not in frame.columns]
         if missing:
             hints = _suggest_many(missing, [str(c) for c in frame.columns])
@@ -220,7 +153,7 @@ class TaskSpec:
             raise ConfigError(f"holdout_fraction must be in (0, 0.9), but got {holdout_fraction}")
         if isinstance(data, pd.DataFrame):
             frame = data.copy()
-            _check_duplicate_names(frame.columns, "the DataFrame")
+            check_duplicate_names(frame.columns, "the DataFrame")
             label = name or "dataframe"
         elif isinstance(data, (str, Path)):
             frame = read_table(data, encoding=encoding)

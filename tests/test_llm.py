@@ -107,10 +107,13 @@ def test_ledger_counts_per_role_and_in_total() -> None:
     [
         (Budget(max_tokens=240), "token budget"),
         (Budget(max_cost_usd=0.02), "cost budget"),
+        (Budget(max_llm_seconds=3.0), "LLM time budget"),
     ],
 )
 def test_budget_stops_llm_use_cleanly(budget: Budget, reason: str) -> None:
-    fake = ScriptedLLM(["a", "b", "c", "d"], tokens_per_call=(100, 20), cost_per_call=0.01)
+    fake = ScriptedLLM(
+        ["a", "b", "c", "d"], tokens_per_call=(100, 20), cost_per_call=0.01, latency_per_call=1.5
+    )
     llm = LLM(fake, budget=budget)
     llm.complete("x")
     llm.complete("x")

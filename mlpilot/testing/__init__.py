@@ -54,6 +54,7 @@ class ScriptedLLM:
         json_schema: what ``supports_json_schema`` reports.
         tokens_per_call: prompt/completion tokens reported per call, for budget tests.
         cost_per_call: money reported per call.
+        latency_per_call: seconds reported per call (nothing actually waits).
     """
 
     replies: Iterable[Reply] = ()
@@ -61,6 +62,7 @@ class ScriptedLLM:
     json_schema: bool = True
     tokens_per_call: tuple[int, int] = (10, 5)
     cost_per_call: float = 0.0
+    latency_per_call: float = 0.0
     calls: list[ScriptedCall] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -95,7 +97,7 @@ class ScriptedLLM:
             model=self.model,
             usage=Usage(*self.tokens_per_call),
             cost_usd=self.cost_per_call,
-            latency_s=0.0,
+            latency_s=self.latency_per_call,
             finish_reason="stop",
         )
 
