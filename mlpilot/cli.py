@@ -94,22 +94,17 @@ def quickstart(
     if result.proposal.rationale:
         console.print(f"  rationale: {result.proposal.rationale}")
     table = Table(title=f"Cross-validated in the '{result.sandbox}' sandbox, scored on the host")
-    for col in (
-        "candidate",
-        "model",
-        "params",
-        f"CV {task.metric.display}",
-        f"holdout {task.metric.display}",
-        "seconds",
-        "verified",
-    ):
-        table.add_column(col)
+    table.add_column("candidate", overflow="fold")
+    table.add_column("model and parameters", overflow="fold", min_width=22)
+    table.add_column(f"CV {task.metric.display}", justify="right")
+    table.add_column("holdout", justify="right")
+    table.add_column("s", justify="right")
+    table.add_column("verified", overflow="fold")
     for c in result.candidates:
-        params = ", ".join(f"{k}={v}" for k, v in c.params.items() if _relevant(c.family, k))
+        params = [f"{k}={v}" for k, v in c.params.items() if _relevant(c.family, k)]
         table.add_row(
             c.label,
-            c.family,
-            params,
+            "\n".join([c.family, *params]),
             _fmt(c.cv_score),
             _fmt(c.holdout_score),
             f"{c.seconds:.1f}",

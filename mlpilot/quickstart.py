@@ -206,7 +206,7 @@ def run_quickstart(
     )
     runs = [
         (
-            "LLM proposal" if llm and "proposed" in note else "fallback",
+            "LLM" if llm and "proposed" in note else "fallback",
             proposal.family,
             proposal.params(),
         )
