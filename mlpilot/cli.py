@@ -87,7 +87,7 @@ def quickstart(
     ):
         result = run_quickstart(client, box, dataset=dataset)
     task = result.task
-    console.print(f"[bold]Task[/] {task.describe()}")
+    console.print(task.describe())
     for warning in task.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
     console.print(f"[bold]LLM[/] {escape(result.llm_note)}")
