@@ -8,21 +8,17 @@ host recomputed from those predictions.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, Field
 
 from mlpilot import prompts
+from mlpilot.agents.trials import TrialRunner
 from mlpilot.llm import LLM, LLMError, LLMUnavailable, StructuredOutputError, structured
-from mlpilot.sandbox import Job, Limits, Sandbox
+from mlpilot.sandbox import Limits, Sandbox
 from mlpilot.task import TaskSpec
-from mlpilot.tools import cv_job
-from mlpilot.tools.metrics import predictions_for
 from mlpilot.tools.profile import PROBLEM_WORDS, profile_frame
 
 Family = Literal["random_forest", "extra_trees", "hist_gradient_boosting", "logistic_regression"]
@@ -123,73 +119,6 @@ def propose(llm: LLM | None, task: TaskSpec) -> tuple[QuickProposal, str]:
     return proposal, f"proposed by {llm.model}"
 
 
-def evaluate(
-    sandbox: Sandbox,
-    task: TaskSpec,
-    label: str,
-    family: str,
-    params: dict[str, Any],
-    *,
-    folds: int = 5,
-    timeout_s: float = 600,
-) -> tuple[CandidateResult, bool]:
-    """Cross-validates one configuration in the sandbox and scores it on the host."""
-    config = {
-        "family": family,
-        "params": params,
-        "problem_type": task.problem_type,
-        "target": task.target,
-        "text_columns": list(task.text_columns),
-        "folds": folds,
-        "seed": task.seed,
-    }
-    files = {
-        "config.json": json.dumps(config),
-        "train.parquet": _parquet(task.train),
-        "holdout.parquet": _parquet(task.holdout.features),
-    }
-    job = Job(code=Path(cv_job.__file__).read_text(), files=files)
-    run = sandbox.run(job, limits=Limits(timeout_s=timeout_s))
-    out = CandidateResult(label=label, family=family, params=params, seconds=run.duration_s)
-    if not run.ok:
-        out.note = run.summary()
-        return out, run.network_isolated
-    art = run.artifacts
-    try:
-        oof = np.load(art["oof.npy"], allow_pickle=False)
-        hold = np.load(art["holdout_pred.npy"], allow_pickle=False)
-        claimed = json.loads(art["result.json"].read_text())
-        classes = json.loads(art["classes.json"].read_text()) if "classes.json" in art else None
-    except (KeyError, OSError, ValueError) as e:
-        out.note = f"the job's outputs are missing or unreadable: {e}"
-        return out, run.network_isolated
-    y = task.y.to_numpy()
-    if len(oof) != len(y) or not np.all(np.isfinite(oof.astype(float))):
-        out.note = f"out-of-fold predictions are invalid (rows {len(oof)} vs {len(y)}, or NaN)"
-        return out, run.network_isolated
-    metric = task.metric
-    out.cv_score = metric(y, predictions_for(metric, oof, classes))
-    out.holdout_score = task.score_holdout(predictions_for(metric, hold, classes))
-    # The job reported its own number; the host recomputes it and compares.
-    if classes is not None:
-        recomputed = float(np.mean(np.asarray(classes)[oof.argmax(axis=1)] == y))
-        mine, theirs = recomputed, claimed.get("cv_accuracy")
-    else:
-        mine, theirs = float(np.sqrt(np.mean((oof - y) ** 2))), claimed.get("cv_rmse")
-    out.verified = theirs is not None and abs(mine - float(theirs)) <= 1e-9
-    if not out.verified:
-        out.note = f"the job claimed {theirs}, the host recomputed {mine}"
-    return out, run.network_isolated
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
 def run_quickstart(
     llm: LLM | None, sandbox: Sandbox, *, dataset: str = "breast_cancer", seed: int = 0
 ) -> QuickstartResult:
@@ -214,10 +143,22 @@ def run_quickstart(
     default = DEFAULT_PROPOSAL
     if (proposal.family, proposal.params()) != (default.family, default.params()):
         runs.append(("default", default.family, default.params()))
+    runner = TrialRunner(sandbox, task, limits=Limits(timeout_s=600))
     for label, family, params in runs:
-        candidate, isolated = evaluate(sandbox, task, label, family, params)
-        result.candidates.append(candidate)
-        result.network_isolated = isolated
+        outcome = runner.run(family, params)
+        result.candidates.append(
+            CandidateResult(
+                label=label,
+                family=family,
+                params=params,
+                cv_score=outcome.cv_score,
+                holdout_score=outcome.holdout_score,
+                seconds=outcome.seconds,
+                verified=outcome.ok and outcome.verified,
+                note=outcome.reason,
+            )
+        )
+    result.network_isolated = runner.last_network_isolated
     if llm is not None:
         result.usage = llm.ledger.as_rows()
     return result

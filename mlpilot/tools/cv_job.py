@@ -35,14 +35,20 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.svm import SVC, SVR
+
+
+def _opt(params: dict, name: str, cast, default):
+    value = params.get(name)
+    return default if value is None else cast(value)
 
 
 def build_estimator(family: str, params: dict, classification: bool, seed: int):
-    n_est = int(params.get("n_estimators") or 200)
-    depth = params.get("max_depth")
-    depth = int(depth) if depth else None
+    """The estimator of ``family`` with ``params``; missing parameters take defaults."""
     if family in ("random_forest", "extra_trees"):
         cls = {
             ("random_forest", True): RandomForestClassifier,
@@ -50,20 +56,49 @@ def build_estimator(family: str, params: dict, classification: bool, seed: int):
             ("extra_trees", True): ExtraTreesClassifier,
             ("extra_trees", False): ExtraTreesRegressor,
         }[(family, classification)]
-        return cls(n_estimators=n_est, max_depth=depth, random_state=seed, n_jobs=1)
+        return cls(
+            n_estimators=_opt(params, "n_estimators", int, 200),
+            max_depth=_opt(params, "max_depth", int, None),
+            min_samples_leaf=_opt(params, "min_samples_leaf", int, 1),
+            max_features=_opt(params, "max_features", float, "sqrt" if classification else 1.0),
+            random_state=seed,
+            n_jobs=1,
+        )
     if family == "hist_gradient_boosting":
         cls = HistGradientBoostingClassifier if classification else HistGradientBoostingRegressor
         return cls(
-            max_iter=n_est,
-            max_depth=depth,
-            learning_rate=float(params.get("learning_rate") or 0.1),
+            max_iter=_opt(params, "max_iter", int, _opt(params, "n_estimators", int, 100)),
+            learning_rate=_opt(params, "learning_rate", float, 0.1),
+            max_depth=_opt(params, "max_depth", int, None),
+            max_leaf_nodes=_opt(params, "max_leaf_nodes", int, 31),
+            min_samples_leaf=_opt(params, "min_samples_leaf", int, 20),
+            l2_regularization=_opt(params, "l2_regularization", float, 0.0),
             random_state=seed,
         )
-    if family == "logistic_regression":
-        c = float(params.get("C") or 1.0)
+    if family in ("linear", "logistic_regression"):
+        c = _opt(params, "C", float, 1.0)
+        return LogisticRegression(C=c, max_iter=2000) if classification else Ridge(alpha=1.0 / c)
+    if family == "knn":
+        cls = KNeighborsClassifier if classification else KNeighborsRegressor
+        return cls(
+            n_neighbors=_opt(params, "n_neighbors", int, 5),
+            weights=params.get("weights") or "uniform",
+        )
+    if family == "svm":
+        c, gamma = _opt(params, "C", float, 1.0), _opt(params, "gamma", float, "scale")
         if classification:
-            return LogisticRegression(C=c, max_iter=2000)
-        return Ridge(alpha=1.0 / c)
+            return SVC(C=c, gamma=gamma, probability=True, random_state=seed)
+        return SVR(C=c, gamma=gamma)
+    if family == "mlp":
+        cls = MLPClassifier if classification else MLPRegressor
+        return cls(
+            hidden_layer_sizes=(_opt(params, "hidden_units", int, 100),),
+            alpha=_opt(params, "alpha", float, 1e-4),
+            learning_rate_init=_opt(params, "learning_rate_init", float, 1e-3),
+            early_stopping=True,
+            max_iter=300,
+            random_state=seed,
+        )
     raise ValueError(f"unknown model family {family!r}")
 
 

@@ -1,0 +1,164 @@
+"""The model zoo's hyperparameter search spaces, usable by Optuna and by LLM prompts.
+
+Each family's parameters are declared once: Optuna samples from them, LLM
+proposals are checked against them, and prompts describe them (type, range,
+log scale). The estimators themselves are built inside the sandbox by
+``mlpilot.tools.cv_job`` from the same names.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import optuna
+
+from mlpilot.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Param:
+    """One hyperparameter: an int or float range (optionally log-scaled) or a choice."""
+
+    name: str
+    kind: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind == "categorical":
+            if not self.choices:
+                raise ConfigError(f"categorical parameter {self.name!r} needs choices")
+            return
+        if self.low is None or self.high is None or not self.low <= self.high:
+            raise ConfigError(
+                f"`low <= high` must hold for {self.name!r}, but got "
+                f"(low={self.low}, high={self.high})"
+            )
+        if self.log and self.low <= 0:
+            raise ConfigError(f"log-scaled {self.name!r} needs low > 0, but got {self.low}")
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
+        if self.kind == "float":
+            return trial.suggest_float(self.name, self.low, self.high, log=self.log)  # type: ignore[arg-type]
+        return trial.suggest_categorical(self.name, list(self.choices))
+
+    def distribution(self) -> optuna.distributions.BaseDistribution:
+        if self.kind == "int":
+            return optuna.distributions.IntDistribution(int(self.low), int(self.high), log=self.log)  # type: ignore[arg-type]
+        if self.kind == "float":
+            return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)  # type: ignore[arg-type]
+        return optuna.distributions.CategoricalDistribution(list(self.choices))
+
+    def coerce(self, value: Any) -> Any:
+        """Returns ``value`` as this parameter's type, or raises ValueError if out of range."""
+        if self.kind == "categorical":
+            if value not in self.choices:
+                raise ValueError(f"{self.name}={value!r} is not one of {list(self.choices)}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{self.name}={value!r} is not a number")
+        if not math.isfinite(value):
+            raise ValueError(f"{self.name}={value!r} is not finite")
+        out: int | float = round(value) if self.kind == "int" else float(value)
+        if self.kind == "int" and abs(out - value) > 1e-9:
+            raise ValueError(f"{self.name}={value!r} must be an integer")
+        if not self.low <= out <= self.high:  # type: ignore[operator]
+            raise ValueError(f"{self.name}={value!r} is outside [{self.low}, {self.high}]")
+        return out
+
+    def describe(self) -> str:
+        if self.kind == "categorical":
+            return f"{self.name}: one of {list(self.choices)}"
+        scale = ", log scale" if self.log else ""
+        low, high = _num(self.low), _num(self.high)  # type: ignore[arg-type]
+        return f"{self.name}: {self.kind} in [{low}, {high}]{scale}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) >= 1 else f"{x:g}"
+
+
+_TREES = (
+    Param("n_estimators", "int", 50, 500, log=True),
+    Param("max_depth", "int", 2, 32, log=True),
+    Param("min_samples_leaf", "int", 1, 20, log=True),
+    Param("max_features", "float", 0.1, 1.0),
+)
+
+SPACES: dict[str, tuple[Param, ...]] = {
+    "hist_gradient_boosting": (
+        Param("max_iter", "int", 50, 500, log=True),
+        Param("learning_rate", "float", 0.01, 0.3, log=True),
+        Param("max_leaf_nodes", "int", 8, 128, log=True),
+        Param("min_samples_leaf", "int", 5, 100, log=True),
+        Param("l2_regularization", "float", 1e-8, 10.0, log=True),
+    ),
+    "random_forest": _TREES,
+    "extra_trees": _TREES,
+    "linear": (Param("C", "float", 1e-3, 1e3, log=True),),
+    "knn": (
+        Param("n_neighbors", "int", 1, 50, log=True),
+        Param("weights", "categorical", choices=("uniform", "distance")),
+    ),
+    "svm": (
+        Param("C", "float", 1e-2, 1e3, log=True),
+        Param("gamma", "float", 1e-4, 1.0, log=True),
+    ),
+    "mlp": (
+        Param("hidden_units", "int", 16, 256, log=True),
+        Param("alpha", "float", 1e-6, 1e-1, log=True),
+        Param("learning_rate_init", "float", 1e-4, 1e-1, log=True),
+    ),
+}
+
+FAMILY_NOTES: dict[str, str] = {
+    "hist_gradient_boosting": "gradient-boosted trees (histogram); handles missing values",
+    "random_forest": "random forest",
+    "extra_trees": "extremely randomised trees",
+    "linear": "logistic regression (classification) or ridge (regression); C = 1/regularisation",
+    "knn": "k-nearest neighbours on standardised features",
+    "svm": "RBF-kernel support vector machine; slow above ~10k rows",
+    "mlp": "one-hidden-layer neural network (scikit-learn MLP, early stopping)",
+}
+
+DEFAULT_FAMILIES = ("hist_gradient_boosting", "random_forest", "extra_trees", "linear")
+
+
+def space(family: str) -> tuple[Param, ...]:
+    try:
+        return SPACES[family]
+    except KeyError:
+        raise ConfigError(f"unknown model family {family!r}; known: {', '.join(SPACES)}") from None
+
+
+def validate_config(family: str, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Checks a proposed configuration against the family's space.
+
+    Missing parameters are an error and unknown ones are dropped, so that an
+    LLM's extra keys never reach the estimator.
+
+    Raises:
+        ValueError: a value is missing, of the wrong type, or out of range.
+    """
+    out: dict[str, Any] = {}
+    for p in space(family):
+        if p.name not in config:
+            raise ValueError(f"{p.name} is missing")
+        out[p.name] = p.coerce(config[p.name])
+    return out
+
+
+def distributions(family: str) -> dict[str, optuna.distributions.BaseDistribution]:
+    return {p.name: p.distribution() for p in space(family)}
+
+
+def describe_space(family: str) -> str:
+    """The space as prompt text, one parameter per line."""
+    return "\n".join(f"- {p.describe()}" for p in space(family))

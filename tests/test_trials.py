@@ -1,0 +1,114 @@
+"""Search spaces and sandboxed trials: every family runs, failures are data."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes
+
+from mlpilot.agents.trials import TrialRunner
+from mlpilot.sandbox import Limits, LocalSandbox
+from mlpilot.task import TaskSpec
+from mlpilot.tools.search_spaces import SPACES, Param, describe_space, validate_config
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[LocalSandbox]:
+    with LocalSandbox(warm=True) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def binary_task() -> TaskSpec:
+    frame = load_breast_cancer(as_frame=True).frame.sample(200, random_state=0)
+    return TaskSpec.from_data(frame, target="target")
+
+
+@pytest.fixture(scope="module")
+def regression_task() -> TaskSpec:
+    frame = load_diabetes(as_frame=True).frame.sample(200, random_state=0)
+    return TaskSpec.from_data(frame, target="target")
+
+
+def _low_config(family: str) -> dict:
+    """The cheapest corner of each space (small ensembles) that still exercises every parameter."""
+    return {
+        p.name: (
+            p.choices[0]
+            if p.kind == "categorical"
+            else (p.low if p.kind == "float" else int(p.low))
+        )
+        for p in SPACES[family]
+    }
+
+
+@pytest.mark.parametrize("family", sorted(SPACES))
+def test_every_family_runs_and_is_verified(box, binary_task, regression_task, family) -> None:
+    for task in (binary_task, regression_task):
+        outcome = TrialRunner(box, task, folds=3).run(
+            family, validate_config(family, _low_config(family))
+        )
+        assert outcome.ok, outcome.reason
+        assert outcome.verified
+        assert outcome.oof is not None and len(outcome.oof) == len(task.train)
+        assert np.isfinite(outcome.cv_score) and np.isfinite(outcome.holdout_score)
+
+
+def test_a_good_model_scores_well(box, binary_task) -> None:
+    outcome = TrialRunner(box, binary_task).run("random_forest", {"n_estimators": 100})
+    assert outcome.cv_score > 0.95 and outcome.holdout_score > 0.9
+    assert outcome.classes == (0, 1) and outcome.oof.shape == (len(binary_task.train), 2)
+
+
+def test_a_crashing_trial_is_a_failed_outcome(box, binary_task) -> None:
+    outcome = TrialRunner(box, binary_task).run("svm", {"C": -1.0, "gamma": 0.1})
+    assert not outcome.ok and not outcome.timed_out
+    assert "exited with code 1" in outcome.reason and "C" in outcome.reason
+
+
+def test_a_timed_out_trial_is_a_failed_outcome(box, binary_task) -> None:
+    runner = TrialRunner(box, binary_task, limits=Limits(timeout_s=0.3))
+    outcome = runner.run("random_forest", {"n_estimators": 500})
+    assert not outcome.ok and outcome.timed_out
+    assert "timed out" in outcome.reason
+
+
+def test_validate_config_checks_ranges_and_drops_unknown_keys() -> None:
+    good = validate_config("svm", {"C": 10, "gamma": 0.01, "kernel": "poly"})
+    assert good == {"C": 10.0, "gamma": 0.01}
+    with pytest.raises(ValueError, match=r"C=5000 is outside \[0.01, 1000"):
+        validate_config("svm", {"C": 5000, "gamma": 0.01})
+    with pytest.raises(ValueError, match="gamma is missing"):
+        validate_config("svm", {"C": 1.0})
+    with pytest.raises(ValueError, match="must be an integer"):
+        validate_config("knn", {"n_neighbors": 2.5, "weights": "uniform"})
+    with pytest.raises(ValueError, match="not one of"):
+        validate_config("knn", {"n_neighbors": 3, "weights": "nearest"})
+    with pytest.raises(ValueError, match="not a number"):
+        validate_config("linear", {"C": "big"})
+
+
+def test_params_sample_inside_their_space() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = study.ask()
+        config = {p.name: p.suggest(trial) for p in SPACES["hist_gradient_boosting"]}
+        assert validate_config("hist_gradient_boosting", config) == config
+        study.tell(trial, 0.0)
+
+
+def test_space_descriptions_for_prompts() -> None:
+    text = describe_space("svm")
+    assert "C: float in [0.01, 1000], log scale" in text
+
+
+def test_bad_param_declarations_are_refused() -> None:
+    from mlpilot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="`low <= high` must hold"):
+        Param("x", "int", 5, 1)
+    with pytest.raises(ConfigError, match="needs low > 0"):
+        Param("x", "float", 0, 1, log=True)
