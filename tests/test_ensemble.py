@@ -1,0 +1,71 @@
+"""Caruana greedy ensemble selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mlpilot.agents.ensemble import Member, greedy_ensemble
+from mlpilot.tools.metrics import get_metric
+
+
+def _members(y: np.ndarray, noises: list[float], seed: int = 0) -> list[Member]:
+    rng = np.random.default_rng(seed)
+    return [
+        Member(f"m{i}", y + rng.normal(0, s, len(y)), np.zeros(5)) for i, s in enumerate(noises)
+    ]
+
+
+def test_independent_errors_average_out_and_the_ensemble_is_kept() -> None:
+    y = np.linspace(0, 10, 400)
+    members = _members(y, [1.0, 1.0, 1.0])
+    result = greedy_ensemble(members, y, get_metric("rmse"))
+    assert result.kept
+    assert result.score < result.best_single * 0.8  # ~1/sqrt(3) of a single model's error
+    assert len(result.weights) == 3
+    assert sum(result.normalized_weights().values()) == pytest.approx(1.0)
+
+
+def test_a_useless_member_gets_no_weight_and_a_lone_best_is_not_called_an_ensemble() -> None:
+    y = np.linspace(0, 10, 400)
+    members = _members(y, [0.1, 50.0])
+    result = greedy_ensemble(members, y, get_metric("rmse"), rounds=10)
+    assert set(result.weights) == {"m0"}
+    assert not result.kept  # equal to the best single model, not better
+    assert result.best_single_name == "m0"
+
+
+def test_direction_follows_the_metric_for_probabilities() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 600)
+    signal = y + rng.normal(0, 0.8, (3, 600))
+    members = [
+        Member(f"p{i}", np.column_stack([1 - p, p]), np.zeros((4, 2)))
+        for i, p in enumerate(1 / (1 + np.exp(-(signal - 0.5) * 3)))
+    ]
+    result = greedy_ensemble(members, y, get_metric("roc_auc"), classes=[0, 1])
+    assert result.kept and result.score > result.best_single
+    accuracy = greedy_ensemble(members, y, get_metric("accuracy"), classes=[0, 1])
+    assert accuracy.score >= accuracy.best_single
+    assert accuracy.holdout_pred.shape == (4, 2)
+
+
+def test_weights_are_pick_counts_and_predictions_their_weighted_average() -> None:
+    y = np.linspace(0, 10, 200)
+    members = _members(y, [0.5, 1.0], seed=3)
+    result = greedy_ensemble(members, y, get_metric("rmse"), rounds=20)
+    n = sum(result.weights.values())
+    expected = sum(m.oof * result.weights.get(m.name, 0) for m in members) / n
+    np.testing.assert_allclose(result.oof, expected)
+    assert result.weights["m0"] >= result.weights.get("m1", 0)
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(ValueError, match="at least one member"):
+        greedy_ensemble([], np.zeros(3), get_metric("rmse"))
+    with pytest.raises(ValueError, match="differ in shape"):
+        greedy_ensemble(
+            [Member("a", np.zeros(3), np.zeros(1)), Member("b", np.zeros(4), np.zeros(1))],
+            np.zeros(3),
+            get_metric("rmse"),
+        )
