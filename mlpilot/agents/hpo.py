@@ -1,0 +1,360 @@
+"""LLAMBO-style Bayesian optimisation on top of Optuna.
+
+One Optuna study per model family. The LLM contributes in two ways, both as
+configurations that enter the study through ``enqueue_trial``:
+
+* **warm start**: from a data-aware prompt (rows, feature types, class balance,
+  correlated features, the search space with its scales) it proposes N diverse
+  initial configurations;
+* **candidate sampling**: shown the trial history as examples, it proposes
+  configurations aimed at a target score s* = best + α·(best − worst), i.e.
+  a little beyond the best seen so far.
+
+Every proposal is checked against the space (out-of-range or duplicate ones
+are dropped) and everything else is sampled by Optuna's TPE, which also learns
+from the LLM's trials. LLM requests run in a background thread while trials run
+in the sandbox, so a slow or absent LLM never stalls the search: with no LLM it
+is plain TPE.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+from pydantic import BaseModel, Field, create_model
+
+from mlpilot import prompts
+from mlpilot.agents.trials import TrialOutcome, TrialRunner
+from mlpilot.llm import LLM, LLMError, StructuredOutputError, structured
+from mlpilot.task import TaskSpec
+from mlpilot.tools.profile import PROBLEM_WORDS, DataProfile, profile_frame
+from mlpilot.tools.search_spaces import FAMILY_NOTES, Param, describe_space, space, validate_config
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SOURCE_ATTR = "source"  # user attribute: "llm-warmstart", "llm-sample" or "tpe"
+
+
+@dataclass(frozen=True)
+class HpoSettings:
+    """How the LLM takes part.
+
+    Attributes:
+        warmstart: configurations asked for at the start (0 turns warm start off).
+        sample_every: ask for LLM candidates after every this many finished trials.
+        sample_n: candidates per sampling request.
+        alpha: LLAMBO's exploration factor in s* = best + alpha * (best - worst).
+        history: most trials shown to the LLM as examples (the best ones).
+        min_history: finished trials needed before candidate sampling starts.
+        seed: TPE's seed.
+    """
+
+    warmstart: int = 5
+    sample_every: int = 3
+    sample_n: int = 2
+    alpha: float = 0.1
+    history: int = 12
+    min_history: int = 3
+    seed: int = 0
+
+
+@dataclass
+class HpoStats:
+    """What happened to the LLM's proposals, for the report."""
+
+    proposed: int = 0
+    enqueued: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    llm_errors: list[str] = field(default_factory=list)
+
+
+def config_model(family: str, n: int) -> type[BaseModel]:
+    """A pydantic model for ``n`` configurations of ``family``, typed from its space,
+    so that constrained decoding already respects types, ranges and choices."""
+    fields: dict[str, Any] = {}
+    for p in space(family):
+        fields[p.name] = _field(p)
+    one = create_model(f"{_camel(family)}Config", **fields)
+    return create_model(
+        f"{_camel(family)}Proposals",
+        configs=(list[one], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
+    )
+
+
+def _field(p: Param) -> tuple[Any, Any]:
+    if p.kind == "categorical":
+        return (Literal[tuple(p.choices)], ...)  # type: ignore[valid-type]
+    typ = int if p.kind == "int" else float
+    return (typ, Field(ge=p.low, le=p.high))
+
+
+def _camel(name: str) -> str:
+    return "".join(part.title() for part in name.split("_"))
+
+
+def _example(family: str, n: int) -> str:
+    """An example instance (not the schema: small models echo schemas)."""
+    configs = []
+    for k in range(min(n, 2)):
+        config: dict[str, Any] = {}
+        for p in space(family):
+            if p.kind == "categorical":
+                config[p.name] = p.choices[k % len(p.choices)]
+                continue
+            frac = 0.3 + 0.4 * k
+            low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
+            value = (
+                float(np.exp(np.log(low) + frac * (np.log(high) - np.log(low))))
+                if p.log
+                else low + frac * (high - low)
+            )
+            config[p.name] = round(value) if p.kind == "int" else float(f"{value:.3g}")
+        configs.append(config)
+    return json.dumps({"configs": configs})
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+class HpoAgent:
+    """Optimises one model family at a time on an Optuna study in ``storage``.
+
+    Args:
+        runner: runs a configuration in the sandbox and scores it on the host.
+        llm: the LLM, or None for plain TPE.
+        storage: an Optuna storage URL (``sqlite:///run/optuna.db``) or object.
+        artifacts: where each finished trial's predictions are saved (for ensembling).
+        settings: how the LLM takes part.
+        on_trial: called after each trial with (family, trial number, outcome).
+    """
+
+    def __init__(
+        self,
+        runner: TrialRunner,
+        llm: LLM | None,
+        *,
+        storage: str | optuna.storages.BaseStorage | None = None,
+        artifacts: Path | None = None,
+        settings: HpoSettings | None = None,
+        on_trial: Callable[[str, int, TrialOutcome], None] | None = None,
+    ) -> None:
+        self.runner = runner
+        self.llm = llm
+        self.storage = storage
+        self.artifacts = artifacts
+        self.settings = settings or HpoSettings()
+        self.on_trial = on_trial
+        self.stats: dict[str, HpoStats] = {}
+        task = runner.task
+        self._profile: DataProfile = profile_frame(
+            task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
+        )
+
+    @property
+    def task(self) -> TaskSpec:
+        return self.runner.task
+
+    def study(self, family: str) -> optuna.Study:
+        """The family's study; trials left running by a killed process are marked failed."""
+        direction = "maximize" if self.task.metric.greater_is_better else "minimize"
+        study = optuna.create_study(
+            study_name=f"{self.task.name}-{family}",
+            storage=self.storage,
+            direction=direction,
+            sampler=optuna.samplers.TPESampler(seed=self.settings.seed, n_startup_trials=5),
+            load_if_exists=True,
+        )
+        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            storage = study._storage
+            storage.set_trial_user_attr(stale._trial_id, "reason", "interrupted (process ended)")
+            storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
+        return study
+
+    # -- the loop ------------------------------------------------------------
+
+    def optimize(
+        self, family: str, *, n_trials: int, deadline: float | None = None
+    ) -> optuna.Study:
+        """Runs trials of ``family`` until ``n_trials`` have finished in the study
+        (counting earlier runs on the same storage) or ``deadline`` (time.monotonic) passes."""
+        study = self.study(family)
+        stats = self.stats.setdefault(family, HpoStats())
+        dists = {p.name: p.distribution() for p in space(family)}
+        proposals: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
+        llm_thread: threading.Thread | None = None
+        warm_done = any(t.user_attrs.get(SOURCE_ATTR) == "llm-warmstart" for t in study.trials)
+        since_sample = 0
+
+        crashed: list[BaseException] = []
+
+        def ask_llm(kind: str, history: list[dict[str, Any]]) -> None:
+            try:
+                for config in self._propose(family, kind, history, stats):
+                    proposals.put((kind, config))
+            except BaseException as e:  # a bug, or a test double's alarm: surface it
+                crashed.append(e)
+
+        if self.llm is not None and self.settings.warmstart > 0 and not warm_done:
+            llm_thread = threading.Thread(target=ask_llm, args=("llm-warmstart", []), daemon=True)
+            llm_thread.start()
+        while _finished(study) < n_trials:
+            if crashed:
+                raise crashed[0]
+            if deadline is not None and time.monotonic() >= deadline - 1.0:
+                break
+            self._enqueue_ready(study, proposals, stats)
+            idle = llm_thread is None or not llm_thread.is_alive()
+            if (
+                self.llm is not None
+                and idle
+                and since_sample >= self.settings.sample_every
+                and _finished(study) >= self.settings.min_history
+            ):
+                since_sample = 0
+                history = self._history(study)
+                llm_thread = threading.Thread(
+                    target=ask_llm, args=("llm-sample", history), daemon=True
+                )
+                llm_thread.start()
+            trial = study.ask(dists)
+            trial.set_user_attr(SOURCE_ATTR, trial.user_attrs.get(SOURCE_ATTR, "tpe"))
+            remaining = None if deadline is None else deadline - time.monotonic()
+            outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
+            self._record(study, trial, family, outcome)
+            since_sample += 1
+        self._enqueue_ready(study, proposals, stats)
+        if crashed:
+            raise crashed[0]
+        return study
+
+    def _record(
+        self, study: optuna.Study, trial: optuna.Trial, family: str, outcome: TrialOutcome
+    ) -> None:
+        attrs = {
+            "seconds": round(outcome.seconds, 3),
+            "verified": outcome.verified,
+            "reason": outcome.reason[:500],
+            "timed_out": outcome.timed_out,
+        }
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        if outcome.ok and outcome.cv_score is not None:
+            trial.set_user_attr("holdout_score", outcome.holdout_score)
+            if self.artifacts is not None:
+                self._save_predictions(family, trial.number, outcome)
+            study.tell(trial, outcome.cv_score)
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if self.on_trial is not None:
+            self.on_trial(family, trial.number, outcome)
+
+    def _save_predictions(self, family: str, number: int, outcome: TrialOutcome) -> None:
+        assert self.artifacts is not None
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        path = self.artifacts / f"{family}-{number}.npz"
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(
+            tmp,
+            oof=outcome.oof,
+            holdout_pred=outcome.holdout_pred,
+            classes=np.asarray(outcome.classes if outcome.classes is not None else []),
+        )
+        tmp.replace(path)
+
+    # -- the LLM's part ------------------------------------------------------------
+
+    def _enqueue_ready(
+        self,
+        study: optuna.Study,
+        proposals: queue.SimpleQueue[tuple[str, dict[str, Any]]],
+        stats: HpoStats,
+    ) -> None:
+        seen = {_key(t.params) for t in study.trials}
+        while True:
+            try:
+                kind, config = proposals.get_nowait()
+            except queue.Empty:
+                return
+            if _key(config) in seen:
+                stats.duplicates += 1
+                continue
+            seen.add(_key(config))
+            study.enqueue_trial(config, user_attrs={SOURCE_ATTR: kind})
+            stats.enqueued += 1
+
+    def _history(self, study: optuna.Study) -> list[dict[str, Any]]:
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        sign = self.task.metric.sign()
+        done.sort(key=lambda t: -sign * float(t.value))  # type: ignore[arg-type]
+        return [
+            {"config": json.dumps(t.params), "score": f"{t.value:.4f}"}
+            for t in done[: self.settings.history]
+        ]
+
+    def _propose(
+        self, family: str, kind: str, history: list[dict[str, Any]], stats: HpoStats
+    ) -> list[dict[str, Any]]:
+        assert self.llm is not None
+        warm = kind == "llm-warmstart"
+        n = self.settings.warmstart if warm else self.settings.sample_n
+        metric = self.task.metric
+        common = {
+            "problem": PROBLEM_WORDS[self.task.problem_type],
+            "metric": metric.display,
+            "direction": "higher" if metric.greater_is_better else "lower",
+            "profile": self._profile,
+            "family": family,
+            "family_note": FAMILY_NOTES[family],
+            "space": describe_space(family),
+            "n": n,
+            "example": _example(family, n),
+        }
+        if warm:
+            user = prompts.render("hpo_warmstart", **common)
+        else:
+            scores = [float(h["score"]) for h in history]
+            best = max(scores) if metric.greater_is_better else min(scores)
+            worst = min(scores) if metric.greater_is_better else max(scores)
+            target = best + self.settings.alpha * (best - worst)
+            user = prompts.render("hpo_sample", history=history, target=f"{target:.4f}", **common)
+        messages = [
+            {"role": "system", "content": prompts.render("hpo_system")},
+            {"role": "user", "content": user},
+        ]
+        try:
+            answer = structured(
+                self.llm,
+                messages,
+                config_model(family, n),
+                role=f"hpo-{'warmstart' if warm else 'sample'}",
+                temperature=0.0 if warm else 0.7,
+                max_tokens=80 + 60 * n * len(space(family)),
+                seed=self.settings.seed,
+            )
+        except (LLMError, StructuredOutputError) as e:
+            stats.llm_errors.append(f"{kind}: {type(e).__name__}: {str(e)[:200]}")
+            return []
+        configs = []
+        for raw in answer.configs:  # type: ignore[attr-defined]
+            stats.proposed += 1
+            try:
+                configs.append(validate_config(family, raw.model_dump()))
+            except ValueError:
+                stats.invalid += 1
+        return configs
+
+
+def _finished(study: optuna.Study) -> int:
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    return sum(1 for t in study.trials if t.state in done)

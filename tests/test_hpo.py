@@ -1,0 +1,196 @@
+"""LLAMBO-style HPO on Optuna, with the scripted LLM and real sandboxed trials."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import optuna
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings
+from mlpilot.agents.trials import TrialOutcome, TrialRunner
+from mlpilot.llm import LLM, Budget
+from mlpilot.sandbox import LocalSandbox
+from mlpilot.task import TaskSpec
+from mlpilot.testing import ScriptedLLM, UnscriptedCall
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[LocalSandbox]:
+    with LocalSandbox(warm=True) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(scope="module")
+def task() -> TaskSpec:
+    frame = load_breast_cancer(as_frame=True).frame.sample(240, random_state=0)
+    return TaskSpec.from_data(frame, target="target", name="cancer")
+
+
+def knn_reply(*configs: tuple[int, str]) -> str:
+    return json.dumps({"configs": [{"n_neighbors": n, "weights": w} for n, w in configs]})
+
+
+def sources(study: optuna.Study) -> list[str]:
+    return [t.user_attrs.get(SOURCE_ATTR) for t in study.trials]
+
+
+def test_without_llm_it_is_plain_tpe(box, task, tmp_path) -> None:
+    agent = HpoAgent(TrialRunner(box, task, folds=3), None, storage=f"sqlite:///{tmp_path}/o.db")
+    study = agent.optimize("knn", n_trials=6)
+    assert len(study.trials) == 6
+    assert set(sources(study)) == {"tpe"}
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert study.best_value > 0.9
+
+
+def test_warm_start_configs_are_validated_deduplicated_and_evaluated(box, task, tmp_path) -> None:
+    fake = ScriptedLLM([knn_reply((3, "uniform"), (15, "distance"), (3, "uniform"))])
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake),
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(warmstart=3, sample_every=1000),
+    )
+    study = agent.optimize("knn", n_trials=6)
+    warm = [t for t in study.trials if t.user_attrs.get(SOURCE_ATTR) == "llm-warmstart"]
+    assert sorted((t.params["n_neighbors"], t.params["weights"]) for t in warm) == [
+        (3, "uniform"),
+        (15, "distance"),
+    ]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in warm)
+    stats = agent.stats["knn"]
+    assert (stats.proposed, stats.enqueued, stats.duplicates) == (3, 2, 1)
+    prompt = fake.calls[0].messages[-1]["content"]
+    assert f"{len(task.train)} rows" in prompt
+    assert "n_neighbors: int in [1, 50], log scale" in prompt
+    assert fake.calls[0].params["response_format"]["type"] == "json_schema"
+
+
+def test_candidate_sampling_sees_the_history_and_a_target_beyond_the_best(
+    box, task, tmp_path
+) -> None:
+    fake = ScriptedLLM([knn_reply((7, "distance")), knn_reply((21, "uniform"))])
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake),
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(warmstart=0, sample_every=3, sample_n=1, min_history=3),
+    )
+    study = agent.optimize("knn", n_trials=6)
+    assert len(fake.calls) == 1  # one sampling request (the second reply stays unused)
+    prompt = fake.calls[0].messages[-1]["content"]
+    assert prompt.count("->") >= 3  # the trials so far, as examples
+    done = [t.value for t in study.trials[:3]]
+    best, worst = max(done), min(done)
+    assert f"{best + 0.1 * (best - worst):.4f}" in prompt
+    sampled = [t for t in study.trials if t.user_attrs.get(SOURCE_ATTR) == "llm-sample"]
+    assert [t.params for t in sampled] == [{"n_neighbors": 7, "weights": "distance"}]
+
+
+def test_invalid_llm_output_is_reasked_then_dropped_and_search_goes_on(box, task, tmp_path) -> None:
+    bad = '{"configs": [{"n_neighbors": 500, "weights": "uniform"}]}'  # out of range
+    fake = ScriptedLLM([bad, "not json at all", '{"configs": []}'])
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake),
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(warmstart=2, sample_every=1000),
+    )
+    study = agent.optimize("knn", n_trials=4)
+    assert len(fake.calls) == 3  # first answer + two re-asks
+    assert "Please fix your mistakes" in fake.calls[1].messages[-1]["content"]
+    assert len(agent.stats["knn"].llm_errors) == 1
+    assert "StructuredOutputError" in agent.stats["knn"].llm_errors[0]
+    assert set(sources(study)) == {"tpe"} and len(study.trials) == 4
+
+
+def test_llm_over_budget_falls_back_to_tpe(box, task, tmp_path) -> None:
+    fake = ScriptedLLM([])  # would fail loudly if called
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake, budget=Budget(max_tokens=0)),
+        storage=f"sqlite:///{tmp_path}/o.db",
+    )
+    study = agent.optimize("knn", n_trials=5)
+    assert fake.calls == []
+    assert "BudgetExceeded" in agent.stats["knn"].llm_errors[0]
+    assert len(study.trials) == 5
+
+
+def test_an_unscripted_llm_call_fails_the_run(box, task, tmp_path) -> None:
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3), LLM(ScriptedLLM([])), storage=f"sqlite:///{tmp_path}/o.db"
+    )
+    with pytest.raises(UnscriptedCall):
+        agent.optimize("knn", n_trials=5)
+
+
+class CrashOnce(TrialRunner):
+    """Runs real trials, but sends an invalid value to the second one so it crashes."""
+
+    def run(self, family, params, *, timeout_s=None) -> TrialOutcome:
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls == 2:
+            params = {**params, "n_neighbors": -1}
+        return super().run(family, params, timeout_s=timeout_s)
+
+
+def test_crashing_and_timed_out_trials_are_recorded_as_failed(box, task, tmp_path) -> None:
+    agent = HpoAgent(CrashOnce(box, task, folds=3), None, storage=f"sqlite:///{tmp_path}/o.db")
+    study = agent.optimize("knn", n_trials=4)
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1 and "exited with code 1" in failed[0].user_attrs["reason"]
+    assert len(study.trials) == 4
+    from mlpilot.sandbox import Limits
+
+    slow = HpoAgent(
+        TrialRunner(box, task, limits=Limits(timeout_s=0.2)),
+        None,
+        storage=f"sqlite:///{tmp_path}/slow.db",
+    )
+    study = slow.optimize("random_forest", n_trials=2)
+    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    assert all(t.user_attrs["timed_out"] for t in study.trials)
+
+
+def test_resume_keeps_finished_trials_and_fails_interrupted_ones(box, task, tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/o.db"
+    first = HpoAgent(TrialRunner(box, task, folds=3), None, storage=url)
+    study = first.optimize("knn", n_trials=3)
+    before = [(t.number, t.params, t.value) for t in study.trials]
+    study.ask()  # a trial left RUNNING, as by a killed process
+    again = HpoAgent(TrialRunner(box, task, folds=3), None, storage=url)
+    resumed = again.optimize("knn", n_trials=6)
+    after = resumed.trials
+    assert [(t.number, t.params, t.value) for t in after[:3]] == before
+    assert after[3].state == optuna.trial.TrialState.FAIL
+    assert after[3].user_attrs["reason"].startswith("interrupted")
+    assert len(after) == 6
+
+
+def test_predictions_of_finished_trials_are_saved(box, task, tmp_path) -> None:
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        None,
+        storage=f"sqlite:///{tmp_path}/o.db",
+        artifacts=tmp_path / "preds",
+    )
+    study = agent.optimize("knn", n_trials=2)
+    for t in study.trials:
+        saved = np.load(tmp_path / "preds" / f"knn-{t.number}.npz")
+        assert saved["oof"].shape == (len(task.train), 2)
+        assert len(saved["holdout_pred"]) == len(task.holdout.features)
+        assert list(saved["classes"]) == [0, 1]
+
+
+def test_deadline_stops_the_search(box, task, tmp_path) -> None:
+    import time
+
+    agent = HpoAgent(TrialRunner(box, task, folds=3), None, storage=f"sqlite:///{tmp_path}/o.db")
+    t0 = time.monotonic()
+    agent.optimize("knn", n_trials=1000, deadline=time.monotonic() + 4)
+    assert time.monotonic() - t0 < 6
