@@ -18,7 +18,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from mlpilot.errors import ConfigError, DataError
-from mlpilot.tools.data import check_duplicate_names, read_table
+from mlpilot.tools.data import check_duplicate_names, read_table, select_columns
 from mlpilot.tools.metrics import (
     Metric,
     ProblemType,
@@ -92,15 +92,7 @@ class TaskSpec:
 
         Extra columns (the target among them) are ignored.
         """
-        check_duplicate_names(frame.columns, "the new data")
-        missing = [c for c in self.feature_columns if c not in frame.columns]
-        if missing:
-            hints = _suggest_many(missing, [str(c) for c in frame.columns])
-            raise DataError(
-                f"the new data lacks {len(missing)} training column(s): "
-                f"{', '.join(map(repr, missing))}{hints}"
-            )
-        return frame[list(self.feature_columns)]
+        return select_columns(frame, list(self.feature_columns))
 
     def describe(self) -> str:
         """A short human-readable summary."""
@@ -252,11 +244,6 @@ def _suggest(name: str, options: list[str]) -> str:
     lowered = [o for o in options if o.lower() == name.lower() and o not in close]
     close = lowered + close
     return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
-
-
-def _suggest_many(names: list[str], options: list[str]) -> str:
-    hints = [f"{n!r} → {m[0]!r}" for n in names if (m := difflib.get_close_matches(n, options, 1))]
-    return f" (close matches: {', '.join(hints)})" if hints else ""
 
 
 _TARGET_PATTERNS = (

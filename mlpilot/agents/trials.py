@@ -159,3 +159,54 @@ def _self_check(
         return float(np.mean(labels == y)), None if theirs is None else float(theirs)
     theirs = claimed.get("cv_rmse")
     return float(np.sqrt(np.mean((oof - y) ** 2))), None if theirs is None else float(theirs)
+
+
+@dataclass(frozen=True)
+class RefitOutcome:
+    """A configuration refit on all training rows in the sandbox."""
+
+    family: str
+    params: dict[str, Any]
+    ok: bool
+    reason: str = ""
+    model_path: Path | None = None
+    holdout_pred: np.ndarray | None = field(default=None, repr=False)
+    classes: tuple[Any, ...] | None = None
+    seconds: float = 0.0
+
+
+def refit(
+    runner: TrialRunner,
+    family: str,
+    params: dict[str, Any],
+    destination: Path,
+    *,
+    timeout_s: float | None = None,
+) -> RefitOutcome:
+    """Fits ``family`` with ``params`` on all training rows in the sandbox (no CV) and
+    copies the fitted pipeline to ``destination``."""
+    task = runner.task
+    config = {
+        "family": family,
+        "params": params,
+        "problem_type": task.problem_type,
+        "target": task.target,
+        "text_columns": list(task.text_columns),
+        "seed": task.seed,
+        "cv": False,
+        "save_model": True,
+    }
+    limits = runner.limits
+    if timeout_s is not None:
+        limits = Limits(**{**limits.__dict__, "timeout_s": max(1.0, timeout_s)})
+    job = Job(code=runner._code, files={**runner._files, "config.json": json.dumps(config)})
+    run = runner.sandbox.run(job, limits=limits)
+    base = {"family": family, "params": dict(params), "seconds": run.duration_s}
+    if not run.ok or "model.joblib" not in run.artifacts:
+        return RefitOutcome(ok=False, reason=run.summary(), **base)
+    art = run.artifacts
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    destination.write_bytes(art["model.joblib"].read_bytes())
+    classes = tuple(json.loads(art["classes.json"].read_text())) if "classes.json" in art else None
+    hold = np.load(art["holdout_pred.npy"], allow_pickle=False)
+    return RefitOutcome(ok=True, model_path=destination, holdout_pred=hold, classes=classes, **base)

@@ -148,18 +148,28 @@ def main() -> None:
         splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
         method = "predict"
     t0 = time.perf_counter()
-    oof = cross_val_predict(pipeline, X, y, cv=splitter, method=method)
+    oof = None
+    if config.get("cv", True):
+        oof = cross_val_predict(pipeline, X, y, cv=splitter, method=method)
     cv_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     pipeline.fit(X, y)
     fit_seconds = time.perf_counter() - t0
     pred = getattr(pipeline, method)(holdout[X.columns])
-    np.save("oof.npy", oof)
     np.save("holdout_pred.npy", pred)
+    if config.get("save_model"):
+        import joblib
+
+        joblib.dump(pipeline, "model.joblib")
     result = {"cv_seconds": cv_seconds, "fit_seconds": fit_seconds}
     if classification:
         classes = pipeline.classes_.tolist()
         Path("classes.json").write_text(json.dumps(classes))
+    if oof is None:
+        Path("result.json").write_text(json.dumps(result))
+        return
+    np.save("oof.npy", oof)
+    if classification:
         labels = np.asarray(classes, dtype=object)[oof.argmax(axis=1)]
         result["cv_accuracy"] = float(np.mean(labels == y.to_numpy(dtype=object)))
     else:

@@ -78,3 +78,29 @@ def check_duplicate_names(names: Iterable[Any], where: str) -> None:
         raise DataError(
             f"column names must be unique, but {where} repeats {', '.join(map(repr, dupes))}"
         )
+
+
+def select_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``frame``'s ``columns`` in that order; a clear error names any that are missing.
+
+    Extra columns (the target among them) are ignored.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame of features, but got {type(frame).__name__}")
+    check_duplicate_names(frame.columns, "the new data")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        import difflib
+
+        present = [str(c) for c in frame.columns]
+        hints = [
+            f"{m!r} → {close[0]!r}"
+            for m in missing
+            if (close := difflib.get_close_matches(m, present, 1))
+        ]
+        hint = f" (close matches: {', '.join(hints)})" if hints else ""
+        raise DataError(
+            f"the new data lacks {len(missing)} training column(s): "
+            f"{', '.join(map(repr, missing))}{hint}"
+        )
+    return frame[list(columns)]

@@ -1,0 +1,217 @@
+"""Natural language -> a typed Plan, grounded in shipped recipes and past runs.
+
+The planner shows the LLM the data profile and the most similar recipes and
+past runs (retrieval, as in AutoML-Agent), and asks for a plan through
+constrained decoding. An invalid plan is re-asked; if the LLM is unavailable,
+over budget or still invalid, a deterministic default plan is used and the
+plan says why.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from mlpilot import prompts
+from mlpilot.llm import LLM, LLMError, StructuredOutputError, structured
+from mlpilot.task import TaskSpec
+from mlpilot.tools.profile import PROBLEM_WORDS, DataProfile
+from mlpilot.tools.search_spaces import DEFAULT_FAMILIES, FAMILY_NOTES, SPACES
+
+StepKind = Literal["profile", "hpo", "ensemble", "features", "nas_prune", "neural_ensemble"]
+Family = Literal[
+    "hist_gradient_boosting", "random_forest", "extra_trees", "linear", "knn", "svm", "mlp"
+]
+RUNNABLE_STEPS = ("profile", "hpo", "ensemble")  # the kinds this version carries out
+
+
+class Step(BaseModel):
+    """One step of a plan; ``share`` is its part of the run's time budget."""
+
+    kind: StepKind
+    families: list[Family] = Field(default_factory=list, max_length=7)
+    share: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class Plan(BaseModel):
+    """What the run will do, in order, and with which budgets."""
+
+    steps: list[Step] = Field(min_length=1, max_length=8)
+    families: list[Family] = Field(min_length=1, max_length=7)
+    metric: str
+    time_budget_s: float = Field(gt=0)
+    max_trials: int = Field(ge=1)
+    llm_max_tokens: int | None = None
+    source: str = "default"
+    notes: str = ""
+
+    def hpo_families(self) -> list[str]:
+        for step in self.steps:
+            if step.kind == "hpo":
+                return list(step.families or self.families)
+        return []
+
+
+class PlanDraft(BaseModel):
+    """What the LLM decides; budgets and metric stay with the user's request."""
+
+    families: list[Family] = Field(min_length=1, max_length=5)
+    ensemble: bool = True
+    rationale: str = Field("", max_length=300)
+
+
+def load_recipes() -> list[dict[str, Any]]:
+    text = resources.files("mlpilot.agents").joinpath("recipes.json").read_text()
+    return json.loads(text)
+
+
+def past_runs(store: Path | None) -> list[dict[str, Any]]:
+    """Summaries of finished runs under ``store`` (each run directory's run.json)."""
+    if store is None or not store.is_dir():
+        return []
+    out = []
+    for path in sorted(store.glob("*/run.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("status") == "finished" and data.get("profile"):
+            out.append(data)
+    return out
+
+
+def _recipe_score(recipe: dict[str, Any], task: TaskSpec, profile: DataProfile) -> float:
+    score = 0.0
+    if task.problem_type in recipe.get("problem_types", []):
+        score += 2
+    if bool(recipe.get("text")) == (task.modality == "text"):
+        score += 2
+    rows = profile.n_rows
+    if rows <= recipe.get("max_rows", math.inf) and rows >= recipe.get("min_rows", 0):
+        score += 1
+    if "min_categorical_share" in recipe:
+        cat_share = profile.n_categorical / max(1, profile.n_features)
+        score += 1.5 if cat_share >= recipe["min_categorical_share"] else -3
+    return score
+
+
+def _run_score(run: dict[str, Any], task: TaskSpec, profile: DataProfile) -> float:
+    p = run["profile"]
+    score = 2.0 if run.get("problem_type") == task.problem_type else 0.0
+    score -= abs(math.log10(max(1, p.get("n_rows", 1))) - math.log10(max(1, profile.n_rows)))
+    score -= 0.05 * abs(p.get("n_features", 0) - profile.n_features)
+    return score
+
+
+def retrieve(task: TaskSpec, profile: DataProfile, store: Path | None, k: int = 3) -> list[str]:
+    """The most similar recipes and past runs, as short lines for the prompt."""
+    lines: list[tuple[float, str]] = []
+    for r in load_recipes():
+        text = f"recipe '{r['name']}': try {', '.join(r['families'])}. {r['notes']}"
+        lines.append((_recipe_score(r, task, profile), text))
+    for run in past_runs(store):
+        text = (
+            f"past run on '{run.get('name')}' ({run['profile'].get('n_rows')} rows, "
+            f"{run.get('problem_type')}): best was {run.get('best_family')} with "
+            f"{run.get('metric')} {run.get('best_score')}"
+        )
+        lines.append((_run_score(run, task, profile) + 1.0, text))
+    lines.sort(key=lambda item: -item[0])
+    return [text for _, text in lines[:k]]
+
+
+def default_plan(
+    task: TaskSpec, profile: DataProfile, *, time_budget_s: float, max_trials: int, reason: str
+) -> Plan:
+    """The deterministic plan: the best-matching recipe's families, then an ensemble."""
+    recipes = load_recipes()
+    best = max(recipes, key=lambda r: _recipe_score(r, task, profile))
+    families = [f for f in best["families"] if f in SPACES][:4] or list(DEFAULT_FAMILIES)
+    return _assemble(task, families, True, time_budget_s, max_trials, f"default ({reason})", "")
+
+
+def _assemble(
+    task: TaskSpec,
+    families: list[str],
+    ensemble: bool,
+    time_budget_s: float,
+    max_trials: int,
+    source: str,
+    notes: str,
+) -> Plan:
+    steps = [
+        Step(kind="profile", share=0.0),
+        Step(kind="hpo", families=families, share=0.8),  # type: ignore[arg-type]
+    ]
+    if ensemble:
+        steps.append(Step(kind="ensemble", share=0.05))
+    return Plan(
+        steps=steps,
+        families=families,  # type: ignore[arg-type]
+        metric=task.metric.name,
+        time_budget_s=time_budget_s,
+        max_trials=max_trials,
+        source=source,
+        notes=notes,
+    )
+
+
+def make_plan(
+    llm: LLM | None,
+    request: str,
+    task: TaskSpec,
+    profile: DataProfile,
+    *,
+    time_budget_s: float,
+    max_trials: int,
+    store: Path | None = None,
+) -> Plan:
+    """Turns the request into a Plan with the LLM, or falls back to the default plan."""
+    if llm is None:
+        return default_plan(
+            task, profile, time_budget_s=time_budget_s, max_trials=max_trials, reason="no LLM"
+        )
+    messages = [
+        {"role": "system", "content": prompts.render("planner_system")},
+        {
+            "role": "user",
+            "content": prompts.render(
+                "planner",
+                request=request,
+                problem=PROBLEM_WORDS[task.problem_type],
+                modality=task.modality,
+                metric=task.metric.display,
+                profile=profile,
+                time_budget_s=round(time_budget_s),
+                families={f: FAMILY_NOTES[f] for f in SPACES},
+                retrieved=retrieve(task, profile, store),
+            ),
+        },
+    ]
+    try:
+        draft = structured(
+            llm, messages, PlanDraft, role="planner", temperature=0.0, max_tokens=250, seed=0
+        )
+    except (LLMError, StructuredOutputError) as e:
+        return default_plan(
+            task,
+            profile,
+            time_budget_s=time_budget_s,
+            max_trials=max_trials,
+            reason=f"LLM unavailable: {type(e).__name__}: {str(e)[:160]}",
+        )
+    families = list(dict.fromkeys(draft.families))  # keep order, drop repeats
+    return _assemble(
+        task,
+        families,
+        draft.ensemble,
+        time_budget_s,
+        max_trials,
+        f"llm ({llm.model})",
+        draft.rationale,
+    )

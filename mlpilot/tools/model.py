@@ -1,0 +1,93 @@
+"""The models a run hands back: scikit-learn compatible, picklable with joblib."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, clone
+
+from mlpilot.tools.data import select_columns
+
+
+class WeightedEnsemble(BaseEstimator):
+    """Weighted average of fitted members' predictions (probabilities or values).
+
+    Args:
+        members: fitted scikit-learn estimators or pipelines.
+        weights: one non-negative weight per member (normalised internally).
+        classification: average ``predict_proba`` (True) or ``predict`` (False).
+    """
+
+    def __init__(
+        self, members: Sequence[Any], weights: Sequence[float], classification: bool
+    ) -> None:
+        self.members = members
+        self.weights = weights
+        self.classification = classification
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.members[0].classes_
+
+    def fit(self, X: Any, y: Any) -> WeightedEnsemble:
+        self.members = [clone(m).fit(X, y) for m in self.members]
+        return self
+
+    def _weights(self) -> np.ndarray:
+        w = np.asarray(self.weights, dtype=float)
+        return w / w.sum()
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if not self.classification:
+            raise AttributeError("a regression ensemble has no predict_proba")
+        classes = self.classes_
+        total = np.zeros((len(X), len(classes)))
+        for w, m in zip(self._weights(), self.members, strict=True):
+            if list(m.classes_) != list(classes):
+                raise ValueError("ensemble members disagree on the class order")
+            total += w * m.predict_proba(X)
+        return total
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.classification:
+            return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        return sum(w * m.predict(X) for w, m in zip(self._weights(), self.members, strict=True))
+
+
+class PilotModel(BaseEstimator):
+    """A run's final model with the columns it was trained on.
+
+    ``predict`` and ``predict_proba`` accept a DataFrame with at least the
+    training columns (in any order; extra columns such as the target are
+    ignored) and give a clear error when columns are missing.
+    """
+
+    def __init__(
+        self, estimator: Any, feature_columns: Sequence[str], target: str, problem_type: str
+    ) -> None:
+        self.estimator = estimator
+        self.feature_columns = list(feature_columns)
+        self.target = target
+        self.problem_type = problem_type
+
+    def _frame(self, X: Any) -> pd.DataFrame:
+        return select_columns(X, self.feature_columns)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.estimator.classes_
+
+    def fit(self, X: Any, y: Any) -> PilotModel:
+        self.estimator = clone(self.estimator).fit(self._frame(X), y)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.estimator.predict(self._frame(X))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if self.problem_type == "regression":
+            raise AttributeError("a regression model has no predict_proba")
+        return self.estimator.predict_proba(self._frame(X))
