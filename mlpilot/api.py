@@ -1,0 +1,289 @@
+"""Pilot: the programmatic entry point.
+
+from mlpilot import Pilot
+result = Pilot().run("tune a model for this dataset", data="train.csv", time_budget=120)
+result.model.predict(new_frame); result.leaderboard; result.report_path; result.usage
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+from mlpilot.agents.graph import RunContext, _completed, command_line, run_graph
+from mlpilot.agents.hpo import HpoSettings
+from mlpilot.errors import ConfigError, MlpilotError
+from mlpilot.llm import LLM, Budget, LLMUnavailable, make_llm
+from mlpilot.sandbox import Sandbox, make_sandbox
+from mlpilot.task import TaskSpec
+from mlpilot.tools.model import PilotModel
+
+
+@dataclass
+class RunResult:
+    """What a run produced. Only verified numbers are in it."""
+
+    run_dir: Path
+    status: str
+    model: PilotModel | None
+    leaderboard: pd.DataFrame
+    report_path: Path
+    usage: list[dict[str, Any]]
+    holdout_score: float | None
+    cv_score: float | None
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        if self.model is None:
+            raise MlpilotError(f"run {self.run_dir} has no verified model")
+        return self.model.predict(frame)
+
+
+class Pilot:
+    """Plans and runs AutoML from a plain-words request.
+
+    Args:
+        llm: a model string (``openai/gpt-4o-mini``, ``embedded``), an ``LLM``, None for
+            the default (``$MLPILOT_LLM`` or the embedded model), or False for no LLM.
+        sandbox: ``"local-warm"`` (default), ``"local"`` or a :class:`Sandbox`.
+        runs_dir: where run directories are created (and past runs are found).
+        llm_budget: limits on LLM use; default: LLM seconds up to 60% of the time budget.
+        api_base: base URL for an OpenAI-compatible server.
+    """
+
+    def __init__(
+        self,
+        llm: str | LLM | bool | None = None,
+        sandbox: str | Sandbox = "local-warm",
+        *,
+        runs_dir: str | Path = "mlpilot-runs",
+        llm_budget: Budget | None = None,
+        api_base: str | None = None,
+    ) -> None:
+        self.llm_spec = llm
+        self.sandbox = sandbox
+        self.runs_dir = Path(runs_dir)
+        self.llm_budget = llm_budget
+        self.api_base = api_base
+        self.llm_note = ""
+
+    def _make_llm(self, time_budget: float) -> LLM | None:
+        if self.llm_spec is False:
+            self.llm_note = "no LLM (disabled)"
+            return None
+        budget = self.llm_budget or Budget(max_llm_seconds=0.6 * time_budget)
+        try:
+            spec = None if self.llm_spec in (None, True) else self.llm_spec
+            llm = make_llm(spec, api_base=self.api_base, budget=budget)  # type: ignore[arg-type]
+        except LLMUnavailable as e:
+            self.llm_note = f"no LLM: {e}"
+            return None
+        if llm.ledger.budget == Budget():
+            llm.ledger.budget = budget
+        return llm
+
+    def run(
+        self,
+        request: str,
+        data: pd.DataFrame | str | Path,
+        *,
+        target: str | None = None,
+        metric: str | None = None,
+        time_budget: float = 120.0,
+        max_trials: int = 200,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        progress: Any = None,
+        hpo: HpoSettings | None = None,
+    ) -> RunResult:
+        """Runs the request on ``data`` within ``time_budget`` seconds (wall clock)."""
+        if time_budget < 10:
+            raise ConfigError(f"time_budget must be at least 10 seconds, but got {time_budget}")
+        started = time.monotonic()
+        task = TaskSpec.from_data(data, request=request, target=target, metric=metric, seed=seed)
+        directory = Path(run_dir) if run_dir else self._new_run_dir(task.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        data_ref = self._keep_data(data, directory)
+        meta = {
+            "request": request,
+            "data": data_ref,
+            "target": task.target,
+            "metric": task.metric.name,
+            "time_budget": time_budget,
+            "max_trials": max_trials,
+            "seed": seed,
+            "llm": self.llm_spec if isinstance(self.llm_spec, str) else None,
+            "no_llm": self.llm_spec is False,
+            "name": task.name,
+            "status": "running",
+            "created": datetime.now().isoformat(timespec="seconds"),
+        }
+        (directory / "run.json").write_text(json.dumps(meta, indent=2))
+        return self._execute(task, directory, meta, started, 0.0, progress, hpo, resume=False)
+
+    def resume(self, run_dir: str | Path, *, progress: Any = None) -> RunResult:
+        """Continues a killed or interrupted run; finished trials are kept, not re-run."""
+        directory = Path(run_dir)
+        try:
+            meta = json.loads((directory / "run.json").read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{directory} is not a run directory (no readable run.json)") from e
+        if meta.get("no_llm"):
+            self.llm_spec = False
+        elif meta.get("llm") and self.llm_spec is None:
+            self.llm_spec = meta["llm"]
+        started = time.monotonic()
+        task = TaskSpec.from_data(
+            meta["data"],
+            request=meta["request"],
+            target=meta["target"],
+            metric=meta["metric"],
+            seed=meta["seed"],
+            name=meta.get("name"),
+        )
+        spent = float(meta.get("spent_s", 0.0))
+        return self._execute(task, directory, meta, started, spent, progress, None, resume=True)
+
+    def _execute(
+        self,
+        task: TaskSpec,
+        directory: Path,
+        meta: dict[str, Any],
+        started: float,
+        spent: float,
+        progress: Any,
+        hpo: HpoSettings | None,
+        *,
+        resume: bool,
+    ) -> RunResult:
+        llm = self._make_llm(meta["time_budget"])
+        sandbox = make_sandbox(self.sandbox) if isinstance(self.sandbox, str) else self.sandbox
+        sandbox_name = self.sandbox if isinstance(self.sandbox, str) else sandbox.name
+        ctx = RunContext(
+            task=task,
+            llm=llm,
+            sandbox=sandbox,
+            run_dir=directory,
+            request=meta["request"],
+            time_budget_s=meta["time_budget"],
+            max_trials=meta["max_trials"],
+            started=started,
+            spent_before_s=spent,
+            store=self.runs_dir,
+            hpo_settings=hpo or HpoSettings(),
+            progress=_spent_tracker(directory, started, spent, progress),
+            command=command_line(
+                meta["request"],
+                str(meta["data"]),
+                meta["target"],
+                meta["time_budget"],
+                meta.get("llm"),
+                sandbox_name,
+            ),
+        )
+        try:
+            state = run_graph(ctx, resume=resume)
+        finally:
+            if isinstance(self.sandbox, str):
+                sandbox.close()
+        return _result(directory, state, ctx)
+
+    def _new_run_dir(self, name: str) -> Path:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = self.runs_dir / f"{stamp}-{name}"
+        path, i = base, 1
+        while path.exists():
+            i += 1
+            path = Path(f"{base}-{i}")
+        return path
+
+    @staticmethod
+    def _keep_data(data: pd.DataFrame | str | Path, directory: Path) -> str:
+        """Where a resumed run re-reads the data: the file, or a copy of a DataFrame."""
+        if isinstance(data, pd.DataFrame):
+            path = directory / "data.parquet"
+            data.to_parquet(path, index=False)
+            return str(path.resolve())
+        return str(Path(data).resolve())
+
+    @staticmethod
+    def load(run_dir: str | Path) -> LoadedRun:
+        """Opens a finished run: its model, leaderboard and report."""
+        return LoadedRun(Path(run_dir))
+
+
+def _spent_tracker(directory: Path, started: float, spent: float, progress: Any) -> Any:
+    """Forwards progress events and records the run's spent time for a later resume."""
+    last = [0.0]
+
+    def emit(event: str, data: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if now - last[0] > 2.0 or event != "trial":
+            last[0] = now
+            path = directory / "run.json"
+            try:
+                meta = json.loads(path.read_text())
+                meta["spent_s"] = round(spent + now - started, 1)
+                path.write_text(json.dumps(meta, indent=2))
+            except (OSError, ValueError):
+                pass
+        if progress is not None:
+            progress(event, data)
+
+    return emit
+
+
+def _leaderboard(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    columns = ["key", "family", "source", "cv_score", "holdout_score", "seconds", "params"]
+    done = [r for r in rows if r["cv_score"] is not None]
+    return pd.DataFrame([{c: r[c] for c in columns} for r in done], columns=columns)
+
+
+def _result(directory: Path, state: dict[str, Any], ctx: RunContext) -> RunResult:
+    final = state.get("final", {})
+    model_path = directory / "model.joblib"
+    model = joblib.load(model_path) if final.get("ok") and model_path.exists() else None
+    return RunResult(
+        run_dir=directory,
+        status=state.get("status", "unknown"),
+        model=model,
+        leaderboard=_leaderboard(_completed(ctx)),
+        report_path=directory / "report.md",
+        usage=ctx.llm.ledger.as_rows() if ctx.llm is not None else [],
+        holdout_score=final.get("holdout_score"),
+        cv_score=final.get("cv_score"),
+        checks=state.get("checks", []),
+        events=state.get("events", []),
+    )
+
+
+class LoadedRun:
+    """A finished run read back from its directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        meta_path = run_dir / "run.json"
+        if not meta_path.exists():
+            raise ConfigError(f"{run_dir} is not a run directory (no run.json)")
+        self.meta = json.loads(meta_path.read_text())
+        model_path = run_dir / "model.joblib"
+        if not model_path.exists():
+            raise ConfigError(
+                f"run {run_dir} has no model (status: {self.meta.get('status', 'unknown')})"
+            )
+        self.model: PilotModel = joblib.load(model_path)
+        self.report_path = run_dir / "report.md"
+
+    def predict(self, frame: pd.DataFrame) -> Any:
+        return self.model.predict(frame)
+
+    def predict_proba(self, frame: pd.DataFrame) -> Any:
+        return self.model.predict_proba(frame)
