@@ -140,6 +140,152 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+class _RunProgress:
+    """A live line: current step, trials done, best score so far."""
+
+    def __init__(self, metric_name: str, greater_is_better: bool, budget: float) -> None:
+        self.metric_name = metric_name
+        self.greater = greater_is_better
+        self.budget = budget
+        self.step = "planning"
+        self.done = 0
+        self.failed = 0
+        self.best: float | None = None
+        self.t0 = time.perf_counter()
+
+    def __call__(self, event: str, data: dict) -> None:
+        if event == "plan":
+            plan = data["plan"]
+            self.step = "plan: " + ", ".join(plan["families"]) + f" ({plan['source']})"
+        elif event == "family":
+            self.step = f"tuning {data['family']}"
+        elif event == "trial":
+            self.done += 1
+            self.failed += int(not data["ok"])
+            score = data.get("score")
+            if score is not None and (
+                self.best is None or (score > self.best if self.greater else score < self.best)
+            ):
+                self.best = score
+        elif event == "ensemble":
+            self.step = "ensembling"
+        elif event == "report":
+            self.step = "report written"
+
+    def __rich__(self) -> str:
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        elapsed = time.perf_counter() - self.t0
+        return (
+            f"[bold]{escape(self.step)}[/]  trials {self.done} ({self.failed} failed)  "
+            f"best CV {self.metric_name} {best}  [dim]{elapsed:.0f}/{self.budget:.0f} s[/]"
+        )
+
+
+@app.command()
+def run(
+    request: Annotated[
+        str, typer.Argument(help='What to do, e.g. "tune a model for this dataset".')
+    ] = "tune a model for this dataset",
+    data: Annotated[
+        Path | None, typer.Option("--data", help="CSV, TSV or Parquet training data.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Target column.")] = None,
+    metric: Annotated[
+        str | None, typer.Option(help="Metric (else from the request or a default).")
+    ] = None,
+    time_budget: Annotated[
+        float, typer.Option("--time-budget", help="Wall-clock seconds for the whole run.")
+    ] = 120.0,
+    max_trials: Annotated[int, typer.Option("--max-trials", help="Most trials in all.")] = 200,
+    llm: LlmOption = None,
+    api_base: ApiBaseOption = None,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
+    sandbox: Annotated[str, typer.Option(help="Sandbox: local-warm or local.")] = "local-warm",
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories go.")] = Path(
+        "mlpilot-runs"
+    ),
+    resume: Annotated[
+        Path | None, typer.Option("--resume", help="Continue the run in this directory.")
+    ] = None,
+) -> None:
+    """Plan and run AutoML on a dataset: tune, ensemble, verify, report."""
+    from rich.live import Live
+
+    from mlpilot.api import Pilot
+
+    pilot = Pilot(
+        llm=False if no_llm else llm, sandbox=sandbox, runs_dir=runs_dir, api_base=api_base
+    )
+    if resume is None and data is None:
+        raise typer.BadParameter("give the training data with --data (or --resume RUN_DIR)")
+    if resume is not None:
+        from mlpilot.tools.metrics import get_metric
+
+        meta_path = resume / "run.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        budget = float(meta.get("time_budget", time_budget))
+        run_metric = get_metric(meta.get("metric", "accuracy"))
+        progress = _RunProgress(run_metric.display, run_metric.greater_is_better, budget)
+        with Live(progress, console=console, refresh_per_second=4, transient=True):
+            result = pilot.resume(resume, progress=progress)
+    else:
+        from mlpilot.task import TaskSpec
+
+        task = TaskSpec.from_data(data, request=request, target=target, metric=metric)  # type: ignore[arg-type]
+        progress = _RunProgress(task.metric.display, task.metric.greater_is_better, time_budget)
+        with Live(progress, console=console, refresh_per_second=4, transient=True):
+            result = pilot.run(
+                request,
+                data,
+                target=target,
+                metric=metric,  # type: ignore[arg-type]
+                time_budget=time_budget,
+                max_trials=max_trials,
+                progress=progress,
+            )
+    if pilot.llm_note:
+        console.print(f"[yellow]{escape(pilot.llm_note)}[/]")
+    for line in result.events:
+        console.print(f"- {escape(line)}")
+    if result.model is None:
+        err.print(f"[red]no verified model[/]; see {result.report_path}")
+        raise typer.Exit(1)
+    console.print(
+        f"[bold green]done[/]: holdout {result.holdout_score:.4f}, CV {result.cv_score:.4f}, "
+        f"{len(result.leaderboard)} verified trials"
+    )
+    console.print(f"report: {result.report_path}  (and report.html)")
+    console.print(f"predict: mlpilot predict {result.run_dir} --data new.csv")
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's directory.")],
+    data: Annotated[
+        Path, typer.Option("--data", help="CSV, TSV or Parquet with the training columns.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write predictions to this CSV (default: stdout).")
+    ] = None,
+) -> None:
+    """Predict with a finished run's model."""
+    from mlpilot.api import Pilot
+    from mlpilot.tools.data import read_table
+
+    loaded = Pilot.load(run_dir)
+    frame = read_table(data)
+    preds = loaded.predict(frame)
+    column = f"{loaded.model.target}_predicted"
+    import pandas as pd
+
+    table = pd.DataFrame({column: preds})
+    if out is None:
+        print(table.to_csv(index=False), end="")
+    else:
+        table.to_csv(out, index=False)
+        err.print(f"wrote {len(table)} predictions to {out}")
+
+
 @app.command("llm")
 def llm_command(
     prompt: Annotated[str, typer.Argument(help="What to ask.")],
