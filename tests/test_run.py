@@ -1,0 +1,201 @@
+"""The whole run: graph with the scripted LLM, verifier, model, predict, resume after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_breast_cancer, load_diabetes
+
+from mlpilot.agents import verifier
+from mlpilot.agents.hpo import HpoSettings
+from mlpilot.api import Pilot
+from mlpilot.errors import DataError
+from mlpilot.llm import LLM, Budget
+from mlpilot.task import TaskSpec
+from mlpilot.testing import ScriptedLLM
+
+NO_SAMPLING = HpoSettings(warmstart=2, sample_every=10**6)
+
+
+@pytest.fixture(scope="module")
+def cancer() -> pd.DataFrame:
+    return load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
+
+
+def plan_reply(*families: str, ensemble: bool = True) -> str:
+    return json.dumps({"families": list(families), "ensemble": ensemble, "rationale": "test"})
+
+
+def warm_reply(family: str) -> str:
+    configs = {
+        "linear": [{"C": 0.5}, {"C": 5.0}],
+        "knn": [
+            {"n_neighbors": 7, "weights": "distance"},
+            {"n_neighbors": 15, "weights": "uniform"},
+        ],
+    }[family]
+    return json.dumps({"configs": configs})
+
+
+def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
+    fake = ScriptedLLM([plan_reply("linear", "knn"), warm_reply("linear"), warm_reply("knn")])
+    pilot = Pilot(llm=LLM(fake), runs_dir=tmp_path)
+    result = pilot.run(
+        "tune a model for this dataset, predict target", cancer, time_budget=30, hpo=NO_SAMPLING
+    )
+    assert result.status == "finished"
+    assert fake.remaining == 0
+    plan_prompt = fake.calls[0].messages[-1]["content"]
+    assert "recipe" in plan_prompt  # retrieval grounded the plan
+    board = result.leaderboard
+    assert set(board["family"]) == {"linear", "knn"}
+    assert {"llm-warmstart", "tpe"} <= set(board["source"])
+    assert result.holdout_score > 0.9
+    checks = {c["check"]: c for c in result.checks}
+    assert checks["trial scores"]["ok"] and checks["final holdout score"]["ok"]
+    report = result.report_path.read_text()
+    assert "Plan (llm (scripted))" in report and "| planner | 1 |" in report
+    assert (result.run_dir / "report.html").exists() and (result.run_dir / "history.svg").exists()
+    X = cancer.drop(columns=["target"])
+    np.testing.assert_array_equal(result.model.predict(X), Pilot.load(result.run_dir).predict(X))
+
+
+def test_invalid_plans_are_reasked_then_the_default_plan_is_used(cancer, tmp_path) -> None:
+    fake = ScriptedLLM(['{"families": ["xgboost"]}', "no idea", '{"families": []}'])
+    result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
+        "predict target", cancer, time_budget=20, hpo=HpoSettings(warmstart=0, sample_every=10**6)
+    )
+    assert len(fake.calls) == 3
+    assert result.status == "finished"
+    assert "default (LLM unavailable: StructuredOutputError" in result.report_path.read_text()
+
+
+def test_llm_over_budget_runs_without_it_and_says_so(cancer, tmp_path) -> None:
+    fake = ScriptedLLM([])
+    pilot = Pilot(llm=LLM(fake, budget=Budget(max_tokens=0)), runs_dir=tmp_path)
+    result = pilot.run("predict target", cancer, time_budget=20)
+    assert fake.calls == []
+    report = result.report_path.read_text()
+    assert "default (LLM unavailable: BudgetExceeded" in report
+    assert result.status == "finished"
+
+
+def test_regression_run_without_llm_and_predict_checks_columns(tmp_path) -> None:
+    frame = load_diabetes(as_frame=True).frame
+    result = Pilot(llm=False, runs_dir=tmp_path).run(
+        "predict target, minimise MAE", frame, time_budget=20
+    )
+    assert result.status == "finished"
+    assert "MAE" in result.report_path.read_text()
+    loaded = Pilot.load(result.run_dir)
+    with pytest.raises(DataError, match=r"lacks 1 training column\(s\): 'bmi'"):
+        loaded.predict(frame.drop(columns=["bmi", "target"]))
+    with pytest.raises(DataError, match="repeats"):
+        loaded.predict(pd.concat([frame, frame[["age"]]], axis=1))
+    assert loaded.predict(frame[list(reversed(frame.columns))]).shape == (len(frame),)
+
+
+def test_the_verifier_rejects_a_tampered_trial(cancer, tmp_path) -> None:
+    task = TaskSpec.from_data(cancer, target="target")
+    y = task.y.to_numpy()
+    good = np.column_stack([1 - y, y]).astype(float)
+    np.savez(tmp_path / "linear-0.npz", oof=good, holdout_pred=good[:5], classes=np.array([0, 1]))
+    np.savez(
+        tmp_path / "linear-1.npz", oof=good[::-1], holdout_pred=good[:5], classes=np.array([0, 1])
+    )
+    checks, confirmed = verifier.verify_trial_scores(
+        task, {"linear-0": 1.0, "linear-1": 1.0, "linear-2": 0.9}, tmp_path
+    )
+    assert confirmed == {"linear-0"}
+    assert not checks[0].ok
+    assert "linear-1: recorded 1.000000, recomputed" in checks[0].detail
+    assert "linear-2: predictions missing" in checks[0].detail
+
+
+def test_leakage_checks_flag_target_copies_functions_and_perfect_features(cancer) -> None:
+    frame = cancer.copy()
+    frame["copy"] = frame["target"]
+    frame["diagnosis_code"] = frame["target"].map({0: "M-1", 1: "B-2"})
+    frame["score_from_lab"] = frame["target"] * 10 + np.random.default_rng(0).normal(
+        0, 0.1, len(frame)
+    )
+    task = TaskSpec.from_data(frame, target="target")
+    (check,) = verifier.check_leakage(task)
+    assert not check.ok and check.severity == "warning"
+    assert "'copy' is identical to the target" in check.detail
+    assert "deterministic function of 'diagnosis_code'" in check.detail
+    assert "'score_from_lab' alone scores 1.000" in check.detail
+    clean = TaskSpec.from_data(cancer, target="target")
+    assert verifier.check_leakage(clean)[0].ok
+
+
+def _finished_trials(db: Path) -> list[tuple[int, float]]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT t.trial_id, v.value FROM trials t JOIN trial_values v ON t.trial_id = v.trial_id "
+            "WHERE t.state = 'COMPLETE' ORDER BY t.trial_id"
+        ).fetchall()
+    return rows
+
+
+def test_kill_9_then_resume_loses_no_finished_trial(tmp_path) -> None:
+    data = tmp_path / "cancer.csv"
+    load_breast_cancer(as_frame=True).frame.to_csv(data, index=False)
+    runs = tmp_path / "runs"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlpilot",
+        "run",
+        "predict target",
+        "--data",
+        str(data),
+        "--time-budget",
+        "60",
+        "--no-llm",
+        "--runs-dir",
+        str(runs),
+    ]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 90
+    before: list[tuple[int, float]] = []
+    while time.monotonic() < deadline:
+        dbs = list(runs.glob("*/optuna.db"))
+        if dbs:
+            try:
+                before = _finished_trials(dbs[0])
+            except sqlite3.Error:
+                before = []
+            if len(before) >= 4:
+                break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(before) >= 4, "the run finished no trials before the kill"
+    (run_dir,) = runs.iterdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "mlpilot", "run", "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = dict(_finished_trials(run_dir / "optuna.db"))
+    for trial_id, value in before:
+        assert after[trial_id] == value  # still there, not re-run
+    assert len(after) > len(before)
+    meta = json.loads((run_dir / "run.json").read_text())
+    assert meta["status"] == "finished"
+    assert "Status: finished" in (run_dir / "report.md").read_text()
