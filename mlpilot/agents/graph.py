@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import operator
+import os
 import shlex
 import sqlite3
 import time
@@ -32,7 +33,8 @@ from mlpilot.agents.planner import RUNNABLE_STEPS, Plan, make_plan
 from mlpilot.agents.reporter import history_svg, write_report
 from mlpilot.agents.trials import TrialOutcome, TrialRunner, refit
 from mlpilot.llm import LLM
-from mlpilot.sandbox import Sandbox
+from mlpilot.llm.embedded import default_threads
+from mlpilot.sandbox import Limits, Sandbox
 from mlpilot.task import TaskSpec
 from mlpilot.tools.metrics import predictions_for
 from mlpilot.tools.model import PilotModel, WeightedEnsemble
@@ -152,7 +154,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     plan = Plan.model_validate(state["plan"])
     step = _next_runnable(plan, state.get("step", 0))
     families = plan.steps[step].families or plan.families
-    runner = TrialRunner(ctx.sandbox, ctx.task)
+    runner = TrialRunner(ctx.sandbox, ctx.task, limits=_trial_limits(ctx))
 
     def on_trial(family: str, number: int, outcome: TrialOutcome) -> None:
         ctx.emit(
@@ -176,16 +178,10 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     reserve = min(0.2 * ctx.time_budget_s, 60.0)
     hpo_deadline = ctx.deadline - reserve
     per_family_trials = max(1, plan.max_trials // max(1, len(families)))
+    ctx.emit("family", family=", ".join(families), seconds=hpo_deadline - time.monotonic())
+    studies = agent.optimize_all(list(families), n_trials=per_family_trials, deadline=hpo_deadline)
     summary: dict[str, Any] = dict(state.get("hpo") or {})
-    for i, family in enumerate(families):
-        left = hpo_deadline - time.monotonic()
-        if left < 3:
-            break
-        share = left / (len(families) - i)  # unused time passes on to later families
-        ctx.emit("family", family=family, seconds=share)
-        study = agent.optimize(
-            family, n_trials=per_family_trials, deadline=time.monotonic() + share
-        )
+    for family, study in studies.items():
         stats = agent.stats.get(family)
         summary[family] = {
             "trials": sum(1 for t in study.trials if t.state.is_finished()),
@@ -194,6 +190,13 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             "llm": None if stats is None else stats.__dict__,
         }
     return {"hpo": summary, "step": step + 1, "events": [f"tuned {', '.join(summary)}"]}
+
+
+def _trial_limits(ctx: RunContext) -> Limits:
+    """Trials share the cores with the LLM: oversubscribed OpenMP slows fits a hundredfold."""
+    if ctx.llm is None:
+        return Limits(timeout_s=300)
+    return Limits(timeout_s=300, cpus=max(1, (os.cpu_count() or 2) - default_threads()))
 
 
 def _best_value(study: optuna.Study) -> float | None:
@@ -400,7 +403,7 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         if llm and ctx.llm is not None:
             notes.append(
                 f"{family}: the LLM proposed {llm['proposed']} configurations, "
-                f"{llm['enqueued']} were tried ({llm['invalid']} invalid, "
+                f"{llm['enqueued']} entered the study ({llm['invalid']} invalid, "
                 f"{llm['duplicates']} duplicates)"
                 + (f"; LLM errors: {'; '.join(llm['llm_errors'][:2])}" if llm["llm_errors"] else "")
             )

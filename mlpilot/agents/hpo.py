@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field, create_model
 
 from mlpilot import prompts
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
-from mlpilot.llm import LLM, LLMError, StructuredOutputError, structured
+from mlpilot.llm import LLM, LLMError, LLMUnavailable, StructuredOutputError, structured
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import PROBLEM_WORDS, DataProfile, profile_frame
 from mlpilot.tools.search_spaces import FAMILY_NOTES, Param, describe_space, space, validate_config
@@ -156,6 +156,11 @@ class HpoAgent:
         self.settings = settings or HpoSettings()
         self.on_trial = on_trial
         self.stats: dict[str, HpoStats] = {}
+        self._queues: dict[str, queue.SimpleQueue[tuple[str, dict[str, Any]]]] = {}
+        self._crashed: list[BaseException] = []
+        self._llm_thread: threading.Thread | None = None
+        self._warm_requested: set[str] = set()
+        self._llm_off = False
         task = runner.task
         self._profile: DataProfile = profile_frame(
             task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
@@ -183,60 +188,104 @@ class HpoAgent:
 
     # -- the loop ------------------------------------------------------------
 
+    def prefetch_warmstart(self, families: list[str]) -> None:
+        """Asks the LLM for every family's warm start, in order, in the background, so that
+        a family's proposals are ready when its turn comes."""
+        if self.llm is None or self._llm_off or self.settings.warmstart <= 0:
+            return
+        todo = [
+            f
+            for f in families
+            if f not in self._warm_requested and not _has_warmstart(self.study(f))
+        ]
+        if not todo:
+            return
+        self._warm_requested.update(todo)
+
+        def work() -> None:
+            for family in todo:
+                self._ask(family, "llm-warmstart", [])
+
+        self._start_llm(work)
+
+    def _start_llm(self, work: Callable[[], None]) -> None:
+        previous = self._llm_thread
+
+        def chained() -> None:
+            if previous is not None:
+                previous.join()  # one LLM request at a time, in order
+            work()
+
+        self._llm_thread = threading.Thread(target=chained, daemon=True)
+        self._llm_thread.start()
+
+    def _llm_busy(self) -> bool:
+        return self._llm_thread is not None and self._llm_thread.is_alive()
+
+    def _ask(self, family: str, kind: str, history: list[dict[str, Any]]) -> None:
+        stats = self.stats.setdefault(family, HpoStats())
+        try:
+            for config in self._propose(family, kind, history, stats):
+                self._queue(family).put((kind, config))
+        except BaseException as e:  # a bug, or a test double's alarm: surface it
+            self._crashed.append(e)
+
+    def _queue(self, family: str) -> queue.SimpleQueue[tuple[str, dict[str, Any]]]:
+        return self._queues.setdefault(family, queue.SimpleQueue())
+
+    def _raise_crash(self) -> None:
+        if self._crashed:
+            raise self._crashed[0]
+
     def optimize(
         self, family: str, *, n_trials: int, deadline: float | None = None
     ) -> optuna.Study:
-        """Runs trials of ``family`` until ``n_trials`` have finished in the study
+        """Runs trials of ``family`` until ``n_trials`` have finished in its study
         (counting earlier runs on the same storage) or ``deadline`` (time.monotonic) passes."""
-        study = self.study(family)
-        stats = self.stats.setdefault(family, HpoStats())
-        dists = {p.name: p.distribution() for p in space(family)}
-        proposals: queue.SimpleQueue[tuple[str, dict[str, Any]]] = queue.SimpleQueue()
-        llm_thread: threading.Thread | None = None
-        warm_done = any(t.user_attrs.get(SOURCE_ATTR) == "llm-warmstart" for t in study.trials)
-        since_sample = 0
+        return self.optimize_all([family], n_trials=n_trials, deadline=deadline)[family]
 
-        crashed: list[BaseException] = []
-
-        def ask_llm(kind: str, history: list[dict[str, Any]]) -> None:
-            try:
-                for config in self._propose(family, kind, history, stats):
-                    proposals.put((kind, config))
-            except BaseException as e:  # a bug, or a test double's alarm: surface it
-                crashed.append(e)
-
-        if self.llm is not None and self.settings.warmstart > 0 and not warm_done:
-            llm_thread = threading.Thread(target=ask_llm, args=("llm-warmstart", []), daemon=True)
-            llm_thread.start()
-        while _finished(study) < n_trials:
-            if crashed:
-                raise crashed[0]
+    def optimize_all(
+        self, families: list[str], *, n_trials: int, deadline: float | None = None
+    ) -> dict[str, optuna.Study]:
+        """Tunes several families side by side, one trial at a time to the family with
+        the fewest finished trials, so that each gets its share of the time and an LLM
+        proposal that arrives late is still used on that family's next turn."""
+        studies = {f: self.study(f) for f in families}
+        dists = {f: {p.name: p.distribution() for p in space(f)} for f in families}
+        since_sample = dict.fromkeys(families, 0)
+        self.prefetch_warmstart(list(families))
+        while True:
+            self._raise_crash()
             if deadline is not None and time.monotonic() >= deadline - 1.0:
                 break
-            self._enqueue_ready(study, proposals, stats)
-            idle = llm_thread is None or not llm_thread.is_alive()
+            open_families = [f for f in families if _finished(studies[f]) < n_trials]
+            if not open_families:
+                break
+            family = min(open_families, key=lambda f: _finished(studies[f]))
+            study = studies[family]
+            stats = self.stats.setdefault(family, HpoStats())
+            self._enqueue_ready(study, family, stats)
             if (
                 self.llm is not None
-                and idle
-                and since_sample >= self.settings.sample_every
+                and not self._llm_off
+                and not self._llm_busy()
+                and since_sample[family] >= self.settings.sample_every
                 and _finished(study) >= self.settings.min_history
             ):
-                since_sample = 0
+                since_sample[family] = 0
                 history = self._history(study)
-                llm_thread = threading.Thread(
-                    target=ask_llm, args=("llm-sample", history), daemon=True
-                )
-                llm_thread.start()
-            trial = study.ask(dists)
+                self._start_llm(lambda f=family, h=history: self._ask(f, "llm-sample", h))
+            trial = study.ask(dists[family])
             trial.set_user_attr(SOURCE_ATTR, trial.user_attrs.get(SOURCE_ATTR, "tpe"))
             remaining = None if deadline is None else deadline - time.monotonic()
             outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
             self._record(study, trial, family, outcome)
-            since_sample += 1
-        self._enqueue_ready(study, proposals, stats)
-        if crashed:
-            raise crashed[0]
-        return study
+            since_sample[family] += 1
+        # Proposals that arrive too late stay queued in the study for a resumed run.
+        for family, study in studies.items():
+            self._enqueue_ready(study, family, self.stats.setdefault(family, HpoStats()))
+        self._raise_crash()
+        return studies
 
     def _record(
         self, study: optuna.Study, trial: optuna.Trial, family: str, outcome: TrialOutcome
@@ -274,16 +323,11 @@ class HpoAgent:
 
     # -- the LLM's part ------------------------------------------------------------
 
-    def _enqueue_ready(
-        self,
-        study: optuna.Study,
-        proposals: queue.SimpleQueue[tuple[str, dict[str, Any]]],
-        stats: HpoStats,
-    ) -> None:
+    def _enqueue_ready(self, study: optuna.Study, family: str, stats: HpoStats) -> None:
         seen = {_key(t.params) for t in study.trials}
         while True:
             try:
-                kind, config = proposals.get_nowait()
+                kind, config = self._queue(family).get_nowait()
             except queue.Empty:
                 return
             if _key(config) in seen:
@@ -344,6 +388,8 @@ class HpoAgent:
             )
         except (LLMError, StructuredOutputError) as e:
             stats.llm_errors.append(f"{kind}: {type(e).__name__}: {str(e)[:200]}")
+            if isinstance(e, LLMUnavailable):
+                self._llm_off = True  # over budget or gone: stop asking
             return []
         configs = []
         for raw in answer.configs:  # type: ignore[attr-defined]
@@ -353,6 +399,10 @@ class HpoAgent:
             except ValueError:
                 stats.invalid += 1
         return configs
+
+
+def _has_warmstart(study: optuna.Study) -> bool:
+    return any(t.user_attrs.get(SOURCE_ATTR) == "llm-warmstart" for t in study.trials)
 
 
 def _finished(study: optuna.Study) -> int:
