@@ -15,6 +15,8 @@ import shlex
 import sqlite3
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -29,7 +31,7 @@ from langgraph.runtime import Runtime
 from mlpilot.agents import verifier
 from mlpilot.agents.ensemble import Member, greedy_ensemble
 from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings
-from mlpilot.agents.planner import RUNNABLE_STEPS, Plan, make_plan
+from mlpilot.agents.planner import RUNNABLE_STEPS, Plan, default_plan, make_plan
 from mlpilot.agents.reporter import history_svg, write_report
 from mlpilot.agents.trials import TrialOutcome, TrialRunner, refit
 from mlpilot.llm import LLM
@@ -42,6 +44,7 @@ from mlpilot.tools.profile import PROBLEM_WORDS, profile_frame
 
 ENSEMBLE_MEMBERS = 20  # best trials offered to greedy selection
 BUDGET_MARGIN_S = 15.0  # a run may overshoot its budget by this much (refit, report)
+PLAN_SHARE = 0.15  # most of the budget the LLM planner may take
 
 Progress = Callable[[str, dict[str, Any]], None]
 
@@ -107,8 +110,11 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     profile = profile_frame(
         task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
     )
-    # Planning gets at most a tenth of the budget: past that, the default plan.
-    plan = make_plan(
+    # Planning gets a small share of the budget; past it, the default plan is used.
+    share = max(5.0, PLAN_SHARE * ctx.time_budget_s)
+    pool = ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(
+        make_plan,
         ctx.llm,
         ctx.request,
         task,
@@ -117,6 +123,17 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         max_trials=ctx.max_trials,
         store=ctx.store,
     )
+    pool.shutdown(wait=False)  # a late answer is dropped, never waited for
+    try:
+        plan = future.result(timeout=share)
+    except FutureTimeout:
+        plan = default_plan(
+            task,
+            profile,
+            time_budget_s=ctx.time_budget_s,
+            max_trials=ctx.max_trials,
+            reason=f"the LLM did not plan within its {share:.0f} s share of the budget",
+        )
     ctx.emit("plan", plan=plan.model_dump())
     return {"plan": plan.model_dump(), "step": 0, "events": [f"planned: {plan.source}"]}
 

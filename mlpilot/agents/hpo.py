@@ -256,7 +256,10 @@ class HpoAgent:
         self.prefetch_warmstart(list(families))
         while True:
             self._raise_crash()
-            if deadline is not None and time.monotonic() >= deadline - 1.0:
+            late = deadline is not None and time.monotonic() >= deadline - 1.0
+            if late and any(_completed_count(st) for st in studies.values()):
+                break  # past the deadline; but never stop before one trial has finished
+            if late and sum(_finished(st) for st in studies.values()) >= 3:
                 break
             open_families = [f for f in families if _finished(studies[f]) < n_trials]
             if not open_families:
@@ -277,7 +280,11 @@ class HpoAgent:
                 self._start_llm(lambda f=family, h=history: self._ask(f, "llm-sample", h))
             trial = study.ask(dists[family])
             trial.set_user_attr(SOURCE_ATTR, trial.user_attrs.get(SOURCE_ATTR, "tpe"))
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining = None
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if not any(_completed_count(st) for st in studies.values()):
+                    remaining = max(10.0, remaining)  # the first model gets a fair chance
             outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
             self._record(study, trial, family, outcome)
             since_sample[family] += 1
@@ -399,6 +406,10 @@ class HpoAgent:
             except ValueError:
                 stats.invalid += 1
         return configs
+
+
+def _completed_count(study: optuna.Study) -> int:
+    return sum(1 for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE)
 
 
 def _has_warmstart(study: optuna.Study) -> bool:
