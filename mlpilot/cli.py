@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -256,6 +256,53 @@ def run(
     )
     console.print(f"report: {result.report_path}  (and report.html)")
     console.print(f"predict: mlpilot predict {result.run_dir} --data new.csv")
+
+
+@app.command()
+def chat(
+    llm: LlmOption = None,
+    api_base: ApiBaseOption = None,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
+    sandbox: Annotated[str, typer.Option(help="Sandbox: local-warm or local.")] = "local-warm",
+    time_budget: Annotated[
+        float, typer.Option("--time-budget", help="Seconds per run unless a request says.")
+    ] = 120.0,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs go.")] = Path(
+        "mlpilot-runs"
+    ),
+) -> None:
+    """Talk to mlpilot: 'tune a model for data/churn.csv, optimise AUC', then ask follow-ups."""
+    from rich.live import Live
+
+    from mlpilot.api import Pilot
+    from mlpilot.chat import ChatSession
+
+    pilot = Pilot(
+        llm=False if no_llm else llm, sandbox=sandbox, runs_dir=runs_dir, api_base=api_base
+    )
+
+    def run_with_progress(request: str, data: Path, **kwargs: Any) -> Any:
+        from mlpilot.task import TaskSpec
+
+        task = TaskSpec.from_data(data, request=request, target=kwargs.get("target"))
+        progress = _RunProgress(
+            task.metric.display, task.metric.greater_is_better, kwargs["time_budget"]
+        )
+        with Live(progress, console=console, refresh_per_second=4, transient=True):
+            return pilot.run(request, data, progress=progress, **kwargs)
+
+    session = ChatSession(pilot, default_budget=time_budget, run=run_with_progress)
+    console.print(
+        "mlpilot chat — e.g. 'tune a model for data/churn.csv, optimise AUC'. 'exit' to leave."
+    )
+    while not session.done:
+        try:
+            line = console.input("[bold]you>[/] ")
+        except EOFError:
+            break
+        reply = session.say(line)
+        if reply:
+            console.print(f"[bold cyan]mlpilot>[/] {escape(reply)}")
 
 
 @app.command()
