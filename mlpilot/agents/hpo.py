@@ -55,6 +55,8 @@ class HpoSettings:
         alpha: LLAMBO's exploration factor in s* = best + alpha * (best - worst).
         history: most trials shown to the LLM as examples (the best ones).
         min_history: finished trials needed before candidate sampling starts.
+        llm_cutoff_s: no new LLM request this close to the deadline (its answer would
+            come too late and its generation would compete with the last trials).
         seed: TPE's seed.
     """
 
@@ -64,6 +66,7 @@ class HpoSettings:
     alpha: float = 0.1
     history: int = 12
     min_history: int = 3
+    llm_cutoff_s: float = 15.0
     seed: int = 0
 
 
@@ -274,6 +277,7 @@ class HpoAgent:
                 and not self._llm_busy()
                 and since_sample[family] >= self.settings.sample_every
                 and _finished(study) >= self.settings.min_history
+                and (deadline is None or deadline - time.monotonic() > self.settings.llm_cutoff_s)
             ):
                 since_sample[family] = 0
                 history = self._history(study)
