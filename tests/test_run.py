@@ -199,3 +199,35 @@ def test_kill_9_then_resume_loses_no_finished_trial(tmp_path) -> None:
     meta = json.loads((run_dir / "run.json").read_text())
     assert meta["status"] == "finished"
     assert "Status: finished" in (run_dir / "report.md").read_text()
+
+
+@pytest.mark.embedded
+def test_cli_run_with_the_embedded_model_stays_in_budget(embedded_model, tmp_path) -> None:
+    data = tmp_path / "cancer.csv"
+    load_breast_cancer(as_frame=True).frame.to_csv(data, index=False)
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlpilot",
+            "run",
+            "tune a model for this dataset, predict target",
+            "--data",
+            str(data),
+            "--time-budget",
+            "40",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    wall = time.monotonic() - t0
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert wall < 40 + 20  # budget + margin (+ interpreter start)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    report = (run_dir / "report.md").read_text()
+    assert "Status: finished" in report
+    assert f"embedded/{embedded_model}" in report  # the LLM took part (plan or HPO usage)

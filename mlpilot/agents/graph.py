@@ -459,6 +459,7 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "ensemble": state.get("ensemble"),
         "checks": checks,
         "usage": usage,
+        "llm_model": ctx.llm.model if ctx.llm is not None else None,
         "llm_notes": notes,
         "command": ctx.command,
     }
