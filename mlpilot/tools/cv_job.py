@@ -102,7 +102,14 @@ def build_estimator(family: str, params: dict, classification: bool, seed: int):
     raise ValueError(f"unknown model family {family!r}")
 
 
-def build_pipeline(frame: pd.DataFrame, text_columns: list[str], estimator) -> Pipeline:
+DENSE_ONLY = ("hist_gradient_boosting",)  # estimators that reject sparse input
+
+
+def build_pipeline(
+    frame: pd.DataFrame, text_columns: list[str], estimator, dense: bool = False
+) -> Pipeline:
+    """Imputes, scales and one-hot encodes; TF-IDF for text. ``dense`` forces a dense
+    matrix (with a smaller TF-IDF vocabulary) for estimators that need one."""
     text = [c for c in text_columns if c in frame.columns]
     numeric = [
         c for c in frame.columns if c not in text and pd.api.types.is_numeric_dtype(frame[c])
@@ -125,8 +132,11 @@ def build_pipeline(frame: pd.DataFrame, text_columns: list[str], estimator) -> P
             )
         )
     for col in text:
-        parts.append((f"text_{col}", TfidfVectorizer(max_features=20000, sublinear_tf=True), col))
-    pre = ColumnTransformer(parts, sparse_threshold=0.3)
+        vocabulary = 2000 if dense else 20000
+        parts.append(
+            (f"text_{col}", TfidfVectorizer(max_features=vocabulary, sublinear_tf=True), col)
+        )
+    pre = ColumnTransformer(parts, sparse_threshold=0.0 if dense else 0.3)
     return Pipeline([("pre", pre), ("model", estimator)])
 
 
@@ -140,7 +150,8 @@ def main() -> None:
     seed = int(config.get("seed", 0))
     folds = int(config.get("folds", 5))
     estimator = build_estimator(config["family"], config.get("params", {}), classification, seed)
-    pipeline = build_pipeline(X, config.get("text_columns", []), estimator)
+    dense = config["family"] in DENSE_ONLY
+    pipeline = build_pipeline(X, config.get("text_columns", []), estimator, dense=dense)
     if classification:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         method = "predict_proba"
