@@ -112,3 +112,23 @@ def test_bad_param_declarations_are_refused() -> None:
         Param("x", "int", 5, 1)
     with pytest.raises(ConfigError, match="needs low > 0"):
         Param("x", "float", 0, 1, log=True)
+
+
+def test_gradient_boosting_copes_with_many_categories(box) -> None:
+    """One-hot encoding of many categories is sparse; the boosting model needs dense input."""
+    rng = np.random.default_rng(0)
+    n = 300
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {
+            "state": rng.choice([f"S{i}" for i in range(45)], n),
+            "grade": rng.choice([f"G{i}" for i in range(30)], n),
+            "amount": rng.normal(size=n),
+        }
+    )
+    frame["y"] = (frame["amount"] + (frame["state"] < "S2") > 0.3).astype(int)
+    task = TaskSpec.from_data(frame, target="y")
+    for family in ("hist_gradient_boosting", "linear"):
+        outcome = TrialRunner(box, task, folds=3).run(family, {})
+        assert outcome.ok, outcome.reason
