@@ -14,7 +14,7 @@ import pandas as pd
 
 from mlpilot.api import Pilot, RunResult
 from mlpilot.errors import MlpilotError
-from mlpilot.task import TaskSpec, target_from_request
+from mlpilot.task import TaskSpec, _target_candidates, target_from_request
 from mlpilot.tools.data import read_table
 
 _PATH = re.compile(r"(?P<path>[\w./~-]+\.(?:csv|tsv|txt|parquet|pq))\b", re.IGNORECASE)
@@ -85,8 +85,13 @@ class ChatSession:
         self.target = target_from_request(self.request, self.columns)
         if self.target is None:
             self.awaiting = "target"
-            shown = ", ".join(self.columns[:20]) + (" ..." if len(self.columns) > 20 else "")
-            return f"Which column should I predict? Columns: {shown}"
+            likely = _target_candidates(header)
+            rest = [c for c in self.columns if c not in likely]
+            shown = ", ".join(rest[:20]) + (" ..." if len(rest) > 20 else "")
+            return (
+                f"Which column should I predict? Likely: {', '.join(likely)}. "
+                f"Other columns: {shown}"
+            )
         return self._start()
 
     def _answer_target(self, text: str) -> str:
