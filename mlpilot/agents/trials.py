@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlpilot.sandbox import Job, Limits, Sandbox
+from mlpilot.sandbox import ExecResult, Job, Limits, Sandbox
 from mlpilot.task import TaskSpec
 from mlpilot.tools import cv_job
 from mlpilot.tools.metrics import predictions_for
@@ -82,9 +82,16 @@ class TrialRunner:
         self._code = Path(cv_job.__file__).read_text()
         self.last_network_isolated = False
 
-    def run(
-        self, family: str, params: dict[str, Any], *, timeout_s: float | None = None
-    ) -> TrialOutcome:
+    def submit(
+        self,
+        family: str,
+        params: dict[str, Any],
+        *,
+        timeout_s: float | None = None,
+        **options: Any,
+    ) -> ExecResult:
+        """Runs the CV job for one configuration; ``options`` go into its config
+        (``cv=False`` skips cross-validation, ``save_model=True`` keeps the fitted pipeline)."""
         task = self.task
         config = {
             "family": family,
@@ -94,6 +101,7 @@ class TrialRunner:
             "text_columns": list(task.text_columns),
             "folds": self.folds,
             "seed": task.seed,
+            **options,
         }
         limits = self.limits
         if timeout_s is not None:
@@ -101,6 +109,13 @@ class TrialRunner:
         job = Job(code=self._code, files={**self._files, "config.json": json.dumps(config)})
         run = self.sandbox.run(job, limits=limits)
         self.last_network_isolated = run.network_isolated
+        return run
+
+    def run(
+        self, family: str, params: dict[str, Any], *, timeout_s: float | None = None
+    ) -> TrialOutcome:
+        task = self.task
+        run = self.submit(family, params, timeout_s=timeout_s)
         base = {"family": family, "params": dict(params), "seconds": run.duration_s}
         if not run.ok:
             return TrialOutcome(ok=False, reason=run.summary(), timed_out=run.timed_out, **base)
@@ -185,22 +200,7 @@ def refit(
 ) -> RefitOutcome:
     """Fits ``family`` with ``params`` on all training rows in the sandbox (no CV) and
     copies the fitted pipeline to ``destination``."""
-    task = runner.task
-    config = {
-        "family": family,
-        "params": params,
-        "problem_type": task.problem_type,
-        "target": task.target,
-        "text_columns": list(task.text_columns),
-        "seed": task.seed,
-        "cv": False,
-        "save_model": True,
-    }
-    limits = runner.limits
-    if timeout_s is not None:
-        limits = Limits(**{**limits.__dict__, "timeout_s": max(1.0, timeout_s)})
-    job = Job(code=runner._code, files={**runner._files, "config.json": json.dumps(config)})
-    run = runner.sandbox.run(job, limits=limits)
+    run = runner.submit(family, params, timeout_s=timeout_s, cv=False, save_model=True)
     base = {"family": family, "params": dict(params), "seconds": run.duration_s}
     if not run.ok or "model.joblib" not in run.artifacts:
         return RefitOutcome(ok=False, reason=run.summary(), **base)
