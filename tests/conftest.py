@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from mlpilot.llm.embedded import EMBEDDED_MODELS
+from mlpilot.sandbox import LocalSandbox
 from mlpilot.testing import forbid_network_llm
 
 # The small embedded model keeps real-model tests fast; override to test another.
@@ -33,3 +34,10 @@ def embedded_model(monkeypatch: pytest.MonkeyPatch) -> str:
         pytest.skip(message)
     monkeypatch.setenv("MLPILOT_EMBEDDED_MODEL", spec.name)
     return spec.name
+
+
+@pytest.fixture(scope="module")
+def box() -> Iterator[LocalSandbox]:
+    """A warm local sandbox shared by a test module's trials."""
+    with LocalSandbox(warm=True) as sandbox:
+        yield sandbox

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import numpy as np
 import optuna
@@ -13,15 +12,8 @@ from sklearn.datasets import load_breast_cancer
 from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM, Budget
-from mlpilot.sandbox import LocalSandbox
 from mlpilot.task import TaskSpec
 from mlpilot.testing import ScriptedLLM, UnscriptedCall
-
-
-@pytest.fixture(scope="module")
-def box() -> Iterator[LocalSandbox]:
-    with LocalSandbox(warm=True) as sandbox:
-        yield sandbox
 
 
 @pytest.fixture(scope="module")

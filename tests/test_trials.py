@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import optuna
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from mlpilot.agents.trials import TrialRunner
-from mlpilot.sandbox import Limits, LocalSandbox
+from mlpilot.sandbox import Limits
 from mlpilot.task import TaskSpec
 from mlpilot.tools.search_spaces import SPACES, Param, describe_space, validate_config
-
-
-@pytest.fixture(scope="module")
-def box() -> Iterator[LocalSandbox]:
-    with LocalSandbox(warm=True) as sandbox:
-        yield sandbox
 
 
 @pytest.fixture(scope="module")
