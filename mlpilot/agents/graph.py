@@ -97,6 +97,7 @@ class RunState(TypedDict, total=False):
     ensemble: dict[str, Any] | None
     final: dict[str, Any]
     checks: list[dict[str, Any]]
+    verified: list[str]  # trial keys whose scores the host recomputed and confirmed
     events: Annotated[list[str], operator.add]
     status: str
 
@@ -335,6 +336,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     return {
         "final": final,
         "checks": [c.as_row() for c in checks],
+        "verified": sorted(confirmed),
         "events": [f"final model: {final['description']}"],
     }
 
@@ -401,11 +403,8 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
     task = ctx.task
     rows = _completed(ctx)
     checks = state.get("checks", [])
-    confirmed_note = next((c for c in checks if c["check"] == "trial scores"), None)
-    verified_rows = [r for r in rows if r["cv_score"] is not None]
-    if confirmed_note and not confirmed_note["ok"]:
-        bad = {p.split(":")[0] for p in confirmed_note["detail"].split("; ")[1:]}
-        verified_rows = [r for r in verified_rows if r["key"] not in bad]
+    confirmed = set(state.get("verified", []))
+    verified_rows = [r for r in rows if r["cv_score"] is not None and r["key"] in confirmed]
     ordered = sorted([r for r in rows if r["cv_score"] is not None], key=lambda r: r["started"])
     points = [(i, r["cv_score"]) for i, r in enumerate(ordered)]
     best: list[float] = []
@@ -474,7 +473,6 @@ def _write_run_json(ctx: RunContext, state: RunState, status: str) -> None:
         best_family = (
             "ensemble" if final["label"] == "ensemble" else final["label"].rsplit("-", 1)[0]
         )
-    profile = profile_frame(ctx.task.X, ctx.task.y, classification=ctx.task.is_classification)
     data.update(
         status=status,
         spent_s=round(ctx.elapsed(), 1),
@@ -483,7 +481,7 @@ def _write_run_json(ctx: RunContext, state: RunState, status: str) -> None:
         holdout_score=final.get("holdout_score"),
         metric=ctx.task.metric.name,
         problem_type=ctx.task.problem_type,
-        profile={"n_rows": profile.n_rows, "n_features": profile.n_features},
+        profile={"n_rows": len(ctx.task.train), "n_features": len(ctx.task.feature_columns)},
     )
     path.write_text(json.dumps(data, indent=2, default=str))
 
