@@ -8,6 +8,7 @@ result.model.predict(new_frame); result.leaderboard; result.report_path; result.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +39,7 @@ class RunResult:
     usage: list[dict[str, Any]]
     holdout_score: float | None
     cv_score: float | None
+    metric_display: str = ""
     checks: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
@@ -165,6 +167,8 @@ class Pilot:
         resume: bool,
     ) -> RunResult:
         llm = self._make_llm(meta["time_budget"])
+        if llm is not None:  # load the model while the sandbox starts and the data is profiled
+            threading.Thread(target=llm.warm_up, daemon=True).start()
         sandbox = make_sandbox(self.sandbox) if isinstance(self.sandbox, str) else self.sandbox
         sandbox_name = self.sandbox if isinstance(self.sandbox, str) else sandbox.name
         ctx = RunContext(
@@ -178,7 +182,7 @@ class Pilot:
             started=started,
             spent_before_s=spent,
             store=self.runs_dir,
-            hpo_settings=hpo or HpoSettings(),
+            hpo_settings=hpo or HpoSettings.for_budget(meta["time_budget"]),
             progress=_spent_tracker(directory, started, spent, progress),
             command=command_line(
                 meta["request"],
@@ -241,9 +245,10 @@ def _spent_tracker(directory: Path, started: float, spent: float, progress: Any)
     return emit
 
 
-def _leaderboard(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _leaderboard(rows: list[dict[str, Any]], verified: set[str]) -> pd.DataFrame:
+    """Finished trials whose scores the verifier confirmed, best first."""
     columns = ["key", "family", "source", "cv_score", "holdout_score", "seconds", "params"]
-    done = [r for r in rows if r["cv_score"] is not None]
+    done = [r for r in rows if r["cv_score"] is not None and r["key"] in verified]
     return pd.DataFrame([{c: r[c] for c in columns} for r in done], columns=columns)
 
 
@@ -255,11 +260,12 @@ def _result(directory: Path, state: dict[str, Any], ctx: RunContext) -> RunResul
         run_dir=directory,
         status=state.get("status", "unknown"),
         model=model,
-        leaderboard=_leaderboard(_completed(ctx)),
+        leaderboard=_leaderboard(_completed(ctx), set(state.get("verified", []))),
         report_path=directory / "report.md",
         usage=ctx.llm.ledger.as_rows() if ctx.llm is not None else [],
         holdout_score=final.get("holdout_score"),
         cv_score=final.get("cv_score"),
+        metric_display=ctx.task.metric.display,
         checks=state.get("checks", []),
         events=state.get("events", []),
     )

@@ -56,90 +56,6 @@ def _root(
     """mlpilot's commands."""
 
 
-@app.command()
-def quickstart(
-    dataset: Annotated[
-        str, typer.Option(help="Bundled dataset: breast_cancer, wine or diabetes.")
-    ] = "breast_cancer",
-    llm: LlmOption = None,
-    api_base: ApiBaseOption = None,
-    sandbox: Annotated[str, typer.Option(help="Sandbox: local or local-warm.")] = "local",
-    no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
-) -> None:
-    """Run the main job on embedded defaults: the LLM proposes a model for a bundled
-    dataset, the sandbox cross-validates it next to a default, the host verifies."""
-    from mlpilot.llm import LLMUnavailable, make_llm
-    from mlpilot.quickstart import run_quickstart
-    from mlpilot.sandbox import make_sandbox
-
-    client = None
-    if not no_llm:
-        try:
-            client = make_llm(llm, api_base=api_base)
-        except LLMUnavailable as e:
-            err.print(f"[yellow]LLM unavailable:[/] {escape(str(e))}\nContinuing without an LLM.")
-    t0 = time.perf_counter()
-    with (
-        make_sandbox(sandbox) as box,
-        console.status(
-            f"[bold]running on {dataset}[/] (LLM: {client.model if client else 'none'})"
-        ),
-    ):
-        result = run_quickstart(client, box, dataset=dataset)
-    task = result.task
-    console.print(task.describe())
-    for warning in task.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}")
-    console.print(f"[bold]LLM[/] {escape(result.llm_note)}")
-    if result.proposal.rationale:
-        console.print(f"  rationale: {result.proposal.rationale}")
-    table = Table(title=f"Cross-validated in the '{result.sandbox}' sandbox, scored on the host")
-    table.add_column("candidate", overflow="fold")
-    table.add_column("model and parameters", overflow="fold", min_width=22)
-    table.add_column(f"CV {task.metric.display}", justify="right")
-    table.add_column("holdout", justify="right")
-    table.add_column("s", justify="right")
-    table.add_column("verified", overflow="fold")
-    for c in result.candidates:
-        params = [f"{k}={v}" for k, v in c.params.items() if _relevant(c.family, k)]
-        table.add_row(
-            c.label,
-            "\n".join([c.family, *params]),
-            _fmt(c.cv_score),
-            _fmt(c.holdout_score),
-            f"{c.seconds:.1f}",
-            "yes" if c.verified else f"[red]no[/] {escape(c.note)}",
-        )
-    console.print(table)
-    if result.usage:
-        total = result.usage[-1]
-        console.print(
-            f"[bold]LLM usage[/] {total['calls']} call(s), {total['prompt_tokens']} tokens in, "
-            f"{total['completion_tokens']} out, {float(total['latency_s']):.1f} s, "  # type: ignore[arg-type]
-            f"${float(total['cost_usd']):.4f}"  # type: ignore[arg-type]
-        )
-    console.print(
-        f"network isolation: {'on' if result.network_isolated else 'not available on this OS'}; "
-        f"total {time.perf_counter() - t0:.1f} s"
-    )
-    if not any(c.verified for c in result.candidates):
-        raise typer.Exit(1)
-
-
-def _relevant(family: str, key: str) -> bool:
-    used = {
-        "random_forest": {"n_estimators", "max_depth"},
-        "extra_trees": {"n_estimators", "max_depth"},
-        "hist_gradient_boosting": {"n_estimators", "max_depth", "learning_rate"},
-        "logistic_regression": {"C"},
-    }
-    return key in used.get(family, set())
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
-
-
 class _RunProgress:
     """A live line: current step, trials done, best score so far."""
 
@@ -209,15 +125,94 @@ def run(
     ] = None,
 ) -> None:
     """Plan and run AutoML on a dataset: tune, ensemble, verify, report."""
-    from rich.live import Live
-
-    from mlpilot.api import Pilot
-
-    pilot = Pilot(
-        llm=False if no_llm else llm, sandbox=sandbox, runs_dir=runs_dir, api_base=api_base
-    )
     if resume is None and data is None:
         raise typer.BadParameter("give the training data with --data (or --resume RUN_DIR)")
+    pilot = _pilot(llm, api_base, no_llm, sandbox, runs_dir)
+    _run_and_print(pilot, request, data, target, metric, time_budget, max_trials, resume)
+
+
+@app.command()
+def quickstart(
+    dataset: Annotated[
+        str, typer.Option(help="Bundled dataset: breast_cancer, wine or diabetes.")
+    ] = "breast_cancer",
+    time_budget: Annotated[
+        float, typer.Option("--time-budget", help="Wall-clock seconds for the whole run.")
+    ] = 120.0,
+    llm: LlmOption = None,
+    api_base: ApiBaseOption = None,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
+    sandbox: Annotated[str, typer.Option(help="Sandbox: local-warm or local.")] = "local-warm",
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories go.")] = Path(
+        "mlpilot-runs"
+    ),
+) -> None:
+    """The main job on embedded defaults: a full tuning run on a dataset bundled with
+    scikit-learn (written to a CSV first, so it is exactly `mlpilot run`)."""
+    from mlpilot.tools.data import bundled_dataset
+
+    frame, request = bundled_dataset(dataset)
+    data = runs_dir / "data" / f"{dataset}.csv"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(data, index=False)
+    console.print(
+        f"[dim]bundled dataset '{dataset}' ({len(frame)} rows) written to {data}; running[/]\n"
+        f'mlpilot run "{request}" --data {data} --time-budget {time_budget:g}'
+    )
+    pilot = _pilot(llm, api_base, no_llm, sandbox, runs_dir)
+    _run_and_print(pilot, request, data, None, None, time_budget, 200, None)
+
+
+def _print_leaderboard(result: Any, top: int = 8) -> None:
+    board = result.leaderboard
+    metric = result.metric_display
+    table = Table(title=f"Verified trials (top {min(top, len(board))} of {len(board)})")
+    for col, justify in (
+        ("model", "left"),
+        ("source", "left"),
+        (f"CV {metric}", "right"),
+        ("holdout", "right"),
+        ("fit s", "right"),
+    ):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    for row in board.head(top).itertuples():
+        table.add_row(
+            row.family,
+            row.source,
+            _fmt(row.cv_score),
+            _fmt(row.holdout_score),
+            f"{row.seconds:.1f}",
+        )
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:.4f}"
+
+
+def _pilot(
+    llm: str | None, api_base: str | None, no_llm: bool, sandbox: str, runs_dir: Path
+) -> Any:
+    from mlpilot.api import Pilot
+
+    return Pilot(
+        llm=False if no_llm else llm, sandbox=sandbox, runs_dir=runs_dir, api_base=api_base
+    )
+
+
+def _run_and_print(
+    pilot: Any,
+    request: str,
+    data: Path | None,
+    target: str | None,
+    metric: str | None,
+    time_budget: float,
+    max_trials: int,
+    resume: Path | None,
+) -> None:
+    """Runs (or resumes) with a live progress line, then prints the verified outcome."""
+    from rich.live import Live
+
     if resume is not None:
         from mlpilot.tools.metrics import get_metric
 
@@ -238,7 +233,7 @@ def run(
                 request,
                 data,
                 target=target,
-                metric=metric,  # type: ignore[arg-type]
+                metric=metric,
                 time_budget=time_budget,
                 max_trials=max_trials,
                 progress=progress,
@@ -250,6 +245,7 @@ def run(
     if result.model is None:
         err.print(f"[red]no verified model[/]; see {result.report_path}")
         raise typer.Exit(1)
+    _print_leaderboard(result)
     console.print(
         f"[bold green]done[/]: holdout {result.holdout_score:.4f}, CV {result.cv_score:.4f}, "
         f"{len(result.leaderboard)} verified trials"

@@ -90,21 +90,21 @@ def test_the_shipped_licence_is_packaged() -> None:
 
 @pytest.mark.embedded
 def test_embedded_model_gives_a_valid_structured_answer(embedded_model: str) -> None:
-    from mlpilot.quickstart import QuickProposal
+    from mlpilot.agents.planner import PlanDraft
 
     llm = make_llm()
     assert llm.model == f"embedded/{embedded_model}"
-    proposal = structured(
+    draft = structured(
         llm,
-        "Propose a model for 500 rows of numeric tabular data, binary target. Example answer: "
-        '{"family": "random_forest", "n_estimators": 300, "max_depth": 10, '
-        '"learning_rate": 0.1, "C": 1.0, "rationale": "robust"}',
-        QuickProposal,
+        "Choose model families for 500 rows of numeric tabular data, binary target, from "
+        "hist_gradient_boosting, random_forest, extra_trees, linear, knn, svm, mlp. Example "
+        'answer: {"families": ["random_forest", "linear"], "rationale": "..."}',
+        PlanDraft,
         role="test",
         temperature=0,
         max_tokens=200,
     )
-    assert isinstance(proposal, QuickProposal)
+    assert isinstance(draft, PlanDraft) and draft.families
     total = llm.ledger.as_rows()[-1]
     assert total["calls"] >= 1 and total["completion_tokens"] > 0
     assert total["cost_usd"] == 0.0
@@ -158,3 +158,28 @@ def test_cli_llm_answers_with_a_litellm_model_string(embedded_model: str) -> Non
     answer = json.loads(done.stdout)
     assert answer["model"] == "openai/local-qwen"
     assert answer["text"].strip() and answer["prompt_tokens"] > 0
+
+
+@pytest.mark.embedded
+def test_generation_stops_at_its_time_limit_and_on_cancel(embedded_model: str) -> None:
+    import threading
+    import time
+
+    from mlpilot.llm import LLMTimeout
+
+    engine = get_engine(embedded_model)
+    long_task = [{"role": "user", "content": "Count from 1 to 400, one number per line."}]
+    engine.chat([{"role": "user", "content": "Say hi."}], max_tokens=4)  # loaded
+    t0 = time.perf_counter()
+    with pytest.raises(LLMTimeout, match="time limit"):
+        engine.chat(long_task, max_tokens=1500, timeout=1.0)
+    assert time.perf_counter() - t0 < 5  # stopped, not run to 1500 tokens
+    timer = threading.Timer(1.0, engine.cancel)
+    timer.start()
+    t0 = time.perf_counter()
+    with pytest.raises(LLMTimeout, match="cancelled"):
+        engine.chat(long_task, max_tokens=1500)
+    assert time.perf_counter() - t0 < 5
+    # The engine answers the next request normally (the cancel does not linger).
+    done = engine.chat([{"role": "user", "content": "Say hi."}], max_tokens=8)
+    assert done.text and done.usage.completion_tokens > 0

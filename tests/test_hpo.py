@@ -57,7 +57,7 @@ def test_warm_start_configs_are_validated_deduplicated_and_evaluated(box, task, 
     stats = agent.stats["knn"]
     assert (stats.proposed, stats.enqueued, stats.duplicates) == (3, 2, 1)
     prompt = fake.calls[0].messages[-1]["content"]
-    assert f"{len(task.train)} rows" in prompt
+    assert f"{len(task.train)} training rows" in prompt
     assert "n_neighbors: int in [1, 50], log scale" in prompt
     assert fake.calls[0].params["response_format"]["type"] == "json_schema"
 

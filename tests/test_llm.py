@@ -13,6 +13,7 @@ from mlpilot.llm import (
     Budget,
     BudgetExceeded,
     LLMCallError,
+    LLMTimeout,
     LLMUnavailable,
     ResponseCache,
     StructuredOutputError,
@@ -131,17 +132,19 @@ def test_budget_rejects_negative_limits() -> None:
         Budget(max_tokens=-1)
 
 
-def test_run_continues_without_llm_when_budget_is_spent() -> None:
+def test_planning_continues_without_llm_when_budget_is_spent() -> None:
     from sklearn.datasets import load_breast_cancer
 
-    from mlpilot.quickstart import DEFAULT_PROPOSAL, propose
+    from mlpilot.agents.planner import make_plan
     from mlpilot.task import TaskSpec
+    from mlpilot.tools.profile import profile_frame
 
     task = TaskSpec.from_data(load_breast_cancer(as_frame=True).frame, target="target")
-    llm = LLM(ScriptedLLM([]), budget=Budget(max_tokens=0))
-    proposal, note = propose(llm, task)
-    assert proposal == DEFAULT_PROPOSAL
-    assert "token budget spent" in note
+    profile = profile_frame(task.X, task.y, text_columns=[], classification=True)
+    llm = LLM(ScriptedLLM([]), budget=Budget(max_tokens=0))  # any call would be unscripted
+    plan = make_plan(llm, "tune", task, profile, time_budget_s=60, max_trials=10)
+    assert plan.source.startswith("default (LLM unavailable")
+    assert "token budget spent" in plan.source
 
 
 def test_cache_replays_deterministic_requests(tmp_path) -> None:
@@ -221,3 +224,25 @@ def test_completion_round_trips_through_cache_file(tmp_path) -> None:
     files = list(tmp_path.rglob("*.json"))
     assert len(files) == 1
     assert json.loads(files[0].read_text())["text"] == "x"
+
+
+def test_a_timed_out_call_is_not_repeated_without_the_schema() -> None:
+    # A provider error makes structured() retry without response_format; a timeout
+    # must not: the time is already spent.
+    class Answer(BaseModel):
+        x: int
+
+    fake = ScriptedLLM([LLMTimeout("stopped at its 5 s time limit")])
+    with pytest.raises(LLMTimeout):
+        structured(LLM(fake), "q", Answer, timeout=5)
+    assert len(fake.calls) == 1
+
+
+def test_the_timeout_covers_the_re_asks() -> None:
+    class Answer(BaseModel):
+        x: int
+
+    fake = ScriptedLLM(["not json"])
+    with pytest.raises(LLMTimeout, match="no time left to re-ask"):
+        structured(LLM(fake), "q", Answer, timeout=1e-9)
+    assert len(fake.calls) <= 1

@@ -17,7 +17,7 @@ import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from mlpilot.agents import verifier
-from mlpilot.agents.hpo import HpoSettings
+from mlpilot.agents.hpo import HpoSettings, _example
 from mlpilot.api import Pilot
 from mlpilot.errors import DataError
 from mlpilot.llm import LLM, Budget
@@ -32,11 +32,13 @@ def cancer() -> pd.DataFrame:
     return load_breast_cancer(as_frame=True).frame.sample(300, random_state=0)
 
 
-def plan_reply(*families: str, ensemble: bool = True) -> str:
-    return json.dumps({"families": list(families), "ensemble": ensemble, "rationale": "test"})
+def plan_reply(*families: str) -> str:
+    return json.dumps({"families": list(families), "rationale": "test"})
 
 
 def warm_reply(family: str) -> str:
+    if family == "hist_gradient_boosting":
+        return _example(family, 2)  # a valid instance of the family's space
     configs = {
         "linear": [{"C": 0.5}, {"C": 5.0}],
         "knn": [
@@ -48,7 +50,15 @@ def warm_reply(family: str) -> str:
 
 
 def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
-    fake = ScriptedLLM([plan_reply("linear", "knn"), warm_reply("linear"), warm_reply("knn")])
+    # The LLM plans two families; the plan is topped up to three from the matching recipe.
+    fake = ScriptedLLM(
+        [
+            plan_reply("linear", "knn"),
+            warm_reply("linear"),
+            warm_reply("knn"),
+            warm_reply("hist_gradient_boosting"),
+        ]
+    )
     pilot = Pilot(llm=LLM(fake), runs_dir=tmp_path)
     result = pilot.run(
         "tune a model for this dataset, predict target", cancer, time_budget=30, hpo=NO_SAMPLING
@@ -58,7 +68,7 @@ def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
     plan_prompt = fake.calls[0].messages[-1]["content"]
     assert "recipe" in plan_prompt  # retrieval grounded the plan
     board = result.leaderboard
-    assert set(board["family"]) == {"linear", "knn"}
+    assert set(board["family"]) == {"linear", "knn", "hist_gradient_boosting"}
     assert {"llm-warmstart", "tpe"} <= set(board["source"])
     assert result.holdout_score > 0.9
     checks = {c["check"]: c for c in result.checks}
@@ -202,19 +212,18 @@ def test_kill_9_then_resume_loses_no_finished_trial(tmp_path) -> None:
 
 
 @pytest.mark.embedded
-def test_cli_run_with_the_embedded_model_stays_in_budget(embedded_model, tmp_path) -> None:
-    data = tmp_path / "cancer.csv"
-    load_breast_cancer(as_frame=True).frame.to_csv(data, index=False)
+def test_the_readme_main_command_runs_with_the_embedded_model_in_budget(
+    embedded_model, tmp_path
+) -> None:
+    # `mlpilot quickstart` is `mlpilot run` on a bundled dataset: planner, LLM warm
+    # start, trials, ensemble, verifier and report, with the embedded model.
     t0 = time.monotonic()
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "mlpilot",
-            "run",
-            "tune a model for this dataset, predict target",
-            "--data",
-            str(data),
+            "quickstart",
             "--time-budget",
             "40",
             "--runs-dir",
@@ -227,7 +236,7 @@ def test_cli_run_with_the_embedded_model_stays_in_budget(embedded_model, tmp_pat
     wall = time.monotonic() - t0
     assert done.returncode == 0, done.stdout + done.stderr
     assert wall < 40 + 20  # budget + margin (+ interpreter start)
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.name != "data"]
     report = (run_dir / "report.md").read_text()
     assert "Status: finished" in report
     assert f"embedded/{embedded_model}" in report  # the LLM took part (plan or HPO usage)

@@ -112,7 +112,7 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
     )
     # Planning gets a small share of the budget; past it, the default plan is used.
-    share = max(5.0, PLAN_SHARE * ctx.time_budget_s)
+    share = max(10.0, PLAN_SHARE * ctx.time_budget_s)
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(
         make_plan,
@@ -123,10 +123,11 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         time_budget_s=ctx.time_budget_s,
         max_trials=ctx.max_trials,
         store=ctx.store,
+        timeout=share,
     )
     pool.shutdown(wait=False)  # a late answer is dropped, never waited for
     try:
-        plan = future.result(timeout=share)
+        plan = future.result(timeout=share + 5.0)  # the LLM call itself stops at `share`
     except FutureTimeout:
         plan = default_plan(
             task,

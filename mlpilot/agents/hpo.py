@@ -36,7 +36,7 @@ from mlpilot import prompts
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM, LLMError, LLMUnavailable, StructuredOutputError, structured
 from mlpilot.task import TaskSpec
-from mlpilot.tools.profile import PROBLEM_WORDS, DataProfile, profile_frame
+from mlpilot.tools.profile import DataProfile, profile_frame, prompt_context
 from mlpilot.tools.search_spaces import FAMILY_NOTES, Param, describe_space, space, validate_config
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -68,6 +68,12 @@ class HpoSettings:
     min_history: int = 3
     llm_cutoff_s: float = 15.0
     seed: int = 0
+
+    @classmethod
+    def for_budget(cls, time_budget_s: float) -> HpoSettings:
+        """Defaults sized to the run: a short run asks for smaller warm starts, whose
+        answers then arrive while there is still time to try them."""
+        return cls(warmstart=3 if time_budget_s < 180 else 5)
 
 
 @dataclass
@@ -164,6 +170,7 @@ class HpoAgent:
         self._llm_thread: threading.Thread | None = None
         self._warm_requested: set[str] = set()
         self._llm_off = False
+        self._deadline: float | None = None
         task = runner.task
         self._profile: DataProfile = profile_frame(
             task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
@@ -253,6 +260,7 @@ class HpoAgent:
         """Tunes several families side by side, one trial at a time to the family with
         the fewest finished trials, so that each gets its share of the time and an LLM
         proposal that arrives late is still used on that family's next turn."""
+        self._deadline = deadline
         studies = {f: self.study(f) for f in families}
         dists = {f: {p.name: p.distribution() for p in space(f)} for f in families}
         since_sample = dict.fromkeys(families, 0)
@@ -292,6 +300,8 @@ class HpoAgent:
             outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
             self._record(study, trial, family, outcome)
             since_sample[family] += 1
+        if self.llm is not None and self._llm_busy():
+            self.llm.cancel()  # an answer now would come too late: free the core
         # Proposals that arrive too late stay queued in the study for a resumed run.
         for family, study in studies.items():
             self._enqueue_ready(study, family, self.stats.setdefault(family, HpoStats()))
@@ -365,10 +375,7 @@ class HpoAgent:
         n = self.settings.warmstart if warm else self.settings.sample_n
         metric = self.task.metric
         common = {
-            "problem": PROBLEM_WORDS[self.task.problem_type],
-            "metric": metric.display,
-            "direction": "higher" if metric.greater_is_better else "lower",
-            "profile": self._profile,
+            **prompt_context(self.task, self._profile),
             "family": family,
             "family_note": FAMILY_NOTES[family],
             "space": describe_space(family),
@@ -384,9 +391,15 @@ class HpoAgent:
             target = best + self.settings.alpha * (best - worst)
             user = prompts.render("hpo_sample", history=history, target=f"{target:.4f}", **common)
         messages = [
-            {"role": "system", "content": prompts.render("hpo_system")},
+            {"role": "system", "content": prompts.render("system")},
             {"role": "user", "content": user},
         ]
+        timeout = None
+        if self._deadline is not None:
+            timeout = self._deadline - time.monotonic()
+            if timeout < 2.0:
+                stats.llm_errors.append(f"{kind}: not asked, the search was about to end")
+                return []
         try:
             answer = structured(
                 self.llm,
@@ -396,6 +409,7 @@ class HpoAgent:
                 temperature=0.0 if warm else 0.7,
                 max_tokens=80 + 60 * n * len(space(family)),
                 seed=self.settings.seed,
+                timeout=timeout,
             )
         except (LLMError, StructuredOutputError) as e:
             stats.llm_errors.append(f"{kind}: {type(e).__name__}: {str(e)[:200]}")

@@ -18,9 +18,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from mlpilot import prompts
-from mlpilot.llm import LLM, LLMError, StructuredOutputError, structured
+from mlpilot.llm import LLM, LLMError, LLMTimeout, StructuredOutputError, structured
 from mlpilot.task import TaskSpec
-from mlpilot.tools.profile import PROBLEM_WORDS, DataProfile
+from mlpilot.tools.profile import DataProfile, prompt_context
 from mlpilot.tools.search_spaces import DEFAULT_FAMILIES, FAMILY_NOTES, SPACES
 
 StepKind = Literal["profile", "hpo", "ensemble", "features", "nas_prune", "neural_ensemble"]
@@ -28,6 +28,7 @@ Family = Literal[
     "hist_gradient_boosting", "random_forest", "extra_trees", "linear", "knn", "svm", "mlp"
 ]
 RUNNABLE_STEPS = ("profile", "hpo", "ensemble")  # the kinds this version carries out
+RELEVANT = 4.0  # a recipe scoring below this does not fit the task (problem type + modality)
 
 
 class Step(BaseModel):
@@ -57,11 +58,18 @@ class Plan(BaseModel):
         return []
 
 
+MIN_FAMILIES = 3  # a plan tunes at least this many families (ensembles need variety)
+
+
 class PlanDraft(BaseModel):
-    """What the LLM decides; budgets and metric stay with the user's request."""
+    """What the LLM decides; budgets and metric stay with the user's request.
+
+    Ensembling is not the LLM's to drop: it is cheap and kept only when it beats the
+    best single model out of fold. A draft with fewer than ``MIN_FAMILIES`` families
+    is topped up from the best-matching recipe, after the LLM's own choices.
+    """
 
     families: list[Family] = Field(min_length=1, max_length=5)
-    ensemble: bool = True
     rationale: str = Field("", max_length=300)
 
 
@@ -109,11 +117,17 @@ def _run_score(run: dict[str, Any], task: TaskSpec, profile: DataProfile) -> flo
 
 
 def retrieve(task: TaskSpec, profile: DataProfile, store: Path | None, k: int = 3) -> list[str]:
-    """The most similar recipes and past runs, as short lines for the prompt."""
+    """The most similar recipes and past runs, as short lines for the prompt.
+
+    Only close matches are shown (a recipe must fit the problem type and modality):
+    every line costs prompt time on a small local model.
+    """
     lines: list[tuple[float, str]] = []
     for r in load_recipes():
-        text = f"recipe '{r['name']}': try {', '.join(r['families'])}. {r['notes']}"
-        lines.append((_recipe_score(r, task, profile), text))
+        score = _recipe_score(r, task, profile)
+        if score >= RELEVANT:
+            text = f"recipe '{r['name']}': try {', '.join(r['families'])}. {r['notes']}"
+            lines.append((score, text))
     for run in past_runs(store):
         text = (
             f"past run on '{run.get('name')}' ({run['profile'].get('n_rows')} rows, "
@@ -170,23 +184,24 @@ def make_plan(
     time_budget_s: float,
     max_trials: int,
     store: Path | None = None,
+    timeout: float | None = None,
 ) -> Plan:
-    """Turns the request into a Plan with the LLM, or falls back to the default plan."""
+    """Turns the request into a Plan with the LLM, or falls back to the default plan.
+
+    ``timeout`` bounds the LLM exchange (re-asks included); past it the default plan
+    is used."""
     if llm is None:
         return default_plan(
             task, profile, time_budget_s=time_budget_s, max_trials=max_trials, reason="no LLM"
         )
     messages = [
-        {"role": "system", "content": prompts.render("planner_system")},
+        {"role": "system", "content": prompts.render("system")},
         {
             "role": "user",
             "content": prompts.render(
                 "planner",
+                **prompt_context(task, profile),
                 request=request,
-                problem=PROBLEM_WORDS[task.problem_type],
-                modality=task.modality,
-                metric=task.metric.display,
-                profile=profile,
                 time_budget_s=round(time_budget_s),
                 families={f: FAMILY_NOTES[f] for f in SPACES},
                 retrieved=retrieve(task, profile, store),
@@ -195,7 +210,14 @@ def make_plan(
     ]
     try:
         draft = structured(
-            llm, messages, PlanDraft, role="planner", temperature=0.0, max_tokens=250, seed=0
+            llm,
+            messages,
+            PlanDraft,
+            role="planner",
+            temperature=0.0,
+            max_tokens=250,
+            seed=0,
+            timeout=timeout,
         )
     except (LLMError, StructuredOutputError) as e:
         return default_plan(
@@ -203,13 +225,23 @@ def make_plan(
             profile,
             time_budget_s=time_budget_s,
             max_trials=max_trials,
-            reason=f"LLM unavailable: {type(e).__name__}: {str(e)[:160]}",
+            reason=(
+                f"the LLM did not plan within its {timeout:.0f} s share of the budget"
+                if isinstance(e, LLMTimeout)
+                else f"LLM unavailable: {type(e).__name__}: {str(e)[:160]}"
+            ),
         )
     families = list(dict.fromkeys(draft.families))  # keep order, drop repeats
+    fallback = default_plan(task, profile, time_budget_s=1, max_trials=1, reason="")
+    for family in fallback.families:
+        if len(families) >= MIN_FAMILIES:
+            break
+        if family not in families:
+            families.append(family)
     return _assemble(
         task,
         families,
-        draft.ensemble,
+        True,
         time_budget_s,
         max_trials,
         f"llm ({llm.model})",

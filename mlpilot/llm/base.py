@@ -95,6 +95,10 @@ class LLMCallError(LLMError):
     """A call to a provider failed (network, authentication, bad request)."""
 
 
+class LLMTimeout(LLMCallError):
+    """A call ran past its time limit (or was cancelled) and was stopped."""
+
+
 class StructuredOutputError(LLMError):
     """The model did not produce a valid instance after the allowed re-asks.
 

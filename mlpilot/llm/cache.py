@@ -46,7 +46,12 @@ class ResponseCache:
     @staticmethod
     def key(model: str, messages: Sequence[Message], params: Mapping[str, Any]) -> str:
         blob = json.dumps(
-            {"model": model, "messages": list(messages), "params": dict(params)},
+            {
+                "model": model,
+                "messages": list(messages),
+                # how long one may wait does not change the answer
+                "params": {k: v for k, v in params.items() if k != "timeout"},
+            },
             sort_keys=True,
             default=str,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -56,6 +57,21 @@ class LLM:
     def available(self) -> bool:
         """False once the budget is spent."""
         return self.ledger.exhausted() is None
+
+    def warm_up(self) -> None:
+        """Prepares the backend (imports, model load) ahead of the first call; errors
+        are left for that call to report."""
+        warm_up = getattr(self.client, "warm_up", None)
+        if callable(warm_up):
+            with contextlib.suppress(Exception):  # reported by the first real call
+                warm_up()
+
+    def cancel(self) -> None:
+        """Stops a generation in progress where the backend can (the embedded model);
+        the waiting call then raises :class:`LLMTimeout`."""
+        cancel = getattr(self.client, "cancel", None)
+        if callable(cancel):
+            cancel()
 
     def complete(
         self,

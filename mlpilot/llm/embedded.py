@@ -14,6 +14,7 @@ import hashlib
 import importlib
 import importlib.util
 import json
+import math
 import os
 import threading
 import time
@@ -22,7 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlpilot.llm.base import Completion, LLMCallError, LLMUnavailable, Message, Usage
+from mlpilot.llm.base import (
+    Completion,
+    LLMCallError,
+    LLMTimeout,
+    LLMUnavailable,
+    Message,
+    Usage,
+)
 
 
 @dataclass(frozen=True)
@@ -182,6 +190,7 @@ class EmbeddedEngine:
         self.n_threads = n_threads or default_threads()
         self._server: Any = None
         self._lock = threading.Lock()
+        self._cancel = threading.Event()
         self.load_seconds: float | None = None
 
     def _load(self) -> Any:
@@ -195,41 +204,92 @@ class EmbeddedEngine:
             params.n_ctx = self.spec.n_ctx
             params.n_parallel = 1
             params.cpuparams.n_threads = self.n_threads
-            params.cpuparams_batch.n_threads = self.n_threads
+            # Prompt processing is a short burst and the slow part on a CPU (a third of
+            # the generation speed per thread): it may use every core.
+            params.cpuparams_batch.n_threads = max(self.n_threads, os.cpu_count() or 1)
             params.verbosity = -1  # llama.cpp logs every request to stderr otherwise
             params.warmup = False
             self._server = xllamacpp.Server(params)
             self.load_seconds = time.perf_counter() - t0
         return self._server
 
-    def chat(self, messages: Sequence[Message], **params: Any) -> Completion:
-        """Runs one chat completion. Honours ``response_format`` json_schema/json_object."""
-        request: dict[str, Any] = {"messages": list(messages)}
+    def load(self) -> None:
+        """Loads the model now (it is loaded on first use otherwise)."""
+        with self._lock:
+            self._load()
+
+    def cancel(self) -> None:
+        """Stops the generation in progress (if any); its caller gets an LLMCallError."""
+        self._cancel.set()
+
+    def chat(
+        self, messages: Sequence[Message], *, timeout: float | None = None, **params: Any
+    ) -> Completion:
+        """Runs one chat completion. Honours ``response_format`` json_schema/json_object.
+
+        Generation is streamed so that it can stop: at ``timeout`` seconds (counted from
+        the call, waiting for the engine included) or on :meth:`cancel`. A stopped call
+        raises :class:`LLMCallError` and frees the CPU at once, rather than finishing an
+        answer nobody waits for.
+        """
+        request: dict[str, Any] = {
+            "messages": list(messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         for key in ("temperature", "top_p", "max_tokens", "seed", "stop", "response_format"):
             if params.get(key) is not None:
                 request[key] = params[key]
         request.setdefault("max_tokens", 1024)  # a small model can ramble forever
+        t0 = time.perf_counter()
+        deadline = math.inf if timeout is None else t0 + timeout
         with self._lock:
+            self._cancel.clear()
             server = self._load()
-            t0 = time.perf_counter()
-            result = server.handle_chat_completions(request)
+            parts: list[str] = []
+            state: dict[str, Any] = {"finish": None, "usage": {}, "error": None, "stopped": ""}
+
+            def on_chunk(chunk: Any) -> bool:
+                if isinstance(chunk, (str, bytes)):
+                    chunk = json.loads(chunk)
+                if "error" in chunk:
+                    state["error"] = chunk["error"]
+                    return True
+                for choice in chunk.get("choices") or ():
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        parts.append(content)
+                    state["finish"] = choice.get("finish_reason") or state["finish"]
+                state["usage"] = chunk.get("usage") or state["usage"]
+                if self._cancel.is_set():
+                    state["stopped"] = "cancelled"
+                elif time.perf_counter() > deadline:
+                    state["stopped"] = f"stopped at its {timeout:.0f} s time limit"
+                return bool(state["stopped"])
+
+            if time.perf_counter() > deadline:
+                state["stopped"] = f"waited past its {timeout:.0f} s time limit for the engine"
+            else:
+                server.handle_chat_completions(request, on_chunk)
             latency = time.perf_counter() - t0
-        if isinstance(result, (str, bytes)):
-            result = json.loads(result)
-        if "error" in result:
-            raise LLMCallError(f"embedded model {self.spec.name} failed: {result['error']}")
-        choice = result["choices"][0]
-        usage = result.get("usage") or {}
+        if state["error"] is not None:
+            raise LLMCallError(f"embedded model {self.spec.name} failed: {state['error']}")
+        if state["stopped"]:
+            raise LLMTimeout(
+                f"embedded model {self.spec.name}: generation {state['stopped']} "
+                f"after {latency:.1f} s ({len(parts)} tokens)"
+            )
+        usage = state["usage"]
         return Completion(
-            text=choice["message"].get("content") or "",
+            text="".join(parts),
             model=f"embedded/{self.spec.name}",
             usage=Usage(
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
-                completion_tokens=int(usage.get("completion_tokens", 0)),
+                completion_tokens=int(usage.get("completion_tokens", len(parts))),
             ),
             cost_usd=0.0,
             latency_s=latency,
-            finish_reason=choice.get("finish_reason"),
+            finish_reason=state["finish"],
         )
 
 

@@ -65,7 +65,7 @@ def _make_handler(litellm: ModuleType) -> Any:
             params = dict(kwargs.get("optional_params") or {})
             name = model.split("/", 1)[1] if "/" in model else model
             engine = get_engine(None if name in ("", "default") else name)
-            done = engine.chat(messages, **params)
+            done = engine.chat(messages, timeout=kwargs.get("timeout"), **params)
             response = kwargs["model_response"]
             response.choices[0].message.content = done.text
             response.choices[0].finish_reason = done.finish_reason or "stop"
@@ -118,6 +118,24 @@ class LiteLLMClient:
         except Exception:  # unknown to litellm's model map: assume plain text
             return False
 
+    def warm_up(self) -> None:
+        """Imports litellm and loads the embedded model, so the first call does not wait."""
+        load_litellm()
+        if self.is_embedded:
+            self._engine().load()
+
+    def _engine(self) -> Any:
+        from mlpilot.llm.embedded import get_engine
+
+        name = self.model.split("/", 1)[1]
+        return get_engine(None if name == "default" else name)
+
+    def cancel(self) -> None:
+        """Stops the embedded model's generation in progress (other providers: no-op;
+        their calls end at their timeout)."""
+        if self.is_embedded:
+            self._engine().cancel()
+
     def complete(self, messages: Sequence[Message], **params: Any) -> Completion:
         if (
             os.environ.get(NO_NETWORK_ENV)
@@ -128,13 +146,15 @@ class LiteLLMClient:
                 f"{self.model}: a network LLM call was attempted while ${NO_NETWORK_ENV} is set"
             )
         litellm = load_litellm()
+        params = dict(params)
+        timeout = params.pop("timeout", None) or self.timeout
         t0 = time.perf_counter()
         try:
             response = litellm.completion(
                 model=self.model,
                 messages=list(messages),
                 api_base=self.api_base,
-                timeout=self.timeout,
+                timeout=timeout,
                 num_retries=0 if self.is_embedded else self.num_retries,
                 **params,
             )

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from mlpilot.llm.base import LLMCallError, Message, StructuredOutputError, normalize_messages
+from mlpilot.llm.base import (
+    LLMCallError,
+    LLMTimeout,
+    Message,
+    StructuredOutputError,
+    normalize_messages,
+)
 from mlpilot.llm.client import LLM
 
 T = TypeVar("T", bound=BaseModel)
@@ -84,17 +91,26 @@ def structured(
         ]
     errors: list[str] = []
     raw = ""
+    # A timeout covers the whole exchange, re-asks included.
+    deadline = None if params.get("timeout") is None else time.monotonic() + params["timeout"]
     for _ in range(max_retries + 1):
         call_params = dict(params)
+        if deadline is not None:
+            call_params["timeout"] = deadline - time.monotonic()
+            if call_params["timeout"] <= 0:
+                raise LLMTimeout(f"no time left to re-ask ({'; '.join(errors)})")
         if use_schema:
             call_params["response_format"] = response_format_for(model_cls)
         try:
             completion = llm.complete(msgs, role=role, **call_params)
+        except LLMTimeout:
+            raise
         except LLMCallError:
             if not use_schema:
                 raise
             use_schema = False  # the provider rejected response_format: validate instead
-            completion = llm.complete(msgs, role=role, **params)
+            call_params.pop("response_format")
+            completion = llm.complete(msgs, role=role, **call_params)
         raw = completion.text
         try:
             return model_cls.model_validate_json(extract_json(raw))

@@ -104,3 +104,29 @@ def select_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             f"{', '.join(map(repr, missing))}{hint}"
         )
     return frame[list(columns)]
+
+
+BUNDLED: dict[str, tuple[str, str]] = {
+    # name: (scikit-learn loader, the request a user would type)
+    "breast_cancer": (
+        "load_breast_cancer",
+        "tune a model for this dataset, predict target, optimise AUC",
+    ),
+    "wine": (
+        "load_wine",
+        "tune a model for this dataset, predict the wine class target, optimise accuracy",
+    ),
+    "diabetes": ("load_diabetes", "tune a model for this dataset, predict target, minimise RMSE"),
+}
+
+
+def bundled_dataset(name: str) -> tuple[pd.DataFrame, str]:
+    """A dataset that ships with scikit-learn, as (frame, request)."""
+    from mlpilot.errors import ConfigError
+
+    if name not in BUNDLED:
+        raise ConfigError(f"unknown bundled dataset {name!r}; known: {', '.join(BUNDLED)}")
+    import sklearn.datasets
+
+    loader, request = BUNDLED[name]
+    return getattr(sklearn.datasets, loader)(as_frame=True).frame, request

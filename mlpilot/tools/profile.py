@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from mlpilot.task import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -35,7 +39,7 @@ def profile_frame(
     *,
     text_columns: tuple[str, ...] = (),
     classification: bool,
-    max_pairs: int = 5,
+    max_pairs: int = 3,
     threshold: float = 0.95,
 ) -> DataProfile:
     """Profiles features ``X`` and target ``y``."""
@@ -73,3 +77,19 @@ def profile_frame(
         missing_share=f"{missing:.1%}" if missing > 0 else "",
         correlated_pairs=pairs,
     )
+
+
+def prompt_context(task: TaskSpec, profile: DataProfile) -> dict[str, Any]:
+    """The variables of the shared dataset block that opens every LLM prompt of a run.
+
+    Every role (planner, warm start, candidate sampling) starts its prompt with the
+    same system message and this same block, so a local model's prompt cache reuses
+    it and each later call only processes its own part.
+    """
+    return {
+        "problem": PROBLEM_WORDS[task.problem_type],
+        "modality": task.modality,
+        "metric": task.metric.display,
+        "direction": "higher" if task.metric.greater_is_better else "lower",
+        "profile": profile,
+    }
