@@ -141,17 +141,23 @@ def _memory_limiter(memory_mb: int | None) -> Any:
 
 
 class _Worker:
-    """One warm interpreter serving jobs over a JSON-lines pipe."""
+    """One warm interpreter serving jobs over a JSON-lines pipe.
+
+    Subclasses change where the interpreter runs (``_launch``, ``_alive``,
+    ``kill``); the protocol is the same: one request line in, one status line out.
+    """
 
     def __init__(self, root: Path, preload: Sequence[str], prefix: tuple[str, ...]) -> None:
         self.root = root
         self.preload = tuple(preload)
         self.prefix = prefix
         self.proc: subprocess.Popen[bytes] | None = None
+        self._rfd: int | None = None  # where status lines come from
+        self._wfd: int | None = None  # where request lines go
         self._buffer = b""
         self.starts = 0
 
-    def _start(self) -> None:
+    def _launch(self) -> None:
         log = (self.root / f"{CONTROL_PREFIX}-worker-{uuid.uuid4().hex[:8]}.log").open("wb")
         env = scrubbed_env(self.root, Limits(), {})
         try:
@@ -168,6 +174,14 @@ class _Worker:
             raise SandboxError(f"could not start a sandbox worker: {e}") from e
         finally:
             log.close()
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self._wfd, self._rfd = self.proc.stdin.fileno(), self.proc.stdout.fileno()
+
+    def _alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _start(self) -> None:
+        self._launch()
         self._buffer = b""
         self.starts += 1
         ready = self._read_line(deadline=time.monotonic() + 120)
@@ -176,16 +190,17 @@ class _Worker:
             raise SandboxError("the sandbox worker did not start (no ready message within 120 s)")
 
     def _read_line(self, deadline: float) -> dict[str, Any] | None:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
+        assert self._rfd is not None
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return None
-            readable, _, _ = select.select([fd], [], [], remaining)
+            readable, _, _ = select.select([self._rfd], [], [], min(remaining, 1.0))
             if not readable:
-                return None
-            chunk = os.read(fd, 65536)
+                if not self._alive():
+                    return None  # died without a word
+                continue
+            chunk = os.read(self._rfd, 65536)
             if not chunk:
                 return None  # the worker died
             self._buffer += chunk
@@ -194,13 +209,14 @@ class _Worker:
 
     def execute(self, request: dict[str, Any], hard_timeout: float) -> dict[str, Any] | None:
         """Runs one request; None when the worker died or hung (it is then killed)."""
-        if self.proc is None or self.proc.poll() is not None:
+        if not self._alive():
             self._start()
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self._wfd is not None
         try:
-            self.proc.stdin.write((json.dumps(request) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
+            data = (json.dumps(request) + "\n").encode()
+            while data:
+                data = data[os.write(self._wfd, data) :]
+        except OSError:
             self.kill()
             return None
         reply = self._read_line(deadline=time.monotonic() + hard_timeout)
@@ -220,6 +236,7 @@ class _Worker:
             with contextlib.suppress(Exception):
                 stream.close()  # type: ignore[union-attr]
         self.proc = None
+        self._rfd = self._wfd = None
 
 
 class LocalSandbox(Sandbox):
