@@ -35,6 +35,13 @@ LlmOption = Annotated[
         "'embedded[/NAME]'. Default: $MLPILOT_LLM, else the embedded model.",
     ),
 ]
+SandboxOption = Annotated[
+    str,
+    typer.Option(
+        help="Where trials run: local-warm, local, docker-warm (a warm container) or docker "
+        "(a container per trial).",
+    ),
+]
 ApiBaseOption = Annotated[
     str | None,
     typer.Option("--api-base", help="Base URL of an OpenAI-compatible server (vLLM, Ollama)."),
@@ -116,7 +123,7 @@ def run(
     llm: LlmOption = None,
     api_base: ApiBaseOption = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
-    sandbox: Annotated[str, typer.Option(help="Sandbox: local-warm or local.")] = "local-warm",
+    sandbox: SandboxOption = "local-warm",
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories go.")] = Path(
         "mlpilot-runs"
     ),
@@ -142,7 +149,7 @@ def quickstart(
     llm: LlmOption = None,
     api_base: ApiBaseOption = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
-    sandbox: Annotated[str, typer.Option(help="Sandbox: local-warm or local.")] = "local-warm",
+    sandbox: SandboxOption = "local-warm",
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories go.")] = Path(
         "mlpilot-runs"
     ),
@@ -259,7 +266,7 @@ def chat(
     llm: LlmOption = None,
     api_base: ApiBaseOption = None,
     no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
-    sandbox: Annotated[str, typer.Option(help="Sandbox: local-warm or local.")] = "local-warm",
+    sandbox: SandboxOption = "local-warm",
     time_budget: Annotated[
         float, typer.Option("--time-budget", help="Seconds per run unless a request says.")
     ] = 120.0,
@@ -409,6 +416,105 @@ def inspect(
     console.print(task.describe())
     for warning in task.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
+sandbox_app = typer.Typer(
+    help="The Docker sandbox: build its image, make an offline base, check it.",
+    no_args_is_help=True,
+)
+app.add_typer(sandbox_app, name="sandbox")
+
+
+@sandbox_app.command("build")
+def sandbox_build(
+    base: Annotated[
+        str | None,
+        typer.Option(
+            help="Base image (default: python:3.11-slim-bookworm; with --gpu a PyTorch CUDA image)."
+        ),
+    ] = None,
+    gpu: Annotated[bool, typer.Option("--gpu", help="Build on a CUDA/PyTorch base.")] = False,
+    tag: Annotated[str | None, typer.Option(help="Image tag.")] = None,
+    python_version: Annotated[
+        str | None,
+        typer.Option("--python-version", help="The base's Python (e.g. 3.11), if not the host's."),
+    ] = None,
+    if_needed: Annotated[
+        bool,
+        typer.Option(
+            "--if-needed", help="Only if the image is missing or its libraries are stale."
+        ),
+    ] = False,
+) -> None:
+    """Build the sandbox image (training libraries at the host's versions, no LLM stack)."""
+    from mlpilot.sandbox.docker import DEFAULT_IMAGE, docker_client
+    from mlpilot.sandbox.image import CPU_BASE, GPU_BASE, build_image, stale_reason
+
+    client = docker_client()
+    chosen = base or (GPU_BASE if gpu else CPU_BASE)
+    name = tag or (DEFAULT_IMAGE.replace(":latest", ":gpu") if gpu else DEFAULT_IMAGE)
+    if if_needed:
+        import docker
+
+        try:
+            reason = stale_reason(client.images.get(name))
+        except docker.errors.ImageNotFound:
+            reason = "missing"
+        if reason is None:
+            console.print(f"{name} is up to date")
+            return
+        console.print(f"{name}: {reason}")
+    t0 = time.perf_counter()
+    image_id = build_image(
+        client, tag=name, base=chosen, python_version=python_version, say=console.print
+    )
+    console.print(f"built {name} ({image_id[:19]}) in {time.perf_counter() - t0:.0f} s")
+
+
+@sandbox_app.command("base")
+def sandbox_base(
+    tag: Annotated[str, typer.Option(help="Tag of the base image.")] = "mlpilot-base:bookworm",
+    suite: Annotated[str, typer.Option(help="Debian suite.")] = "bookworm",
+    mirror: Annotated[str, typer.Option(help="Debian mirror.")] = "http://deb.debian.org/debian",
+) -> None:
+    """Make a base image offline from Debian's packages (debootstrap; needs root), for
+    machines that reach no container registry. Then: mlpilot sandbox build --base TAG."""
+    from mlpilot.sandbox.docker import docker_client
+    from mlpilot.sandbox.image import make_base
+
+    t0 = time.perf_counter()
+    image_id = make_base(docker_client(), tag=tag, suite=suite, mirror=mirror, say=console.print)
+    console.print(f"made {tag} ({image_id[:19]}) in {time.perf_counter() - t0:.0f} s")
+
+
+@sandbox_app.command("check")
+def sandbox_check(
+    kind: Annotated[str, typer.Argument(help="local, local-warm, docker or docker-warm.")] = (
+        "docker"
+    ),
+    gpus: Annotated[int, typer.Option(help="GPUs to request (-1: all).")] = 0,
+) -> None:
+    """Run a small job in a sandbox and show what it saw (isolation, limits, devices)."""
+    from mlpilot.sandbox import Limits, make_sandbox
+
+    probe = (
+        "import json, os, socket, sys\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); net = 'reachable'\n"
+        "except OSError as e:\n    net = f'blocked ({e.__class__.__name__})'\n"
+        "try:\n    import torch; cuda = torch.cuda.is_available(); dev = "
+        "torch.cuda.get_device_name(0) if cuda else 'cpu'\n"
+        "except ImportError:\n    dev = 'cpu (no torch)'\n"
+        "print(json.dumps({'python': sys.version.split()[0], 'uid': os.getuid(), "
+        "'network': net, 'device': dev, 'cwd': os.getcwd(), "
+        "'CUDA_VISIBLE_DEVICES': os.environ.get('CUDA_VISIBLE_DEVICES')}))\n"
+    )
+    t0 = time.perf_counter()
+    with make_sandbox(kind) as box:
+        result = box.run(probe, limits=Limits(timeout_s=120, gpus=gpus))
+    console.print(f"{kind}: {result.summary()} ({time.perf_counter() - t0:.1f} s with start-up)")
+    console.print(result.stdout.strip() or escape(result.stderr[-2000:]))
+    if not result.ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -36,6 +36,48 @@ def embedded_model(monkeypatch: pytest.MonkeyPatch) -> str:
     return spec.name
 
 
+def _docker_problem() -> str | None:
+    """Why the Docker sandbox cannot run here (None when it can)."""
+    from mlpilot.sandbox import SandboxError
+    from mlpilot.sandbox.docker import DockerSandbox
+
+    try:
+        DockerSandbox().close()
+    except SandboxError as e:
+        return str(e)
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_ready() -> None:
+    """Docker tests run against a real engine; in CI one that is missing is a failure."""
+    problem = _docker_problem()
+    if problem is not None:
+        message = f"the Docker sandbox is not usable here: {problem} (run ./scripts/docker-setup)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_container_left_behind() -> Iterator[None]:
+    """After the suite, no sandbox container may remain (removed on close, error, Ctrl-C)."""
+    yield
+    from mlpilot.sandbox.docker import LABEL
+
+    try:
+        import docker
+
+        client = docker.DockerClient(version="auto", timeout=10)
+        left = client.containers.list(all=True, filters={"label": LABEL})
+    except Exception:  # no engine here: nothing can be left
+        return
+    names = [f"{c.short_id} ({c.status})" for c in left]
+    for container in left:
+        container.remove(force=True)
+    assert not names, f"sandbox containers left behind: {names}"
+
+
 @pytest.fixture(scope="module")
 def box() -> Iterator[LocalSandbox]:
     """A warm local sandbox shared by a test module's trials."""

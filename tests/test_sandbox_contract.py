@@ -10,19 +10,36 @@ from pathlib import Path
 
 import pytest
 
-from mlpilot.sandbox import Job, Limits, Sandbox, SandboxError, make_sandbox
+from mlpilot.sandbox import ExecResult, Job, Limits, Sandbox, SandboxError, make_sandbox
 from mlpilot.sandbox.local import namespace_prefix
 
-BACKENDS = ["local", "local-warm"]
+BACKENDS = [
+    "local",
+    "local-warm",
+    pytest.param("docker", marks=pytest.mark.docker),
+    pytest.param("docker-warm", marks=pytest.mark.docker),
+]
 
 
 @pytest.fixture(params=BACKENDS)
 def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
+    if request.param.startswith("docker"):
+        request.getfixturevalue("docker_ready")
     box = make_sandbox(request.param)
     try:
         yield box
     finally:
         box.close()
+
+
+def isolated(sandbox: Sandbox) -> bool:
+    """Whether this backend's jobs have no network (docker: always)."""
+    return sandbox.name.startswith("docker") or bool(namespace_prefix())
+
+
+def job_dirs(result: ExecResult) -> tuple[str, ...]:
+    """The job directory as the job sees it: the host path (local) or its mount point."""
+    return (str(result.workdir), "/job", f"/sandbox/{result.workdir.name}")
 
 
 def code(src: str) -> str:
@@ -120,8 +137,9 @@ def test_a_child_process_dies_when_the_job_times_out(sandbox: Sandbox) -> None:
     assert beat.stat().st_size == size
 
 
-@pytest.mark.skipif(not namespace_prefix(), reason="this OS does not allow network namespaces")
 def test_network_is_unreachable(sandbox: Sandbox) -> None:
+    if not isolated(sandbox):
+        pytest.skip("this OS does not allow network namespaces")
     result = sandbox.run(
         code("""
         import socket
@@ -139,7 +157,7 @@ def test_network_is_unreachable(sandbox: Sandbox) -> None:
 
 def test_isolation_flag_is_reported(sandbox: Sandbox) -> None:
     result = sandbox.run("pass")
-    assert result.network_isolated == bool(namespace_prefix())
+    assert result.network_isolated == isolated(sandbox)
     assert result.backend == sandbox.name
 
 
@@ -206,9 +224,9 @@ def test_writes_land_in_the_job_directory(sandbox: Sandbox, tmp_path: Path) -> N
     )
     assert result.ok, result.stderr
     cwd, home, tmp = result.stdout.split()
-    workdir = str(result.workdir)
+    inside = job_dirs(result)
     for path in (cwd, home, tmp):
-        assert path.startswith(workdir), f"{path} is outside the job directory {workdir}"
+        assert path.startswith(inside), f"{path} is outside the job directory {inside}"
     assert "relative.txt" in result.artifacts and "home.txt" in result.artifacts
     assert set(os.listdir(Path.cwd())) == before
 
@@ -255,7 +273,7 @@ def test_limits_are_validated() -> None:
 
 
 def test_unknown_sandbox_kind() -> None:
-    with pytest.raises(SandboxError, match="unknown sandbox 'kubernetes'"):
+    with pytest.raises(SandboxError, match="unknown sandbox 'kubernetes'.*docker-warm"):
         make_sandbox("kubernetes")
 
 

@@ -8,12 +8,13 @@ write the job directory) raises :class:`SandboxError`, after cleaning up.
 from __future__ import annotations
 
 import abc
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from mlpilot.errors import ConfigError, MlpilotError
 
@@ -236,6 +237,56 @@ def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
     except OSError:
         return ""
     return data.decode("utf-8", errors="replace")
+
+
+def read_status(workdir: Path) -> dict[str, Any] | None:
+    """The status record the in-sandbox runner wrote for a job (None if it did not)."""
+    from mlpilot.sandbox import _child
+
+    try:
+        return json.loads((workdir / _child.STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def build_result(
+    backend: str,
+    workdir: Path,
+    inputs: Mapping[str, tuple[int, int]],
+    status: Mapping[str, Any],
+    duration: float,
+    *,
+    network_isolated: bool,
+) -> ExecResult:
+    """The :class:`ExecResult` of a finished job, from its status and job directory."""
+    from mlpilot.sandbox import _child
+
+    stdout = read_tail(workdir / _child.STDOUT_FILE)
+    stderr = read_tail(workdir / _child.STDERR_FILE)
+    exit_code = status.get("exit_code")
+    timed_out = bool(status.get("timed_out"))
+    oom = bool(status.get("oom")) or (not timed_out and looks_oom(exit_code, stderr))
+    return ExecResult(
+        exit_code=exit_code,
+        stdout=stdout,
+        stderr=stderr,
+        duration_s=float(status.get("duration") or duration),
+        timed_out=timed_out,
+        oom_killed=oom,
+        artifacts=collect_artifacts(workdir, inputs),
+        workdir=workdir,
+        network_isolated=network_isolated,
+        backend=backend,
+    )
+
+
+def decode_exit(returncode: int | None) -> int | None:
+    """Maps the one-shot runner's exit status back to the job's (128+N means signal N)."""
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return returncode
+    return -(returncode - 128) if returncode > 128 else returncode
 
 
 OOM_MARKERS = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "out of memory")

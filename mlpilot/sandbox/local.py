@@ -44,9 +44,9 @@ from mlpilot.sandbox.base import (
     Sandbox,
     SandboxError,
     as_job,
-    collect_artifacts,
-    looks_oom,
-    read_tail,
+    build_result,
+    decode_exit,
+    read_status,
     write_job_files,
 )
 
@@ -378,10 +378,10 @@ class LocalSandbox(Sandbox):
                 os.killpg(proc.pid, signal.SIGKILL)  # and anything left in its session
             proc.wait()
         duration = time.monotonic() - start
-        status = _read_status(workdir)
+        status = read_status(workdir)
         if status is None:
             status = {
-                "exit_code": None if outer_timeout else _decode(proc.returncode),
+                "exit_code": None if outer_timeout else decode_exit(proc.returncode),
                 "timed_out": outer_timeout,
                 "oom": False,
                 "duration": duration,
@@ -441,8 +441,6 @@ class LocalSandbox(Sandbox):
             network_isolated=bool(namespace_prefix(network=False)),
         )
 
-    # -- shared -------------------------------------------------------------
-
     def _result(
         self,
         workdir: Path,
@@ -452,36 +450,6 @@ class LocalSandbox(Sandbox):
         *,
         network_isolated: bool,
     ) -> ExecResult:
-        stdout = read_tail(workdir / _child.STDOUT_FILE)
-        stderr = read_tail(workdir / _child.STDERR_FILE)
-        exit_code = status.get("exit_code")
-        timed_out = bool(status.get("timed_out"))
-        oom = bool(status.get("oom")) or (not timed_out and looks_oom(exit_code, stderr))
-        return ExecResult(
-            exit_code=exit_code,
-            stdout=stdout,
-            stderr=stderr,
-            duration_s=float(status.get("duration") or duration),
-            timed_out=timed_out,
-            oom_killed=oom,
-            artifacts=collect_artifacts(workdir, inputs),
-            workdir=workdir,
-            network_isolated=network_isolated,
-            backend=self.name,
+        return build_result(
+            self.name, workdir, inputs, status, duration, network_isolated=network_isolated
         )
-
-
-def _read_status(workdir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((workdir / _child.STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _decode(returncode: int | None) -> int | None:
-    """Maps the one-shot runner's exit status back to the job's (128+N means signal N)."""
-    if returncode is None:
-        return None
-    if returncode < 0:
-        return returncode
-    return -(returncode - 128) if returncode > 128 else returncode

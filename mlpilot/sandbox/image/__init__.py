@@ -1,0 +1,195 @@
+"""Building the Docker sandbox image (``mlpilot sandbox build``) and, for machines
+without a registry, its Debian base (``mlpilot sandbox base``).
+
+The image holds the libraries that training jobs import, pinned to the versions
+installed on the host, so that a model fitted in a container loads on the host.
+Their wheels are downloaded on the host (with the host's own pip configuration)
+and copied into the build, so the build itself runs without network.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mlpilot.sandbox.base import SandboxError
+
+CPU_BASE = "python:3.11-slim-bookworm"
+GPU_BASE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+OFFLINE_BASE = "mlpilot-base:bookworm"
+RUNTIME_PACKAGES = (
+    "numpy",
+    "pandas",
+    "scipy",
+    "scikit-learn",
+    "joblib",
+    "threadpoolctl",
+    "pyarrow",
+)
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+REQUIREMENTS_LABEL = "org.mlpilot.requirements"  # the pins an image was built with
+
+Say = Callable[[str], None]
+
+
+def runtime_requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
+    """``name==version`` for each runtime package, at the host's installed version."""
+    pins = []
+    for name in packages:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def stale_reason(image: Any) -> str | None:
+    """Why ``image`` does not fit this host (its library pins differ), or None."""
+    built = (image.labels or {}).get(REQUIREMENTS_LABEL)
+    if built is None:
+        return None  # not built by mlpilot (a user's own image): trust it
+    wanted = " ".join(runtime_requirements())
+    if built == wanted:
+        return None
+    have = dict(p.split("==", 1) for p in built.split() if "==" in p)
+    need = dict(p.split("==", 1) for p in wanted.split() if "==" in p)
+    diff = [f"{k} {have.get(k, '-')} (host {v})" for k, v in need.items() if have.get(k) != v]
+    return "built with other library versions than this host's: " + ", ".join(diff)
+
+
+def download_wheels(dest: Path, *, python_version: str | None = None, say: Say = print) -> None:
+    """Downloads the runtime wheels (and their dependencies) into ``dest`` with pip."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--only-binary=:all:",
+        "--dest",
+        str(dest),
+    ]
+    if python_version:
+        cmd += ["--python-version", python_version]
+    requirements = runtime_requirements()
+    say(f"downloading wheels: {' '.join(requirements)}")
+    done = subprocess.run([*cmd, *requirements], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SandboxError(
+            "could not download the sandbox image's wheels with pip "
+            f"(exit {done.returncode}): {done.stderr.strip()[-600:]}"
+        )
+
+
+def _ensure_base(client: Any, base: str, say: Say) -> None:
+    import docker
+
+    try:
+        client.images.get(base)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    say(f"pulling the base image {base}")
+    try:
+        client.images.pull(base)
+    except Exception as e:
+        raise SandboxError(
+            f"the base image {base!r} is not on this machine and could not be pulled "
+            f"({type(e).__name__}: {str(e)[:200]}). Without a registry, make a base offline "
+            f"from Debian's packages with `mlpilot sandbox base` (needs root and debootstrap) "
+            f"and build with `mlpilot sandbox build --base {OFFLINE_BASE}`."
+        ) from e
+
+
+def build_image(
+    client: Any,
+    *,
+    tag: str,
+    base: str,
+    python_version: str | None = None,
+    say: Say = print,
+) -> str:
+    """Builds the sandbox image ``tag`` from ``base``; returns the image id."""
+    _ensure_base(client, base, say)
+    with tempfile.TemporaryDirectory(prefix="mlpilot-image-") as tmp:
+        context = Path(tmp)
+        dockerfile = resources.files("mlpilot.sandbox.image").joinpath("Dockerfile")
+        (context / "Dockerfile").write_text(dockerfile.read_text())
+        download_wheels(context / "wheels", python_version=python_version, say=say)
+        say(f"building {tag} from {base}")
+        try:
+            image, logs = client.images.build(
+                path=str(context),
+                tag=tag,
+                buildargs={"BASE": base},
+                network_mode="none",  # everything it needs is in the context
+                rm=True,
+                forcerm=True,
+                pull=False,
+                labels={REQUIREMENTS_LABEL: " ".join(runtime_requirements())},
+            )
+        except Exception as e:
+            log = getattr(e, "build_log", None) or []
+            tail = "".join(str(chunk.get("stream", "")) for chunk in log if isinstance(chunk, dict))
+            raise SandboxError(
+                f"building the sandbox image failed: {e}\n{tail.strip()[-1500:]}"
+            ) from e
+        for chunk in logs:
+            line = str(chunk.get("stream", "")).strip() if isinstance(chunk, dict) else ""
+            if line == "mlpilot sandbox image ok":
+                say(line)
+    return str(image.id)
+
+
+def make_base(
+    client: Any,
+    *,
+    tag: str = OFFLINE_BASE,
+    suite: str = "bookworm",
+    mirror: str = DEBIAN_MIRROR,
+    say: Say = print,
+) -> str:
+    """Makes a minimal Debian root filesystem with python3 and pip (debootstrap, from
+    Debian's package mirror) and imports it as the image ``tag``; returns its id."""
+    debootstrap = shutil.which("debootstrap")
+    if debootstrap is None:
+        raise SandboxError(
+            "debootstrap is not installed (Debian/Ubuntu: `sudo apt-get install debootstrap`)"
+        )
+    with tempfile.TemporaryDirectory(prefix="mlpilot-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        say(f"debootstrap {suite} from {mirror} (a few minutes, once)")
+        done = subprocess.run(
+            [
+                debootstrap,
+                "--variant=minbase",
+                "--include=python3,python3-pip,ca-certificates",
+                suite,
+                str(rootfs),
+                mirror,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise SandboxError(
+                f"debootstrap failed (exit {done.returncode}; it needs root): "
+                f"{(done.stderr or done.stdout).strip()[-800:]}"
+            )
+        for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            shutil.rmtree(rootfs / cache, ignore_errors=True)
+        archive = Path(tmp) / "rootfs.tar"
+        say(f"importing the root filesystem as {tag}")
+        with tarfile.open(archive, "w") as tar:
+            tar.add(rootfs, arcname=".")
+        repository, _, version = tag.partition(":")
+        client.api.import_image(src=str(archive), repository=repository, tag=version or "latest")
+    return str(client.images.get(tag).id)
