@@ -4,7 +4,10 @@ Runs N trivial jobs and N jobs that import numpy/pandas/scikit-learn in each
 backend and prints wall-clock time per job (median and mean), measured from
 the caller's side: job directory, process start, imports, teardown.
 
-    python benchmarks/sandbox_overhead.py [--jobs 30]
+    python benchmarks/sandbox_overhead.py [--jobs 30] [--no-docker]
+
+The Docker rows need a running engine and the sandbox image
+(``./scripts/docker-setup``); without them they are reported as unavailable.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
-from mlpilot.sandbox import LocalSandbox, Sandbox
+from mlpilot.sandbox import LocalSandbox, Sandbox, SandboxError
 from mlpilot.sandbox.local import namespace_prefix
 
 JOBS = {
@@ -40,11 +44,17 @@ def measure(box: Sandbox, code: str, n: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=30)
+    parser.add_argument("--no-docker", action="store_true", help="Local backends only.")
     args = parser.parse_args()
-    backends = {
+    backends: dict[str, Callable[[], Sandbox]] = {
         "local one-shot": lambda: LocalSandbox(),
         "local warm": lambda: LocalSandbox(warm=True),
     }
+    if not args.no_docker:
+        from mlpilot.sandbox.docker import DockerSandbox
+
+        backends["docker one-shot"] = lambda: DockerSandbox()
+        backends["docker warm"] = lambda: DockerSandbox(warm=True)
     print(f"namespaces (no network, private PIDs): {'on' if namespace_prefix() else 'off'}")
     print(f"{args.jobs} jobs per cell; milliseconds per job, median / mean\n")
     header = f"| {'backend':<16} | " + " | ".join(f"{name:>16}" for name in JOBS) + " |"
@@ -52,7 +62,12 @@ def main() -> None:
     print("|" + "-" * 18 + "|" + "|".join("-" * 18 for _ in JOBS) + "|")
     for name, make in backends.items():
         cells = []
-        with make() as box:
+        try:
+            box = make()
+        except SandboxError as e:
+            print(f"| {name:<16} | unavailable: {e}")
+            continue
+        with box:
             for code in JOBS.values():
                 t = measure(box, code, args.jobs)
                 cells.append(f"{statistics.median(t) * 1e3:7.1f} / {statistics.mean(t) * 1e3:6.1f}")

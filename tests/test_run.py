@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
+from mlpilot import Pilot
 from mlpilot.agents import verifier
 from mlpilot.agents.hpo import HpoSettings, _example
-from mlpilot.api import Pilot
 from mlpilot.errors import DataError
 from mlpilot.llm import LLM, Budget
 from mlpilot.task import TaskSpec

@@ -89,6 +89,11 @@ class RunContext:
     def predictions_dir(self) -> Path:
         return self.run_dir / "predictions"
 
+    @property
+    def sandbox_data_dir(self) -> Path:
+        """Training features+labels and holdout features, as the sandbox reads them."""
+        return self.run_dir / "sandbox-data"
+
 
 class RunState(TypedDict, total=False):
     plan: dict[str, Any]
@@ -173,7 +178,9 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     plan = Plan.model_validate(state["plan"])
     step = _next_runnable(plan, state.get("step", 0))
     families = plan.steps[step].families or plan.families
-    runner = TrialRunner(ctx.sandbox, ctx.task, limits=_trial_limits(ctx))
+    runner = TrialRunner(
+        ctx.sandbox, ctx.task, limits=_trial_limits(ctx), data_dir=ctx.sandbox_data_dir
+    )
 
     def on_trial(family: str, number: int, outcome: TrialOutcome) -> None:
         ctx.emit(
@@ -304,7 +311,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         candidates.append(("ensemble", ens["weights"], ens["score"]))
     for key in [r["key"] for r in rows if r["key"] in confirmed][:3]:
         candidates.append((key, {key: 1.0}, by_key[key]["cv_score"]))
-    runner = TrialRunner(ctx.sandbox, task)
+    runner = TrialRunner(ctx.sandbox, task, data_dir=ctx.sandbox_data_dir)
     final: dict[str, Any] = {
         "ok": False,
         "description": "no verified model",

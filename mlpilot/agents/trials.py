@@ -66,19 +66,39 @@ class TrialRunner:
         task: the task; only features and training labels enter the sandbox.
         folds: cross-validation folds.
         limits: per-trial limits (timeout, memory).
+        data_dir: where the job's data files are written once and handed to every
+            trial as host paths (the Docker sandbox mounts them read-only); without
+            it they travel as bytes, written into each job's directory.
     """
 
     def __init__(
-        self, sandbox: Sandbox, task: TaskSpec, *, folds: int = 5, limits: Limits | None = None
+        self,
+        sandbox: Sandbox,
+        task: TaskSpec,
+        *,
+        folds: int = 5,
+        limits: Limits | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.task = task
         self.folds = folds
         self.limits = limits or Limits(timeout_s=300)
-        self._files = {
-            "train.parquet": _parquet(task.train),
-            "holdout.parquet": _parquet(task.holdout.features),
-        }
+        frames = {"train.parquet": task.train, "holdout.parquet": task.holdout.features}
+        self._files: dict[str, bytes | Path] = {}
+        for name, frame in frames.items():
+            data = _parquet(frame)
+            if data_dir is None:
+                self._files[name] = data
+                continue
+            data_dir.mkdir(parents=True, exist_ok=True)
+            path = data_dir / name
+            if not path.exists() or path.read_bytes() != data:
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                tmp.chmod(0o644)  # readable by the sandbox's non-root user
+                tmp.replace(path)
+            self._files[name] = path
         self._code = Path(cv_job.__file__).read_text()
         self.last_network_isolated = False
 

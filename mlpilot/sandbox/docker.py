@@ -182,6 +182,10 @@ class _ContainerWorker(_Worker):
             return False
         return self.container.status in ("created", "running")
 
+    def execute(self, request: dict[str, Any], hard_timeout: float) -> dict[str, Any] | None:
+        self._checked = 0.0  # ask the engine afresh: a container killed since is replaced now
+        return super().execute(request, hard_timeout)
+
     def kill(self) -> None:
         if self.container is not None:
             self.sandbox._remove(self.container)
