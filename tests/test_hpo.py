@@ -14,6 +14,7 @@ from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM, Budget
 from mlpilot.task import TaskSpec
 from mlpilot.testing import ScriptedLLM, UnscriptedCall
+from mlpilot.tools.search_spaces import DEFAULTS
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,9 @@ def test_without_llm_it_is_plain_tpe(box, task, tmp_path) -> None:
     agent = HpoAgent(TrialRunner(box, task, folds=3), None, storage=f"sqlite:///{tmp_path}/o.db")
     study = agent.optimize("knn", n_trials=6)
     assert len(study.trials) == 6
-    assert set(sources(study)) == {"tpe"}
+    # The family's cheap default configuration first, then TPE.
+    assert sources(study) == ["default"] + ["tpe"] * 5
+    assert study.trials[0].params == DEFAULTS["knn"]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert study.best_value > 0.9
 
@@ -45,7 +48,7 @@ def test_warm_start_configs_are_validated_deduplicated_and_evaluated(box, task, 
         TrialRunner(box, task, folds=3),
         LLM(fake),
         storage=f"sqlite:///{tmp_path}/o.db",
-        settings=HpoSettings(warmstart=3, sample_every=1000),
+        settings=HpoSettings(warmstart=3, sample_every=1000, defaults=False),
     )
     study = agent.optimize("knn", n_trials=6)
     warm = [t for t in study.trials if t.user_attrs.get(SOURCE_ATTR) == "llm-warmstart"]
@@ -70,7 +73,9 @@ def test_candidate_sampling_sees_the_history_and_a_target_beyond_the_best(
         TrialRunner(box, task, folds=3),
         LLM(fake),
         storage=f"sqlite:///{tmp_path}/o.db",
-        settings=HpoSettings(warmstart=0, sample_every=3, sample_n=1, min_history=3),
+        settings=HpoSettings(
+            warmstart=0, sample_every=3, sample_n=1, min_history=3, defaults=False
+        ),
     )
     study = agent.optimize("knn", n_trials=6)
     assert len(fake.calls) == 1  # one sampling request (the second reply stays unused)
@@ -97,7 +102,7 @@ def test_invalid_llm_output_is_reasked_then_dropped_and_search_goes_on(box, task
     assert "Please fix your mistakes" in fake.calls[1].messages[-1]["content"]
     assert len(agent.stats["knn"].llm_errors) == 1
     assert "StructuredOutputError" in agent.stats["knn"].llm_errors[0]
-    assert set(sources(study)) == {"tpe"} and len(study.trials) == 4
+    assert set(sources(study)) == {"default", "tpe"} and len(study.trials) == 4
 
 
 def test_llm_over_budget_falls_back_to_tpe(box, task, tmp_path) -> None:

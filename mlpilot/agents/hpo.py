@@ -37,11 +37,18 @@ from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM, LLMError, LLMUnavailable, StructuredOutputError, structured
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, profile_frame, prompt_context
-from mlpilot.tools.search_spaces import FAMILY_NOTES, Param, describe_space, space, validate_config
+from mlpilot.tools.search_spaces import (
+    DEFAULTS,
+    FAMILY_NOTES,
+    Param,
+    describe_space,
+    space,
+    validate_config,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SOURCE_ATTR = "source"  # user attribute: "llm-warmstart", "llm-sample" or "tpe"
+SOURCE_ATTR = "source"  # user attribute: "default", "llm-warmstart", "llm-sample" or "tpe"
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,9 @@ class HpoSettings:
         min_history: finished trials needed before candidate sampling starts.
         llm_cutoff_s: no new LLM request this close to the deadline (its answer would
             come too late and its generation would compete with the last trials).
+        defaults: try each family's cheap default configuration first.
+        trial_share: most of the search's time window one trial may take (a slow
+            configuration is stopped rather than eating a short run's budget).
         seed: TPE's seed.
     """
 
@@ -67,6 +77,8 @@ class HpoSettings:
     history: int = 12
     min_history: int = 3
     llm_cutoff_s: float = 15.0
+    defaults: bool = True
+    trial_share: float = 1 / 3
     seed: int = 0
 
     @classmethod
@@ -194,6 +206,8 @@ class HpoAgent:
             storage = study._storage
             storage.set_trial_user_attr(stale._trial_id, "reason", "interrupted (process ended)")
             storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
+        if self.settings.defaults and not study.trials:
+            study.enqueue_trial(DEFAULTS[family], user_attrs={SOURCE_ATTR: "default"})
         return study
 
     # -- the loop ------------------------------------------------------------
@@ -261,6 +275,7 @@ class HpoAgent:
         the fewest finished trials, so that each gets its share of the time and an LLM
         proposal that arrives late is still used on that family's next turn."""
         self._deadline = deadline
+        window = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         studies = {f: self.study(f) for f in families}
         dists = {f: {p.name: p.distribution() for p in space(f)} for f in families}
         since_sample = dict.fromkeys(families, 0)
@@ -297,6 +312,8 @@ class HpoAgent:
                 remaining = deadline - time.monotonic()
                 if not any(_completed_count(st) for st in studies.values()):
                     remaining = max(10.0, remaining)  # the first model gets a fair chance
+                else:
+                    remaining = min(remaining, max(10.0, self.settings.trial_share * window))
             outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
             self._record(study, trial, family, outcome)
             since_sample[family] += 1

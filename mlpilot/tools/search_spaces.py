@@ -118,6 +118,35 @@ SPACES: dict[str, tuple[Param, ...]] = {
     ),
 }
 
+# A cheap, robust first configuration per family (close to the libraries' defaults):
+# tried first in every study, so that a short run has a sound model of each family
+# before the search (TPE or the LLM) explores.
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "hist_gradient_boosting": {
+        "max_iter": 100,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 31,
+        "min_samples_leaf": 20,
+        "l2_regularization": 1e-8,
+    },
+    "random_forest": {
+        "n_estimators": 100,
+        "max_depth": 20,
+        "min_samples_leaf": 2,
+        "max_features": 0.5,
+    },
+    "extra_trees": {
+        "n_estimators": 100,
+        "max_depth": 20,
+        "min_samples_leaf": 2,
+        "max_features": 0.5,
+    },
+    "linear": {"C": 1.0},
+    "knn": {"n_neighbors": 15, "weights": "distance"},
+    "svm": {"C": 1.0, "gamma": 0.01},
+    "mlp": {"hidden_units": 64, "alpha": 1e-4, "learning_rate_init": 1e-3},
+}
+
 FAMILY_NOTES: dict[str, str] = {
     "hist_gradient_boosting": "gradient-boosted trees (histogram); handles missing values",
     "random_forest": "random forest",
