@@ -251,6 +251,7 @@ def test_jobs_do_not_share_state(sandbox: Sandbox) -> None:
 def test_gpus_are_hidden_unless_requested(sandbox: Sandbox) -> None:
     result = sandbox.run("import os; print(repr(os.environ.get('CUDA_VISIBLE_DEVICES')))")
     assert result.stdout.strip() == "''"
+    assert result.gpus == "none"  # and the result says so
 
 
 def test_close_removes_job_directories() -> None:

@@ -222,6 +222,10 @@ def test_mlpilot_run_with_the_docker_sandbox_reports_like_a_local_run(tmp_path: 
     for section in ("## Plan", "## Leaderboard", "## Verification", "## Reproduce"):
         assert section in report
     assert "--sandbox docker" in report  # the reproduce command names the sandbox
+    assert (
+        "trained in the `docker` sandbox (network isolated: yes; GPUs visible to jobs: none)"
+        in (report)
+    )
     # The model was refit inside a container and loads and predicts on the host.
     from mlpilot import Pilot
 

@@ -341,6 +341,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         }
         break
     checks.append(verifier.check_budget(ctx.elapsed(), ctx.time_budget_s, BUDGET_MARGIN_S))
+    final["sandbox"] = runner.last_sandbox
     return {
         "final": final,
         "checks": [c.as_row() for c in checks],

@@ -101,6 +101,7 @@ class TrialRunner:
             self._files[name] = path
         self._code = Path(cv_job.__file__).read_text()
         self.last_network_isolated = False
+        self.last_sandbox: dict[str, Any] = {}  # where the last job ran, for the report
 
     def submit(
         self,
@@ -129,6 +130,11 @@ class TrialRunner:
         job = Job(code=self._code, files={**self._files, "config.json": json.dumps(config)})
         run = self.sandbox.run(job, limits=limits)
         self.last_network_isolated = run.network_isolated
+        self.last_sandbox = {
+            "backend": run.backend,
+            "network_isolated": run.network_isolated,
+            "gpus": run.gpus,
+        }
         return run
 
     def run(

@@ -98,6 +98,7 @@ class ExecResult:
         workdir: the host directory holding the artifacts (removed with the sandbox).
         network_isolated: True when the job provably had no network.
         backend: which sandbox ran it ("local", "local-warm", "docker", ...).
+        gpus: the GPUs the job could see: "none", "all", or the device ids / count.
     """
 
     exit_code: int | None
@@ -110,6 +111,7 @@ class ExecResult:
     workdir: Path
     network_isolated: bool
     backend: str
+    gpus: str = "none"
 
     @property
     def ok(self) -> bool:
@@ -257,6 +259,7 @@ def build_result(
     duration: float,
     *,
     network_isolated: bool,
+    gpus: str = "none",
 ) -> ExecResult:
     """The :class:`ExecResult` of a finished job, from its status and job directory."""
     from mlpilot.sandbox import _child
@@ -277,6 +280,7 @@ def build_result(
         workdir=workdir,
         network_isolated=network_isolated,
         backend=backend,
+        gpus=gpus,
     )
 
 

@@ -487,7 +487,14 @@ class DockerSandbox(Sandbox):
             }
         elif oom:
             status["oom"] = True
-        return self._result(workdir, inputs, status, duration, network_isolated=not limits.network)
+        return self._result(
+            workdir,
+            inputs,
+            status,
+            duration,
+            network_isolated=not limits.network,
+            gpus=limits.gpus,
+        )
 
     # -- warm -----------------------------------------------------------------
 
@@ -547,7 +554,12 @@ class DockerSandbox(Sandbox):
             with contextlib.suppress(OSError), (workdir / _child.STDERR_FILE).open("a") as f:
                 f.write("\n[mlpilot] the sandbox container died during this job and was replaced\n")
         return self._result(
-            workdir, inputs, status, duration, network_isolated=not self.default_limits.network
+            workdir,
+            inputs,
+            status,
+            duration,
+            network_isolated=not self.default_limits.network,
+            gpus=self.default_limits.gpus,
         )
 
     def _result(
@@ -558,7 +570,14 @@ class DockerSandbox(Sandbox):
         duration: float,
         *,
         network_isolated: bool,
+        gpus: int,
     ) -> ExecResult:
         return build_result(
-            self.name, workdir, inputs, status, duration, network_isolated=network_isolated
+            self.name,
+            workdir,
+            inputs,
+            status,
+            duration,
+            network_isolated=network_isolated,
+            gpus={0: "none", -1: "all"}.get(gpus, str(gpus)),
         )

@@ -387,7 +387,12 @@ class LocalSandbox(Sandbox):
                 "duration": duration,
             }
         return self._result(
-            workdir, inputs, status, duration, network_isolated=bool(prefix) and not limits.network
+            workdir,
+            inputs,
+            status,
+            duration,
+            network_isolated=bool(prefix) and not limits.network,
+            env=env,
         )
 
     # -- warm ---------------------------------------------------------------
@@ -439,6 +444,7 @@ class LocalSandbox(Sandbox):
             status,
             duration,
             network_isolated=bool(namespace_prefix(network=False)),
+            env=env,
         )
 
     def _result(
@@ -449,7 +455,16 @@ class LocalSandbox(Sandbox):
         duration: float,
         *,
         network_isolated: bool,
+        env: Mapping[str, str],
     ) -> ExecResult:
+        visible = env.get("CUDA_VISIBLE_DEVICES")
+        gpus = "all" if visible is None else (visible or "none")
         return build_result(
-            self.name, workdir, inputs, status, duration, network_isolated=network_isolated
+            self.name,
+            workdir,
+            inputs,
+            status,
+            duration,
+            network_isolated=network_isolated,
+            gpus=gpus,
         )
