@@ -169,7 +169,12 @@ class Pilot:
         llm = self._make_llm(meta["time_budget"])
         if llm is not None:  # load the model while the sandbox starts and the data is profiled
             threading.Thread(target=llm.warm_up, daemon=True).start()
-        sandbox = make_sandbox(self.sandbox) if isinstance(self.sandbox, str) else self.sandbox
+        settings = hpo or HpoSettings.for_budget(meta["time_budget"], with_llm=llm is not None)
+        sandbox = (
+            make_sandbox(self.sandbox, workers=settings.parallel)
+            if isinstance(self.sandbox, str)
+            else self.sandbox
+        )
         sandbox_name = self.sandbox if isinstance(self.sandbox, str) else sandbox.name
         ctx = RunContext(
             task=task,
@@ -182,7 +187,7 @@ class Pilot:
             started=started,
             spent_before_s=spent,
             store=self.runs_dir,
-            hpo_settings=hpo or HpoSettings.for_budget(meta["time_budget"]),
+            hpo_settings=settings,
             progress=_spent_tracker(directory, started, spent, progress),
             command=command_line(
                 meta["request"],

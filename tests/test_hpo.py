@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -191,3 +192,33 @@ def test_deadline_stops_the_search(box, task, tmp_path) -> None:
     t0 = time.monotonic()
     agent.optimize("knn", n_trials=1000, deadline=time.monotonic() + 4)
     assert time.monotonic() - t0 < 6
+
+
+def test_parallel_trials_run_side_by_side(task, tmp_path) -> None:
+    from mlpilot.sandbox import LocalSandbox
+
+    with LocalSandbox(warm=True, workers=2) as two:
+        agent = HpoAgent(
+            TrialRunner(two, task, folds=3),
+            None,
+            storage=f"sqlite:///{tmp_path}/o.db",
+            settings=HpoSettings(parallel=2),
+        )
+        studies = agent.optimize_all(["knn", "linear"], n_trials=4)
+    trials = [t for st in studies.values() for t in st.trials]
+    assert len(trials) == 8
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+    overlaps = sum(1 for (_, end), (start, _) in itertools.pairwise(spans) if start < end)
+    assert overlaps >= 2, "trials ran one after another"
+
+
+def test_for_budget_leaves_the_llm_its_cores() -> None:
+    import os
+
+    from mlpilot.llm.embedded import default_threads
+
+    cores = os.cpu_count() or 1
+    assert HpoSettings.for_budget(60, with_llm=False).parallel == max(1, cores // 2)
+    assert HpoSettings.for_budget(60).parallel == max(1, (cores - default_threads()) // 2)
+    assert HpoSettings.for_budget(60).warmstart == 3 and HpoSettings.for_budget(600).warmstart == 5

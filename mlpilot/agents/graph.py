@@ -219,10 +219,10 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 
 
 def _trial_limits(ctx: RunContext) -> Limits:
-    """Trials share the cores with the LLM: oversubscribed OpenMP slows fits a hundredfold."""
-    if ctx.llm is None:
-        return Limits(timeout_s=300)
-    return Limits(timeout_s=300, cpus=max(1, (os.cpu_count() or 2) - default_threads()))
+    """Trials share the cores with the LLM and with each other: oversubscribed OpenMP
+    slows fits a hundredfold."""
+    free = (os.cpu_count() or 2) - (default_threads() if ctx.llm is not None else 0)
+    return Limits(timeout_s=300, cpus=max(1, free // max(1, ctx.hpo_settings.parallel)))
 
 
 def _best_value(study: optuna.Study) -> float | None:

@@ -19,7 +19,9 @@ is plain TPE.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
 import threading
 import time
@@ -65,6 +67,7 @@ class HpoSettings:
         llm_cutoff_s: no new LLM request this close to the deadline (its answer would
             come too late and its generation would compete with the last trials).
         defaults: try each family's cheap default configuration first.
+        parallel: trials run at once (the sandbox must have as many workers).
         trial_share: most of the search's time window one trial may take (a slow
             configuration is stopped rather than eating a short run's budget).
         seed: TPE's seed.
@@ -78,14 +81,19 @@ class HpoSettings:
     min_history: int = 3
     llm_cutoff_s: float = 15.0
     defaults: bool = True
+    parallel: int = 1
     trial_share: float = 1 / 3
     seed: int = 0
 
     @classmethod
-    def for_budget(cls, time_budget_s: float) -> HpoSettings:
-        """Defaults sized to the run: a short run asks for smaller warm starts, whose
-        answers then arrive while there is still time to try them."""
-        return cls(warmstart=3 if time_budget_s < 180 else 5)
+    def for_budget(cls, time_budget_s: float, *, with_llm: bool = True) -> HpoSettings:
+        """Defaults sized to the run and the machine: a short run asks for smaller warm
+        starts (their answers then arrive while there is time to try them), and the
+        cores the LLM leaves free run trials two threads each, side by side."""
+        from mlpilot.llm.embedded import default_threads
+
+        free = (os.cpu_count() or 1) - (default_threads() if with_llm else 0)
+        return cls(warmstart=3 if time_budget_s < 180 else 5, parallel=max(1, free // 2))
 
 
 @dataclass
@@ -271,26 +279,35 @@ class HpoAgent:
     def optimize_all(
         self, families: list[str], *, n_trials: int, deadline: float | None = None
     ) -> dict[str, optuna.Study]:
-        """Tunes several families side by side, one trial at a time to the family with
-        the fewest finished trials, so that each gets its share of the time and an LLM
-        proposal that arrives late is still used on that family's next turn."""
+        """Tunes several families side by side, each new trial going to the family with
+        the fewest trials, so that each gets its share of the time and an LLM proposal
+        that arrives late is still used on that family's next turn. With
+        ``settings.parallel`` > 1, that many trials run at once (the sandbox needs as
+        many workers); choosing, asking and telling stay serialised."""
         self._deadline = deadline
         window = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         studies = {f: self.study(f) for f in families}
         dists = {f: {p.name: p.distribution() for p in space(f)} for f in families}
         since_sample = dict.fromkeys(families, 0)
+        in_flight = dict.fromkeys(families, 0)
+        lock = threading.Lock()
         self.prefetch_warmstart(list(families))
-        while True:
+
+        def started(family: str) -> int:
+            return _finished(studies[family]) + in_flight[family]
+
+        def next_trial() -> tuple[str, optuna.Trial, float | None] | None:
             self._raise_crash()
+            any_completed = any(_completed_count(st) for st in studies.values())
             late = deadline is not None and time.monotonic() >= deadline - 1.0
-            if late and any(_completed_count(st) for st in studies.values()):
-                break  # past the deadline; but never stop before one trial has finished
+            if late and (any_completed or sum(in_flight.values())):
+                return None  # past the deadline; but never stop before one trial has finished
             if late and sum(_finished(st) for st in studies.values()) >= 3:
-                break
-            open_families = [f for f in families if _finished(studies[f]) < n_trials]
+                return None
+            open_families = [f for f in families if started(f) < n_trials]
             if not open_families:
-                break
-            family = min(open_families, key=lambda f: _finished(studies[f]))
+                return None
+            family = min(open_families, key=started)
             study = studies[family]
             stats = self.stats.setdefault(family, HpoStats())
             self._enqueue_ready(study, family, stats)
@@ -307,16 +324,51 @@ class HpoAgent:
                 self._start_llm(lambda f=family, h=history: self._ask(f, "llm-sample", h))
             trial = study.ask(dists[family])
             trial.set_user_attr(SOURCE_ATTR, trial.user_attrs.get(SOURCE_ATTR, "tpe"))
+            in_flight[family] += 1
             remaining = None
             if deadline is not None:
                 remaining = deadline - time.monotonic()
-                if not any(_completed_count(st) for st in studies.values()):
+                if not any_completed:
                     remaining = max(10.0, remaining)  # the first model gets a fair chance
                 else:
                     remaining = min(remaining, max(10.0, self.settings.trial_share * window))
-            outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
-            self._record(study, trial, family, outcome)
-            since_sample[family] += 1
+            return family, trial, remaining
+
+        def work() -> None:
+            while True:
+                try:
+                    with lock:
+                        step = next_trial()
+                    if step is None:
+                        return
+                    family, trial, remaining = step
+                    try:
+                        outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
+                    except BaseException:
+                        with lock, contextlib.suppress(Exception):
+                            studies[family].tell(trial, state=optuna.trial.TrialState.FAIL)
+                        raise
+                    finally:
+                        with lock:
+                            in_flight[family] -= 1
+                    with lock:
+                        self._record(studies[family], trial, family, outcome)
+                        since_sample[family] += 1
+                except BaseException as e:  # stop every worker; re-raised below
+                    with lock:
+                        if e not in self._crashed:
+                            self._crashed.append(e)
+                    return
+
+        workers = [
+            threading.Thread(target=work, daemon=True)
+            for _ in range(max(1, self.settings.parallel) - 1)
+        ]
+        for thread in workers:
+            thread.start()
+        work()  # this thread is one of the workers
+        for thread in workers:
+            thread.join()
         if self.llm is not None and self._llm_busy():
             self.llm.cancel()  # an answer now would come too late: free the core
         # Proposals that arrive too late stay queued in the study for a resumed run.
