@@ -10,17 +10,20 @@ from __future__ import annotations
 import abc
 import json
 import os
-from collections.abc import Mapping
+import shutil
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from mlpilot.errors import ConfigError, MlpilotError
 
 FileSource = bytes | str | Path
 """A file given to a job: raw bytes, text, or a host path to copy."""
 
+T = TypeVar("T")
 TAIL_BYTES = 20_000  # how much of stdout/stderr a result keeps (the end)
 
 
@@ -186,6 +189,18 @@ def as_job(job: Job | str, files: Mapping[str, FileSource] | None) -> Job:
                 f"job file names must be relative paths inside the job directory, but got {rel!r}"
             )
     return job
+
+
+def new_job_dir(root: Path, prepare: Callable[[Path], T]) -> tuple[Path, T]:
+    """Creates a fresh job directory under ``root`` and fills it with ``prepare``;
+    on failure removes it and raises :class:`SandboxError`."""
+    workdir = root / f"job-{uuid.uuid4().hex[:12]}"
+    try:
+        workdir.mkdir(parents=True)
+        return workdir, prepare(workdir)
+    except OSError as e:
+        shutil.rmtree(workdir, ignore_errors=True)
+        raise SandboxError(f"could not prepare the job directory {workdir}: {e}") from e
 
 
 def write_job_files(directory: Path, job: Job, script_name: str) -> dict[str, tuple[int, int]]:

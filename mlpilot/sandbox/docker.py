@@ -48,6 +48,7 @@ from mlpilot.sandbox.base import (
     as_job,
     build_result,
     decode_exit,
+    new_job_dir,
     read_status,
     write_job_files,
 )
@@ -280,17 +281,10 @@ class DockerSandbox(Sandbox):
             raise SandboxError("this sandbox is closed")
         job = as_job(job, files)
         limits = limits or self.default_limits
-        workdir = self.root / f"job-{uuid.uuid4().hex[:12]}"
-        try:
-            workdir.mkdir(parents=True)
-            ro_files, inputs = self._write_files(workdir, job)
-            _hand_over(workdir)
-            tmp = workdir / f"{CONTROL_PREFIX}-tmp"
-            tmp.mkdir()
-            _hand_over(tmp)
-        except OSError as e:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise SandboxError(f"could not prepare the job directory {workdir}: {e}") from e
+        workdir, (ro_files, inputs) = new_job_dir(
+            self.root,
+            lambda d: self._write_files(d, job),  # type: ignore[arg-type]
+        )
         with self._slots:
             # Jobs whose limits differ in kind from the warm containers' get their own.
             defaults = self.default_limits
@@ -348,6 +342,8 @@ class DockerSandbox(Sandbox):
             target = workdir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(RO_IN_CONTAINER / str(ro_files.index(src.resolve())))
+        (workdir / f"{CONTROL_PREFIX}-tmp").mkdir()
+        _hand_over(workdir)
         for sub in workdir.rglob("*"):
             if not sub.is_symlink():  # the job owns what it was given (not the data)
                 _hand_over(sub)

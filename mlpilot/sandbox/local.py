@@ -46,6 +46,7 @@ from mlpilot.sandbox.base import (
     as_job,
     build_result,
     decode_exit,
+    new_job_dir,
     read_status,
     write_job_files,
 )
@@ -289,13 +290,10 @@ class LocalSandbox(Sandbox):
             raise SandboxError("this sandbox is closed")
         job = as_job(job, files)
         limits = limits or self.default_limits
-        workdir = self.root / f"job-{uuid.uuid4().hex[:12]}"
-        try:
-            workdir.mkdir(parents=True)
-            inputs = write_job_files(workdir, job, SCRIPT_NAME)
-        except OSError as e:
-            shutil.rmtree(workdir, ignore_errors=True)
-            raise SandboxError(f"could not prepare the job directory {workdir}: {e}") from e
+        workdir, inputs = new_job_dir(
+            self.root,
+            lambda d: write_job_files(d, job, SCRIPT_NAME),  # type: ignore[arg-type]
+        )
         env = scrubbed_env(workdir, limits, job.env, threads=self._threads_per_job(limits))
         Path(env["TMPDIR"]).mkdir(exist_ok=True)
         with self._slots:
