@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import operator
-import os
 import shlex
 import sqlite3
 import time
@@ -30,12 +29,11 @@ from langgraph.runtime import Runtime
 
 from mlpilot.agents import verifier
 from mlpilot.agents.ensemble import Member, greedy_ensemble
-from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings
+from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings, trial_cores
 from mlpilot.agents.planner import RUNNABLE_STEPS, Plan, default_plan, make_plan
 from mlpilot.agents.reporter import history_svg, write_report
 from mlpilot.agents.trials import TrialOutcome, TrialRunner, refit
 from mlpilot.llm import LLM
-from mlpilot.llm.embedded import default_threads
 from mlpilot.sandbox import Limits, Sandbox
 from mlpilot.task import TaskSpec
 from mlpilot.tools.metrics import predictions_for
@@ -221,7 +219,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 def _trial_limits(ctx: RunContext) -> Limits:
     """Trials share the cores with the LLM and with each other: oversubscribed OpenMP
     slows fits a hundredfold."""
-    free = (os.cpu_count() or 2) - (default_threads() if ctx.llm is not None else 0)
+    free = trial_cores(with_llm=ctx.llm is not None)
     return Limits(timeout_s=300, cpus=max(1, free // max(1, ctx.hpo_settings.parallel)))
 
 

@@ -53,6 +53,13 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SOURCE_ATTR = "source"  # user attribute: "default", "llm-warmstart", "llm-sample" or "tpe"
 
 
+def trial_cores(with_llm: bool) -> int:
+    """The cores trials may use: all of them, less the embedded LLM's threads."""
+    from mlpilot.llm.embedded import default_threads
+
+    return max(1, (os.cpu_count() or 1) - (default_threads() if with_llm else 0))
+
+
 @dataclass(frozen=True)
 class HpoSettings:
     """How the LLM takes part.
@@ -90,10 +97,8 @@ class HpoSettings:
         """Defaults sized to the run and the machine: a short run asks for smaller warm
         starts (their answers then arrive while there is time to try them), and the
         cores the LLM leaves free run trials two threads each, side by side."""
-        from mlpilot.llm.embedded import default_threads
-
-        free = (os.cpu_count() or 1) - (default_threads() if with_llm else 0)
-        return cls(warmstart=3 if time_budget_s < 180 else 5, parallel=max(1, free // 2))
+        parallel = max(1, trial_cores(with_llm) // 2)
+        return cls(warmstart=3 if time_budget_s < 180 else 5, parallel=parallel)
 
 
 @dataclass
