@@ -69,7 +69,7 @@ def _no_container_left_behind() -> Iterator[None]:
         import docker
 
         client = docker.DockerClient(version="auto", timeout=10)
-        left = client.containers.list(all=True, filters={"label": LABEL})
+        left = client.containers.list(all=True, sparse=True, filters={"label": LABEL})
     except Exception:  # no engine here: nothing can be left
         return
     names = [f"{c.short_id} ({c.status})" for c in left]

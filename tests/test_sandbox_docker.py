@@ -26,11 +26,13 @@ def warm() -> Iterator[DockerSandbox]:
         yield box
 
 
-def _ours() -> list:
+def _ours(session: str) -> list:
+    """The containers of one sandbox session (sparse: listing never inspects, so a
+    container removed meanwhile cannot make it fail)."""
     import docker
 
     client = docker.DockerClient(version="auto")
-    return client.containers.list(all=True, filters={"label": LABEL})
+    return client.containers.list(all=True, sparse=True, filters={"label": f"{LABEL}={session}"})
 
 
 def _cgroup_reader() -> str:
@@ -104,7 +106,7 @@ def test_a_warm_container_serves_many_jobs_and_survives_crashes(warm: DockerSand
 def test_a_dead_warm_container_is_replaced() -> None:
     with DockerSandbox(warm=True) as box:
         assert box.run("print(1)").ok
-        (container,) = [c for c in _ours() if c.labels[LABEL] == box.session]
+        (container,) = _ours(box.session)
         container.kill()
         result = box.run("print(2)")
         assert result.ok and result.stdout.strip() == "2", result.stderr
@@ -120,7 +122,7 @@ def test_gpus_without_an_nvidia_runtime_give_a_clear_error() -> None:
     with DockerSandbox() as box, pytest.raises(SandboxError, match="NVIDIA Container Toolkit"):
         box.run("print('never')", limits=Limits(gpus=-1))
     # The refused container was removed, not left behind.
-    assert not [c for c in _ours() if c.labels[LABEL] == box.session]
+    assert not _ours(box.session)
 
 
 def test_a_missing_image_names_the_build_command() -> None:
@@ -147,16 +149,22 @@ def test_ctrl_c_during_a_job_leaves_no_container(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert proc.stdout is not None
-    session = proc.stdout.readline().strip()
-    deadline = time.monotonic() + 30
-    while not [c for c in _ours() if c.labels[LABEL] == session]:
-        assert time.monotonic() < deadline, "the job's container never started"
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    proc.wait(timeout=60)
+    try:
+        assert proc.stdout is not None
+        session = proc.stdout.readline().strip()
+        deadline = time.monotonic() + 30
+        while not _ours(session):
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "the job's container never started"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode != 0  # KeyboardInterrupt
-    assert not [c for c in _ours() if c.labels[LABEL] == session]
+    assert not _ours(session)
 
 
 def test_no_host_environment_reaches_the_container(monkeypatch: pytest.MonkeyPatch) -> None:

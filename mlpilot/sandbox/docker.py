@@ -305,9 +305,11 @@ class DockerSandbox(Sandbox):
             workers, self._all_workers = self._all_workers, []
         for worker in workers:
             worker.kill()
+        # sparse: no inspect per listed container, which races removals and would
+        # abandon the whole clean-up on one 404
         with contextlib.suppress(Exception):
             for container in self.client.containers.list(
-                all=True, filters={"label": f"{LABEL}={self.session}"}
+                all=True, sparse=True, filters={"label": f"{LABEL}={self.session}"}
             ):
                 self._remove(container)
         if self._own_root:
