@@ -18,7 +18,8 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from mlpilot import Pilot
 from mlpilot.agents import verifier
-from mlpilot.agents.hpo import HpoSettings, _example
+from mlpilot.agents.hpo import HpoSettings
+from mlpilot.agents.llambo import Model, example
 from mlpilot.errors import DataError
 from mlpilot.llm import LLM, Budget
 from mlpilot.task import TaskSpec
@@ -38,7 +39,7 @@ def plan_reply(*families: str) -> str:
 
 def warm_reply(family: str) -> str:
     if family == "hist_gradient_boosting":
-        return _example(family, 2)  # a valid instance of the family's space
+        return example(Model.family(family), 2)  # a valid instance of the family's space
     configs = {
         "linear": [{"C": 0.5}, {"C": 5.0}],
         "knn": [

@@ -26,26 +26,22 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import optuna
-from pydantic import BaseModel, Field, create_model
 
-from mlpilot import prompts
+from mlpilot.agents import llambo
+from mlpilot.agents.llambo import ProposalStats
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
-from mlpilot.llm import LLM, LLMError, LLMUnavailable, StructuredOutputError, structured
+from mlpilot.llm import LLM
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, profile_frame, prompt_context
 from mlpilot.tools.search_spaces import (
     DEFAULTS,
-    FAMILY_NOTES,
-    Param,
-    describe_space,
     space,
-    validate_config,
 )
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -101,60 +97,7 @@ class HpoSettings:
         return cls(warmstart=3 if time_budget_s < 180 else 5, parallel=parallel)
 
 
-@dataclass
-class HpoStats:
-    """What happened to the LLM's proposals, for the report."""
-
-    proposed: int = 0
-    enqueued: int = 0
-    invalid: int = 0
-    duplicates: int = 0
-    llm_errors: list[str] = field(default_factory=list)
-
-
-def config_model(family: str, n: int) -> type[BaseModel]:
-    """A pydantic model for ``n`` configurations of ``family``, typed from its space,
-    so that constrained decoding already respects types, ranges and choices."""
-    fields: dict[str, Any] = {}
-    for p in space(family):
-        fields[p.name] = _field(p)
-    one = create_model(f"{_camel(family)}Config", **fields)
-    return create_model(
-        f"{_camel(family)}Proposals",
-        configs=(list[one], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
-    )
-
-
-def _field(p: Param) -> tuple[Any, Any]:
-    if p.kind == "categorical":
-        return (Literal[tuple(p.choices)], ...)  # type: ignore[valid-type]
-    typ = int if p.kind == "int" else float
-    return (typ, Field(ge=p.low, le=p.high))
-
-
-def _camel(name: str) -> str:
-    return "".join(part.title() for part in name.split("_"))
-
-
-def _example(family: str, n: int) -> str:
-    """An example instance (not the schema: small models echo schemas)."""
-    configs = []
-    for k in range(min(n, 2)):
-        config: dict[str, Any] = {}
-        for p in space(family):
-            if p.kind == "categorical":
-                config[p.name] = p.choices[k % len(p.choices)]
-                continue
-            frac = 0.3 + 0.4 * k
-            low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
-            value = (
-                float(np.exp(np.log(low) + frac * (np.log(high) - np.log(low))))
-                if p.log
-                else low + frac * (high - low)
-            )
-            config[p.name] = round(value) if p.kind == "int" else float(f"{value:.3g}")
-        configs.append(config)
-    return json.dumps({"configs": configs})
+HpoStats = ProposalStats  # what happened to one family's LLM proposals, for the report
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -436,67 +379,35 @@ class HpoAgent:
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         sign = self.task.metric.sign()
         done.sort(key=lambda t: -sign * float(t.value))  # type: ignore[arg-type]
-        return [
-            {"config": json.dumps(t.params), "score": f"{t.value:.4f}"}
-            for t in done[: self.settings.history]
-        ]
+        best = done[: self.settings.history]
+        return [{"config": dict(t.params), "score": float(t.value)} for t in best]  # type: ignore[arg-type]
 
     def _propose(
         self, family: str, kind: str, history: list[dict[str, Any]], stats: HpoStats
     ) -> list[dict[str, Any]]:
         assert self.llm is not None
         warm = kind == "llm-warmstart"
-        n = self.settings.warmstart if warm else self.settings.sample_n
-        metric = self.task.metric
-        common = {
-            **prompt_context(self.task, self._profile),
-            "family": family,
-            "family_note": FAMILY_NOTES[family],
-            "space": describe_space(family),
-            "n": n,
-            "example": _example(family, n),
-        }
-        if warm:
-            user = prompts.render("hpo_warmstart", **common)
-        else:
-            scores = [float(h["score"]) for h in history]
-            best = max(scores) if metric.greater_is_better else min(scores)
-            worst = min(scores) if metric.greater_is_better else max(scores)
-            target = best + self.settings.alpha * (best - worst)
-            user = prompts.render("hpo_sample", history=history, target=f"{target:.4f}", **common)
-        messages = [
-            {"role": "system", "content": prompts.render("system")},
-            {"role": "user", "content": user},
-        ]
         timeout = None
         if self._deadline is not None:
             timeout = self._deadline - time.monotonic()
             if timeout < 2.0:
                 stats.llm_errors.append(f"{kind}: not asked, the search was about to end")
                 return []
-        try:
-            answer = structured(
-                self.llm,
-                messages,
-                config_model(family, n),
-                role=f"hpo-{'warmstart' if warm else 'sample'}",
-                temperature=0.0 if warm else 0.7,
-                max_tokens=80 + 60 * n * len(space(family)),
-                seed=self.settings.seed,
-                timeout=timeout,
-            )
-        except (LLMError, StructuredOutputError) as e:
-            stats.llm_errors.append(f"{kind}: {type(e).__name__}: {str(e)[:200]}")
-            if isinstance(e, LLMUnavailable):
-                self._llm_off = True  # over budget or gone: stop asking
-            return []
-        configs = []
-        for raw in answer.configs:  # type: ignore[attr-defined]
-            stats.proposed += 1
-            try:
-                configs.append(validate_config(family, raw.model_dump()))
-            except ValueError:
-                stats.invalid += 1
+        configs = llambo.propose(
+            self.llm,
+            llambo.Model.family(family),
+            prompt_context(self.task, self._profile),
+            kind="warmstart" if warm else "sample",
+            n=self.settings.warmstart if warm else self.settings.sample_n,
+            history=[(h["config"], h["score"]) for h in history],
+            greater_is_better=self.task.metric.greater_is_better,
+            alpha=self.settings.alpha,
+            seed=self.settings.seed,
+            timeout=timeout,
+            stats=stats,
+        )
+        if stats.unavailable:
+            self._llm_off = True  # over budget or gone: stop asking
         return configs
 
 

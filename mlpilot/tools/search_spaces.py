@@ -9,7 +9,7 @@ log scale). The estimators themselves are built inside the sandbox by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -168,7 +168,13 @@ def space(family: str) -> tuple[Param, ...]:
 
 
 def validate_config(family: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """Checks a proposed configuration against the family's space.
+    """Checks a proposed configuration against the family's space (see
+    :func:`validate_params`)."""
+    return validate_params(space(family), config)
+
+
+def validate_params(params: Sequence[Param], config: Mapping[str, Any]) -> dict[str, Any]:
+    """Checks a proposed configuration against a space.
 
     Missing parameters are an error and unknown ones are dropped, so that an
     LLM's extra keys never reach the estimator.
@@ -177,7 +183,7 @@ def validate_config(family: str, config: Mapping[str, Any]) -> dict[str, Any]:
         ValueError: a value is missing, of the wrong type, or out of range.
     """
     out: dict[str, Any] = {}
-    for p in space(family):
+    for p in params:
         if p.name not in config:
             raise ValueError(f"{p.name} is missing")
         out[p.name] = p.coerce(config[p.name])
@@ -189,5 +195,10 @@ def distributions(family: str) -> dict[str, optuna.distributions.BaseDistributio
 
 
 def describe_space(family: str) -> str:
-    """The space as prompt text, one parameter per line."""
-    return "\n".join(f"- {p.describe()}" for p in space(family))
+    """The family's space as prompt text, one parameter per line."""
+    return describe_params(space(family))
+
+
+def describe_params(params: Sequence[Param]) -> str:
+    """A space as prompt text, one parameter per line."""
+    return "\n".join(f"- {p.describe()}" for p in params)

@@ -1,0 +1,181 @@
+"""The LLM's two jobs in LLAMBO-style optimisation, for any search space.
+
+* :func:`propose` with ``kind="warmstart"``: from a data-aware prompt, N diverse
+  initial configurations;
+* :func:`propose` with ``kind="sample"``: shown the history as examples, N
+  configurations aimed at the target score s* = best + alpha * (best - worst).
+
+Answers are typed from the space (constrained decoding where the backend allows),
+then every proposal is checked against the space again; invalid ones are counted
+and dropped. Used by the HPO agent (one model family of a run) and by the HPO
+benchmarks (Bayesmark's spaces).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, create_model
+
+from mlpilot import prompts
+from mlpilot.llm import LLM, LLMError, LLMUnavailable, StructuredOutputError, structured
+from mlpilot.tools.search_spaces import (
+    FAMILY_NOTES,
+    Param,
+    describe_params,
+    space,
+    validate_params,
+)
+
+Kind = Literal["warmstart", "sample"]
+
+
+@dataclass
+class ProposalStats:
+    """What happened to the LLM's proposals."""
+
+    proposed: int = 0
+    enqueued: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    llm_errors: list[str] = field(default_factory=list)
+    unavailable: bool = False
+
+
+@dataclass(frozen=True)
+class Model:
+    """What is being tuned, as the prompt names it."""
+
+    name: str
+    note: str
+    params: tuple[Param, ...]
+
+    @classmethod
+    def family(cls, family: str) -> Model:
+        """One of mlpilot's model families."""
+        return cls(family, FAMILY_NOTES[family], space(family))
+
+    def describe(self) -> str:
+        return describe_params(self.params)
+
+    def validate(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The configuration coerced to the space's types; ValueError if it does not fit."""
+        return validate_params(self.params, config)
+
+
+def config_model(model: Model, n: int) -> type[BaseModel]:
+    """A pydantic model for ``n`` configurations, typed from the space, so that
+    constrained decoding already respects types, ranges and choices."""
+    fields: dict[str, Any] = {p.name: _field(p) for p in model.params}
+    one = create_model(f"{_camel(model.name)}Config", **fields)
+    return create_model(
+        f"{_camel(model.name)}Proposals",
+        configs=(list[one], Field(min_length=1, max_length=n)),  # type: ignore[valid-type]
+    )
+
+
+def _field(p: Param) -> tuple[Any, Any]:
+    if p.kind == "categorical":
+        return (Literal[tuple(p.choices)], ...)  # type: ignore[valid-type]
+    typ = int if p.kind == "int" else float
+    return (typ, Field(ge=p.low, le=p.high))
+
+
+def _camel(name: str) -> str:
+    return "".join(part.title() for part in name.replace("-", "_").split("_"))
+
+
+def example(model: Model, n: int) -> str:
+    """An example instance (not the schema: small models echo schemas)."""
+    configs = []
+    for k in range(min(n, 2)):
+        config: dict[str, Any] = {}
+        for p in model.params:
+            if p.kind == "categorical":
+                config[p.name] = p.choices[k % len(p.choices)]
+                continue
+            frac = 0.3 + 0.4 * k
+            low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
+            value = (
+                float(np.exp(np.log(low) + frac * (np.log(high) - np.log(low))))
+                if p.log
+                else low + frac * (high - low)
+            )
+            config[p.name] = round(value) if p.kind == "int" else float(f"{value:.3g}")
+        configs.append(config)
+    return json.dumps({"configs": configs})
+
+
+def target_score(scores: Sequence[float], greater_is_better: bool, alpha: float) -> float:
+    """LLAMBO's s* = best + alpha * (best - worst), in the metric's own direction."""
+    best = max(scores) if greater_is_better else min(scores)
+    worst = min(scores) if greater_is_better else max(scores)
+    return best + alpha * (best - worst)
+
+
+def propose(
+    llm: LLM,
+    model: Model,
+    context: dict[str, Any],
+    *,
+    kind: Kind,
+    n: int,
+    history: Sequence[tuple[dict[str, Any], float]] = (),
+    greater_is_better: bool = True,
+    alpha: float = 0.1,
+    seed: int = 0,
+    timeout: float | None = None,
+    stats: ProposalStats | None = None,
+) -> list[dict[str, Any]]:
+    """Asks the LLM for ``n`` configurations of ``model``; returns the valid ones.
+
+    ``context`` holds the shared dataset block's variables (problem, modality, metric,
+    direction, profile). ``history`` is (configuration, score) pairs, best first. LLM
+    failures are recorded in ``stats`` and give an empty list.
+    """
+    stats = stats if stats is not None else ProposalStats()
+    common = {
+        **context,
+        "family": model.name,
+        "family_note": model.note,
+        "space": model.describe(),
+        "n": n,
+        "example": example(model, n),
+    }
+    if kind == "warmstart":
+        user = prompts.render("hpo_warmstart", **common)
+    else:
+        rows = [{"config": json.dumps(c), "score": f"{s:.4f}"} for c, s in history]
+        target = target_score([s for _, s in history], greater_is_better, alpha)
+        user = prompts.render("hpo_sample", history=rows, target=f"{target:.4f}", **common)
+    messages = [
+        {"role": "system", "content": prompts.render("system")},
+        {"role": "user", "content": user},
+    ]
+    try:
+        answer = structured(
+            llm,
+            messages,
+            config_model(model, n),
+            role=f"hpo-{kind}",
+            temperature=0.0 if kind == "warmstart" else 0.7,
+            max_tokens=80 + 60 * n * len(model.params),
+            seed=seed,
+            timeout=timeout,
+        )
+    except (LLMError, StructuredOutputError) as e:
+        stats.llm_errors.append(f"{kind}: {type(e).__name__}: {str(e)[:200]}")
+        stats.unavailable = stats.unavailable or isinstance(e, LLMUnavailable)
+        return []
+    configs = []
+    for raw in answer.configs:  # type: ignore[attr-defined]
+        stats.proposed += 1
+        try:
+            configs.append(model.validate(raw.model_dump()))
+        except ValueError:
+            stats.invalid += 1
+    return configs
