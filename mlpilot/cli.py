@@ -418,6 +418,10 @@ def inspect(
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
+from mlpilot.evals.cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+
 sandbox_app = typer.Typer(
     help="The Docker sandbox: build its image, make an offline base, check it.",
     no_args_is_help=True,

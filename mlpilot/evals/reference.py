@@ -1,0 +1,118 @@
+"""The reference leaderboards that medals are measured against.
+
+Each task's pool is the test scores of these baseline runs, all on the task's fixed
+split and fully determined by the seeds (no time budgets, so any machine gets the
+same pool):
+
+* ``default-gbm``, ``default-rf``, ``default-linear``: scikit-learn's
+  HistGradientBoosting, random forest and logistic/ridge regression with their
+  default settings;
+* ``random-gbm-s<k>`` for k = 0..SEEDS-1: random search of TRIALS configurations of
+  HistGradientBoosting in mlpilot's search space, scored by 3-fold CV, the best
+  refit on all training rows.
+
+``dummy`` (the constant predictor of the training labels) anchors the normalised
+score and is not in the pool. The shipped file ``reference.json`` is made by
+``mlpilot eval reference`` and records the library versions it was made with.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlpilot.evals.grader import grade, score
+from mlpilot.evals.runners import fit_and_submit, make_sampler, tune
+from mlpilot.evals.tasks import EvalTask, PreparedTask
+
+SEEDS = 3
+TRIALS = 8
+DEFAULTS = {
+    "default-gbm": "hist_gradient_boosting",
+    "default-rf": "random_forest",
+    "default-linear": "linear",
+}
+SHIPPED = "reference.json"
+
+
+def load_reference(path: Path | None = None) -> dict[str, Any]:
+    """The reference leaderboards: ``path``, or the file that ships with mlpilot."""
+    if path is not None:
+        return json.loads(path.read_text()) if path.exists() else {}
+    text = resources.files("mlpilot.evals").joinpath(SHIPPED)
+    return json.loads(text.read_text()) if text.is_file() else {}
+
+
+def dummy_values(task: EvalTask, train: pd.DataFrame, n: int) -> np.ndarray:
+    y = train[task.target]
+    needs = task.scorer.needs
+    if needs == "proba":
+        return np.full(n, float((y.astype(str) == str(task.positive)).mean()))
+    if needs == "label":
+        return np.full(n, str(y.astype(str).mode().iloc[0]), dtype=object)
+    return np.full(n, float(y.mean()))
+
+
+def build_task_reference(
+    prepared: PreparedTask, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """The pool of one task (see the module's docstring)."""
+    task = prepared.task
+    train = pd.read_csv(prepared.train_csv)
+    test = pd.read_csv(prepared.test_csv)
+    answers = prepared.answers()
+    work = prepared.private / "reference"
+    pool: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def graded(path: Path) -> float:
+        result = grade(task, path, answers, None)
+        if result.score is None:
+            raise RuntimeError(
+                f"a reference run of {task.name} made an invalid submission: {result.error}"
+            )
+        return result.score
+
+    for name, family in DEFAULTS.items():
+        pool[name] = graded(fit_and_submit(task, train, test, family, {}, 0, work / f"{name}.csv"))
+    for seed in range(SEEDS):
+        best = tune(task, train, make_sampler("random", seed), seed=seed, max_trials=TRIALS)
+        name = f"random-gbm-s{seed}"
+        path = fit_and_submit(
+            task, train, test, "hist_gradient_boosting", best, seed, work / f"{name}.csv"
+        )
+        pool[name] = graded(path)
+    dummy = score(task, dummy_values(task, train, len(answers)), answers)
+    log(f"  {task.name}: {len(pool)} runs in {time.perf_counter() - started:.0f} s")
+    return {"metric": task.metric, "dummy": dummy, "pool": pool}
+
+
+def build_reference(
+    prepared: list[PreparedTask], out: Path, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Builds (or extends: tasks already in ``out`` are kept) the reference file."""
+    import sklearn
+
+    reference = load_reference(out)
+    for p in prepared:
+        if p.task.name in reference:
+            continue
+        reference[p.task.name] = build_task_reference(p, log)
+        reference["_made_with"] = {
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+            "pandas": pd.__version__,
+            "seeds": SEEDS,
+            "trials": TRIALS,
+        }
+        out.write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n")
+    return reference

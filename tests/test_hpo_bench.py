@@ -1,0 +1,171 @@
+"""HPO benchmarks: Bayesmark problems, the optimisers, LLAMBO mode with a scripted
+LLM, recording and replaying the LLM, the table benchmarks and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mlpilot.agents.llambo import target_score
+from mlpilot.evals.hpo_bench import (
+    BAYESMARK_SPACES,
+    GpOptimiser,
+    LlamboOptimiser,
+    OptunaOptimiser,
+    bayesmark_problem,
+    hpo_tables,
+    optimise,
+    problem_names,
+    run_hpo_bench,
+    table_problem,
+)
+from mlpilot.llm import LLM
+from mlpilot.llm.replay import ReplayMiss, recording_llm, replay_llm
+from mlpilot.testing import ScriptedLLM
+
+
+def test_bayesmark_spaces_follow_the_benchmark() -> None:
+    svm = {p.name: (p.low, p.high, p.log) for p in BAYESMARK_SPACES["SVM"]}
+    assert svm == {"C": (1.0, 1e3, True), "gamma": (1e-4, 1e-3, True), "tol": (1e-5, 1e-1, True)}
+    ada = {p.name: (p.low, p.high, p.log) for p in BAYESMARK_SPACES["AdaBoost"]}
+    assert ada == {"n_estimators": (10, 100, False), "learning_rate": (1e-4, 10.0, True)}
+    assert len(problem_names("bayesmark")) == 25
+
+
+def test_a_problem_scores_cv_and_generalisation_deterministically() -> None:
+    problem = bayesmark_problem("iris", "SVM")
+    config = {"C": 100.0, "gamma": 5e-4, "tol": 1e-3}
+    first = problem.evaluate(config)
+    assert first == problem.evaluate(config)
+    cv, test = first
+    assert 0.3 < cv <= 1.0 and 0.3 < test <= 1.0
+    diabetes = bayesmark_problem("diabetes", "AdaBoost")
+    assert not diabetes.greater_is_better
+    mse, _ = diabetes.evaluate({"n_estimators": 50, "learning_rate": 0.1})
+    assert 0.2 < mse < 1.5  # MSE of the standardised target
+
+
+@pytest.mark.parametrize(
+    "optimiser", [OptunaOptimiser("random"), OptunaOptimiser("tpe"), GpOptimiser()]
+)
+def test_each_optimiser_runs_initial_points_then_its_own(optimiser) -> None:
+    problem = bayesmark_problem("iris", "DecisionTree")
+    history = optimise(problem, optimiser, n_init=3, n_trials=3, seed=1)
+    assert len(history) == 6
+    for e in history:
+        assert problem.model.validate(e.config) == e.config
+    assert [e.source for e in history[:3]] == ["random"] * 3
+    assert {e.source for e in history[3:]} == {optimiser.name}
+
+
+def _reply(*configs: dict) -> str:
+    return json.dumps({"configs": list(configs)})
+
+
+A = {"C": 10.0, "gamma": 1e-4, "tol": 1e-3}
+B = {"C": 100.0, "gamma": 5e-4, "tol": 1e-2}
+C = {"C": 300.0, "gamma": 2e-4, "tol": 1e-3}
+D = {"C": 30.0, "gamma": 8e-4, "tol": 1e-4}
+
+
+def _script() -> list[str]:
+    return [_reply(A, B, A), _reply(C, D), _reply(C, D), _reply(A)]
+
+
+def test_llambo_mode_uses_the_llm_for_warm_start_and_candidates() -> None:
+    problem = bayesmark_problem("iris", "SVM")
+    fake = ScriptedLLM(_script())
+    optimiser = LlamboOptimiser(LLM(fake), candidates=2)
+    history = optimise(problem, optimiser, n_init=3, n_trials=3, seed=0)
+    sources = [e.source for e in history]
+    # two distinct warm-start configurations (the repeat is skipped), a random third;
+    # the GP's expected improvement picks among the LLM's candidates; candidates that
+    # were all tried already leave the choice to the GP
+    assert sources == [
+        "llm-warmstart",
+        "llm-warmstart",
+        "random",
+        "llm-sample",
+        "llm-sample",
+        "gp-fallback",
+    ]
+    assert [history[0].config, history[1].config] == [A, B]
+    assert sorted(map(str, (history[3].config, history[4].config))) == sorted(map(str, (C, D)))
+    assert optimiser.stats.proposed == 8
+    prompt = fake.calls[1].messages[-1]["content"]
+    assert "accuracy (5-fold cross-validation)" in prompt
+    assert "C: float in [1, 1000], log scale" in prompt
+    assert '{"C": 10.0, "gamma": 0.0001, "tol": 0.001}' in prompt  # the history as examples
+    target = target_score([e.score for e in history[:3]], True, 0.1)  # s* beyond the best
+    assert f"of {target:.4f}" in prompt
+
+
+def test_a_recorded_llm_replays_the_same_run_without_the_model(tmp_path: Path) -> None:
+    problem = bayesmark_problem("iris", "SVM")
+    fake = ScriptedLLM(_script())
+    recorded = recording_llm(fake, tmp_path / "rec")
+    first = optimise(problem, LlamboOptimiser(recorded, candidates=2), n_init=3, n_trials=3, seed=0)
+    replayed = optimise(
+        problem,
+        LlamboOptimiser(replay_llm(tmp_path / "rec"), candidates=2),
+        n_init=3,
+        n_trials=3,
+        seed=0,
+    )
+    assert [e.config for e in replayed] == [e.config for e in first]
+    assert [e.source for e in replayed] == [e.source for e in first]
+    # another seed asks other questions: the replay says it has no answer
+    with pytest.raises(ReplayMiss, match="no answer for this request"):
+        optimise(
+            problem,
+            LlamboOptimiser(replay_llm(tmp_path / "rec"), candidates=2),
+            n_init=3,
+            n_trials=3,
+            seed=1,
+        )
+
+
+def test_recording_llm_writes_its_manifest(tmp_path: Path) -> None:
+    llm = recording_llm(ScriptedLLM([]), tmp_path / "rec")
+    info = json.loads((tmp_path / "rec" / "model.json").read_text())
+    assert info["model"] == llm.model
+    with pytest.raises(Exception, match="not an LLM recording"):
+        replay_llm(tmp_path / "elsewhere")
+
+
+def test_table_benchmarks_run_through_the_same_optimisers() -> None:
+    problem = table_problem("hpobench", "australian")
+    history = optimise(problem, OptunaOptimiser("tpe"), n_init=5, n_trials=5, seed=0)
+    assert len(history) == 10 and all(0 < e.score <= 1 for e in history)
+    assert len(problem_names("tables")) == 15
+
+
+def test_the_report_is_resumable_and_prints_llambo_reference_rows(tmp_path: Path) -> None:
+    problems = ["iris/DecisionTree", "diabetes/DecisionTree"]
+    rows = run_hpo_bench(
+        problems,
+        ["random", "tpe"],
+        seeds=[0, 1],
+        out=tmp_path,
+        n_init=3,
+        n_trials=2,
+        log=lambda _: None,
+    )
+    assert len(rows) == 8
+    again: list[str] = []
+    rows = run_hpo_bench(
+        problems,
+        ["random", "tpe"],
+        seeds=[0, 1],
+        out=tmp_path,
+        n_init=3,
+        n_trials=2,
+        log=again.append,
+    )
+    assert again == [] and len(rows) == 8  # nothing ran twice
+    text = hpo_tables(rows)
+    assert "| iris |" in text and "0.954 / 0.959" in text  # LLAMBO's published iris row
+    assert "| diabetes |" in text and "0.531 / 0.626" in text
+    assert "| random |" in text and "| tpe |" in text
