@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,3 +93,28 @@ def test_quickstart_with_unreachable_provider_continues_without_llm(tmp_path: Pa
     # With no key and no network the provider call fails; the run still completes.
     assert done.returncode == 0, done.stdout + done.stderr
     assert "planned: default (LLM unavailable" in done.stdout
+
+
+def test_eval_runs_a_suite_with_baselines_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "ev"
+    args = ("eval", "--suite", "penguins,air_passengers", "--runner", "default-gbm")
+    done = cli(*args, "--seeds", "2", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert sorted((r["task"], r["seed"]) for r in rows) == [
+        ("air_passengers", 0),
+        ("air_passengers", 1),
+        ("penguins", 0),
+        ("penguins", 1),
+    ]
+    assert all(r["valid"] and r["medal"] in ("gold", "silver", "bronze", None) for r in rows)
+    assert "any medal" in (out / "summary.md").read_text()
+    assert (out / "summary.html").exists()
+    again = cli(*args, "--seeds", "2", "--out", str(out))
+    assert "resuming: 4 of 4 cells already done" in again.stdout
+    assert len((out / "results.jsonl").read_text().splitlines()) == 4
+
+
+def test_eval_unknown_suite_is_a_clear_error(tmp_path: Path) -> None:
+    done = cli("eval", "--suite", "kaggle", "--out", str(tmp_path))
+    assert done.returncode == 2 and "unknown suite or task 'kaggle'" in done.stderr
