@@ -78,7 +78,7 @@ def eval_suite(
         reference=refs,
         log=lambda line: console.print(escape(line)),
     )
-    console.print(write_summary(folder, rows, tasks, f"mlpilot eval: {suite}"))
+    typer.echo(write_summary(folder, rows, tasks, f"mlpilot eval: {suite}"))  # plain markdown
     console.print(f"results: {folder / 'results.jsonl'}; summary: {folder / 'summary.html'}")
 
 
@@ -185,5 +185,5 @@ def eval_hpo(
     )
     text = hpo_tables(rows, reference=bench == "bayesmark")
     (out / bench / "summary.md").write_text(text + "\n")
-    console.print(text)
+    typer.echo(text)  # plain markdown
     console.print(f"results: {out / bench}")
