@@ -32,7 +32,7 @@ import pandas as pd
 
 from mlpilot.evals.grader import grade, score
 from mlpilot.evals.runners import fit_and_submit, make_sampler, tune
-from mlpilot.evals.tasks import EvalTask, PreparedTask
+from mlpilot.evals.tasks import EvalTask, PreparedTask, constant_prediction
 
 SEEDS = 3
 TRIALS = 8
@@ -53,13 +53,8 @@ def load_reference(path: Path | None = None) -> dict[str, Any]:
 
 
 def dummy_values(task: EvalTask, train: pd.DataFrame, n: int) -> np.ndarray:
-    y = train[task.target]
-    needs = task.scorer.needs
-    if needs == "proba":
-        return np.full(n, float((y.astype(str) == str(task.positive)).mean()))
-    if needs == "label":
-        return np.full(n, str(y.astype(str).mode().iloc[0]), dtype=object)
-    return np.full(n, float(y.mean()))
+    value = constant_prediction(task, train)
+    return np.full(n, value, dtype=object if isinstance(value, str) else float)
 
 
 def build_task_reference(

@@ -194,13 +194,20 @@ def prepare(task: EvalTask, root: Path) -> PreparedTask:
     return PreparedTask(task, public, private)
 
 
-def _sample_value(task: EvalTask, train: pd.DataFrame) -> object:
+def constant_prediction(task: EvalTask, train: pd.DataFrame) -> object:
+    """What a model without features predicts: the positive class's share (probability
+    metrics), the most common class (label metrics) or the mean."""
     y = train[task.target]
     if task.scorer.needs == "proba":
-        return round(float((y.astype(str) == str(task.positive)).mean()), 4)
+        return float((y.astype(str) == str(task.positive)).mean())
     if task.scorer.needs == "label":
-        return y.mode().iloc[0]
-    return round(float(y.mean()), 4)
+        return str(y.astype(str).mode().iloc[0])
+    return float(y.mean())
+
+
+def _sample_value(task: EvalTask, train: pd.DataFrame) -> object:
+    value = constant_prediction(task, train)
+    return round(value, 4) if isinstance(value, float) else value
 
 
 # -- loaders: everything comes from installed packages, nothing from the network ------
