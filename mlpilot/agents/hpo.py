@@ -202,7 +202,7 @@ class HpoAgent:
     def _llm_busy(self) -> bool:
         return self._llm_thread is not None and self._llm_thread.is_alive()
 
-    def _ask(self, family: str, kind: str, history: list[dict[str, Any]]) -> None:
+    def _ask(self, family: str, kind: str, history: list[tuple[dict[str, Any], float]]) -> None:
         stats = self.stats.setdefault(family, HpoStats())
         try:
             for config in self._propose(family, kind, history, stats):
@@ -375,15 +375,20 @@ class HpoAgent:
             study.enqueue_trial(config, user_attrs={SOURCE_ATTR: kind})
             stats.enqueued += 1
 
-    def _history(self, study: optuna.Study) -> list[dict[str, Any]]:
+    def _history(self, study: optuna.Study) -> list[tuple[dict[str, Any], float]]:
+        """(configuration, score) of the best finished trials, best first."""
         done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         sign = self.task.metric.sign()
         done.sort(key=lambda t: -sign * float(t.value))  # type: ignore[arg-type]
         best = done[: self.settings.history]
-        return [{"config": dict(t.params), "score": float(t.value)} for t in best]  # type: ignore[arg-type]
+        return [(dict(t.params), float(t.value)) for t in best]  # type: ignore[arg-type]
 
     def _propose(
-        self, family: str, kind: str, history: list[dict[str, Any]], stats: HpoStats
+        self,
+        family: str,
+        kind: str,
+        history: list[tuple[dict[str, Any], float]],
+        stats: HpoStats,
     ) -> list[dict[str, Any]]:
         assert self.llm is not None
         warm = kind == "llm-warmstart"
@@ -399,7 +404,7 @@ class HpoAgent:
             prompt_context(self.task, self._profile),
             kind="warmstart" if warm else "sample",
             n=self.settings.warmstart if warm else self.settings.sample_n,
-            history=[(h["config"], h["score"]) for h in history],
+            history=history,
             greater_is_better=self.task.metric.greater_is_better,
             alpha=self.settings.alpha,
             seed=self.settings.seed,
