@@ -328,3 +328,17 @@ def test_an_agent_run_never_sees_the_test_labels(tmp_path: Path) -> None:
             assert (
                 not {round(v, 12) for v in _numbers(path)} & hidden or path.name == "submission.csv"
             )
+
+
+def test_search_baselines_tune_within_their_budget(tmp_path: Path) -> None:
+    from mlpilot.evals.runners import make_runner
+
+    task = TASKS["penguins"]
+    prepared = prepare(task, tmp_path / "tasks")
+    for name in ("random-gbm", "tpe-gbm"):
+        runner = make_runner(name, llm=False)  # mlpilot's options do not apply to baselines
+        work = tmp_path / name
+        work.mkdir()
+        outcome = runner(PublicTask(task, prepared.public), work, 0, 4.0)
+        assert "best {" in outcome.detail
+        assert grader.grade(task, outcome.submission, prepared.answers(), None).valid
