@@ -89,9 +89,31 @@ def test_candidate_sampling_sees_the_history_and_a_target_beyond_the_best(
     assert [t.params for t in sampled] == [{"n_neighbors": 7, "weights": "distance"}]
 
 
-def test_invalid_llm_output_is_reasked_then_dropped_and_search_goes_on(box, task, tmp_path) -> None:
-    bad = '{"configs": [{"n_neighbors": 500, "weights": "uniform"}]}'  # out of range
-    fake = ScriptedLLM([bad, "not json at all", '{"configs": []}'])
+def test_out_of_range_proposals_are_dropped_one_by_one_without_a_reask(box, task, tmp_path) -> None:
+    answer = '{"configs": [{"n_neighbors": 500, "weights": "uniform"}, {"n_neighbors": 9, "weights": "uniform"}]}'
+    fake = ScriptedLLM([answer])
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake),
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(warmstart=2, sample_every=1000, defaults=False),
+    )
+    study = agent.optimize("knn", n_trials=3)
+    assert len(fake.calls) == 1
+    stats = agent.stats["knn"]
+    assert (stats.proposed, stats.invalid, stats.enqueued) == (2, 1, 1)
+    warm = [t.params for t in study.trials if t.user_attrs.get(SOURCE_ATTR) == "llm-warmstart"]
+    assert warm == [{"n_neighbors": 9, "weights": "uniform"}]
+    schema = fake.calls[0].params["response_format"]["json_schema"]["schema"]
+    dumped = json.dumps(schema)
+    assert '"minimum": 1' in dumped and '"maximum": 50' in dumped  # ranges as hints
+
+
+def test_malformed_llm_output_is_reasked_then_dropped_and_search_goes_on(
+    box, task, tmp_path
+) -> None:
+    wrong_type = '{"configs": [{"n_neighbors": "many", "weights": "uniform"}]}'
+    fake = ScriptedLLM([wrong_type, "not json at all", '{"configs": []}'])
     agent = HpoAgent(
         TrialRunner(box, task, folds=3),
         LLM(fake),

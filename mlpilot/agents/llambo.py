@@ -69,7 +69,9 @@ class Model:
 
 def config_model(model: Model, n: int) -> type[BaseModel]:
     """A pydantic model for ``n`` configurations, typed from the space, so that
-    constrained decoding already respects types, ranges and choices."""
+    constrained decoding already respects types and choices. Ranges are in the schema
+    as hints but not enforced here: one value out of range drops that configuration
+    (see :func:`propose`), not the whole answer, which would cost a re-ask."""
     fields: dict[str, Any] = {p.name: _field(p) for p in model.params}
     one = create_model(f"{_camel(model.name)}Config", **fields)
     return create_model(
@@ -82,7 +84,7 @@ def _field(p: Param) -> tuple[Any, Any]:
     if p.kind == "categorical":
         return (Literal[tuple(p.choices)], ...)  # type: ignore[valid-type]
     typ = int if p.kind == "int" else float
-    return (typ, Field(ge=p.low, le=p.high))
+    return (typ, Field(json_schema_extra={"minimum": p.low, "maximum": p.high}))
 
 
 def _camel(name: str) -> str:

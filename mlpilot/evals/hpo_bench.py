@@ -367,7 +367,8 @@ class OptunaOptimiser:
 
 class GpOptimiser:
     """Gaussian process (Matern 5/2, fitted by scikit-learn) with expected improvement
-    over random and local candidates; ``n_init`` random points first."""
+    over random and local candidates; ``n_init`` random points first, and random points
+    for as long as every score is the same."""
 
     name = "gp"
 
@@ -413,7 +414,9 @@ class GpOptimiser:
         if self._rng is None:
             self._rng = np.random.default_rng(seed)
         seen = {_key(e.config) for e in history}
-        if len(history) < n_init:
+        if len(history) < n_init or np.ptp([e.score for e in history]) == 0.0:
+            # before the initial points, or while every score is the same (a flat region,
+            # e.g. trees that never split): a GP has nothing to go on, so explore
             return codec.decode(self._random(codec, 1)[0]), "random"
         sign = 1.0 if problem.greater_is_better else -1.0
         top = sorted(history, key=lambda e: -sign * e.score)[:3]
