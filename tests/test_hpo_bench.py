@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlpilot.agents.llambo import target_score
+from mlpilot.errors import ConfigError
 from mlpilot.evals.hpo_bench import (
     BAYESMARK_SPACES,
     GpOptimiser,
@@ -16,6 +17,7 @@ from mlpilot.evals.hpo_bench import (
     OptunaOptimiser,
     bayesmark_problem,
     hpo_tables,
+    make_optimiser,
     optimise,
     problem_names,
     run_hpo_bench,
@@ -78,28 +80,47 @@ def test_llambo_mode_uses_the_llm_for_warm_start_and_candidates() -> None:
     problem = bayesmark_problem("iris", "SVM")
     fake = ScriptedLLM(_script())
     optimiser = LlamboOptimiser(LLM(fake), candidates=2)
-    history = optimise(problem, optimiser, n_init=3, n_trials=3, seed=0)
+    history = optimise(problem, optimiser, n_init=3, n_trials=5, seed=0)
     sources = [e.source for e in history]
     # two distinct warm-start configurations (the repeat is skipped), a random third;
-    # the GP's expected improvement picks among the LLM's candidates; candidates that
-    # were all tried already leave the choice to the GP
+    # then LLM steps and TPE steps take turns: the GP's expected improvement picks among
+    # the LLM's candidates, and candidates that were all tried already leave it to TPE
     assert sources == [
         "llm-warmstart",
         "llm-warmstart",
         "random",
         "llm-sample",
+        "tpe",
         "llm-sample",
-        "gp-fallback",
+        "tpe",
+        "tpe",
     ]
     assert [history[0].config, history[1].config] == [A, B]
-    assert sorted(map(str, (history[3].config, history[4].config))) == sorted(map(str, (C, D)))
+    assert sorted(map(str, (history[3].config, history[5].config))) == sorted(map(str, (C, D)))
     assert optimiser.stats.proposed == 8
+    # TPE learnt from every evaluation, the LLM's included, with the same scores
+    study = optimiser.tpe._study
+    assert study is not None
+    told = {json.dumps(t.params, sort_keys=True): t.value for t in study.trials}
+    assert told == {json.dumps(e.config, sort_keys=True): e.score for e in history}
     prompt = fake.calls[1].messages[-1]["content"]
     assert "accuracy (5-fold cross-validation)" in prompt
     assert "C: float in [1, 1000], log scale" in prompt
     assert '{"C": 10.0, "gamma": 0.0001, "tol": 0.001}' in prompt  # the history as examples
     target = target_score([e.score for e in history[:3]], True, 0.1)  # s* beyond the best
     assert f"of {target:.4f}" in prompt
+
+
+def test_llambo_every1_asks_the_llm_at_every_step() -> None:
+    problem = bayesmark_problem("iris", "SVM")
+    optimiser = make_optimiser("llambo-every1", LLM(ScriptedLLM(_script())))
+    history = optimise(problem, optimiser, n_init=3, n_trials=3, seed=0)
+    assert [e.source for e in history[3:]] == ["llm-sample", "llm-sample", "tpe"]
+    for bad in ("llambo-every0", "llambo-everyx"):
+        with pytest.raises(ConfigError, match="llambo-everyN"):
+            make_optimiser(bad, LLM(ScriptedLLM([])))
+    with pytest.raises(ConfigError, match="needs an LLM"):
+        make_optimiser("llambo", None)
 
 
 def test_a_recorded_llm_replays_the_same_run_without_the_model(tmp_path: Path) -> None:

@@ -96,11 +96,13 @@ def example(model: Model, n: int) -> str:
     configs = []
     for k in range(min(n, 2)):
         config: dict[str, Any] = {}
-        for p in model.params:
+        for j, p in enumerate(model.params):
             if p.kind == "categorical":
-                config[p.name] = p.choices[k % len(p.choices)]
+                config[p.name] = p.choices[(j + k) % len(p.choices)]
                 continue
-            frac = 0.3 + 0.4 * k
+            # a different place in each range (golden-ratio steps): small models copy
+            # a pattern such as "every value at a third of its range" into every answer
+            frac = 0.1 + 0.8 * ((0.3 + 0.618 * j + 0.5 * k) % 1.0)
             low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
             value = (
                 float(np.exp(np.log(low) + frac * (np.log(high) - np.log(low))))

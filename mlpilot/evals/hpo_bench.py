@@ -345,9 +345,7 @@ class OptunaOptimiser:
         self._study: optuna.Study | None = None
         self._trial: optuna.Trial | None = None
 
-    def suggest(
-        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
-    ) -> tuple[dict[str, Any], str]:
+    def _study_for(self, problem: Problem, n_init: int, seed: int) -> optuna.Study:
         if self._study is None:
             sampler = (
                 optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_init)
@@ -356,13 +354,32 @@ class OptunaOptimiser:
             )
             direction = "maximize" if problem.greater_is_better else "minimize"
             self._study = optuna.create_study(direction=direction, sampler=sampler)
-        self._trial = self._study.ask({p.name: p.distribution() for p in problem.model.params})
+        return self._study
+
+    def suggest(
+        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
+    ) -> tuple[dict[str, Any], str]:
+        self._trial = self._study_for(problem, n_init, seed).ask(_distributions(problem))
         source = self.name if len(history) >= n_init or self.name == "random" else "random"
         return dict(self._trial.params), source
 
     def observe(self, evaluation: Evaluation) -> None:
         assert self._study is not None and self._trial is not None
         self._study.tell(self._trial, evaluation.score)
+
+    def add(self, problem: Problem, evaluation: Evaluation, n_init: int, seed: int) -> None:
+        """Teaches the sampler an evaluation it did not propose."""
+        self._study_for(problem, n_init, seed).add_trial(
+            optuna.trial.create_trial(
+                params=evaluation.config,
+                distributions=_distributions(problem),
+                value=evaluation.score,
+            )
+        )
+
+
+def _distributions(problem: Problem) -> dict[str, optuna.distributions.BaseDistribution]:
+    return {p.name: p.distribution() for p in problem.model.params}
 
 
 class GpOptimiser:
@@ -438,31 +455,48 @@ class GpOptimiser:
 
 
 class LlamboOptimiser:
-    """mlpilot's LLAMBO mode: LLM warm start, LLM candidates each step, GP-EI picks.
+    """mlpilot's LLAMBO mode, scheduled as the HPO agent schedules it: the LLM proposes
+    the initial points; after them, every ``sample_every``-th evaluation is the LLM
+    candidate (aimed at LLAMBO's target score) with the highest expected improvement
+    under a GP, and the others come from TPE, which learns from every evaluation, the
+    LLM's included. ``sample_every=1`` asks the LLM at every step (LLAMBO proper).
 
     Args:
         llm: the LLM.
-        candidates: configurations asked for per step.
+        candidates: configurations asked for per LLM step.
         alpha: exploration factor of the target score.
         history: most evaluations shown to the LLM (the best ones).
+        sample_every: one LLM step in this many evaluations after the initial points.
     """
 
-    name = "llambo"
-
     def __init__(
-        self, llm: LLM, *, candidates: int = 4, alpha: float = 0.1, history: int = 15
+        self,
+        llm: LLM,
+        *,
+        candidates: int = 4,
+        alpha: float = 0.1,
+        history: int = 15,
+        sample_every: int = 2,
     ) -> None:
+        if sample_every < 1:
+            raise ConfigError(f"sample_every must be at least 1, not {sample_every}")
+        self.name = "llambo" if sample_every == 2 else f"llambo-every{sample_every}"
         self.llm = llm
         self.candidates = candidates
         self.alpha = alpha
         self.history = history
+        self.sample_every = sample_every
         self.gp = GpOptimiser()
+        self.tpe = OptunaOptimiser("tpe")
         self.stats = llambo.ProposalStats()
         self._warm: list[dict[str, Any]] | None = None
+        self._asked_tpe = False
+        self._untold: list[Evaluation] = []  # the LLM's evaluations TPE has not seen
 
     def suggest(
         self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
     ) -> tuple[dict[str, Any], str]:
+        self._asked_tpe = False
         seen = {_key(e.config) for e in history}
         if len(history) < n_init:
             if self._warm is None:
@@ -479,30 +513,42 @@ class LlamboOptimiser:
                 config = self._warm.pop(0)
                 if _key(config) not in seen:
                     return config, "llm-warmstart"
-            return self.gp.suggest(problem, history, n_init, seed)  # a random point
-        sign = 1.0 if problem.greater_is_better else -1.0
-        best = sorted(history, key=lambda e: -sign * e.score)[: self.history]
-        proposals = llambo.propose(
-            self.llm,
-            problem.model,
-            problem.context,
-            kind="sample",
-            n=self.candidates,
-            history=[(e.config, e.score) for e in best],
-            greater_is_better=problem.greater_is_better,
-            alpha=self.alpha,
-            seed=seed * 1000 + len(history),
-            stats=self.stats,
-        )
-        fresh = [c for c in proposals if _key(c) not in seen]
-        if not fresh:
-            config, _ = self.gp.suggest(problem, history, n_init, seed)
-            return config, "gp-fallback"
-        ei = self.gp.expected_improvement(problem, history, fresh)
-        return fresh[int(np.argmax(ei))], "llm-sample"
+            return self._from_tpe(problem, history, n_init, seed)  # random before n_init
+        if (len(history) - n_init) % self.sample_every == 0:
+            sign = 1.0 if problem.greater_is_better else -1.0
+            best = sorted(history, key=lambda e: -sign * e.score)[: self.history]
+            proposals = llambo.propose(
+                self.llm,
+                problem.model,
+                problem.context,
+                kind="sample",
+                n=self.candidates,
+                history=[(e.config, e.score) for e in best],
+                greater_is_better=problem.greater_is_better,
+                alpha=self.alpha,
+                seed=seed * 1000 + len(history),
+                stats=self.stats,
+            )
+            fresh = [c for c in proposals if _key(c) not in seen]
+            if fresh:
+                ei = self.gp.expected_improvement(problem, history, fresh)
+                return fresh[int(np.argmax(ei))], "llm-sample"
+        return self._from_tpe(problem, history, n_init, seed)
+
+    def _from_tpe(
+        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
+    ) -> tuple[dict[str, Any], str]:
+        for evaluation in self._untold:  # TPE learns from the LLM's evaluations too
+            self.tpe.add(problem, evaluation, n_init, seed)
+        self._untold.clear()
+        self._asked_tpe = True
+        return self.tpe.suggest(problem, history, n_init, seed)
 
     def observe(self, evaluation: Evaluation) -> None:
-        pass
+        if self._asked_tpe:
+            self.tpe.observe(evaluation)
+        else:
+            self._untold.append(evaluation)
 
 
 def optimise(
@@ -572,11 +618,14 @@ def make_optimiser(name: str, llm: LLM | None) -> Optimiser:
         return OptunaOptimiser(name)
     if name == "gp":
         return GpOptimiser()
-    if name == "llambo":
+    if name == "llambo" or name.startswith("llambo-every"):
         if llm is None:
-            raise ConfigError("the llambo optimiser needs an LLM (--llm, or --replay DIR)")
-        return LlamboOptimiser(llm)
-    raise ConfigError(f"unknown optimiser {name!r}; known: random, tpe, gp, llambo")
+            raise ConfigError(f"the {name} optimiser needs an LLM (--llm, or --replay DIR)")
+        every = name.removeprefix("llambo-every") if name != "llambo" else "2"
+        if not every.isdigit() or int(every) < 1:
+            raise ConfigError(f"unknown optimiser {name!r}; llambo-everyN needs N >= 1")
+        return LlamboOptimiser(llm, sample_every=int(every))
+    raise ConfigError(f"unknown optimiser {name!r}; known: random, tpe, gp, llambo, llambo-everyN")
 
 
 def read_rows(out: Path) -> list[dict[str, Any]]:
