@@ -246,3 +246,35 @@ def test_the_timeout_covers_the_re_asks() -> None:
     with pytest.raises(LLMTimeout, match="no time left to re-ask"):
         structured(LLM(fake), "q", Answer, timeout=1e-9)
     assert len(fake.calls) <= 1
+
+
+def _plan_for(data, target: str, draft: list[str]):
+    from mlpilot.agents.planner import make_plan
+    from mlpilot.task import TaskSpec
+    from mlpilot.tools.profile import profile_frame
+
+    task = TaskSpec.from_data(data, target=target)
+    profile = profile_frame(task.X, task.y, text_columns=task.text_columns, classification=True)
+    reply = json.dumps({"families": draft, "rationale": "trees"})
+    return task, make_plan(
+        LLM(ScriptedLLM([reply])), "tune", task, profile, time_budget_s=60, max_trials=10
+    )
+
+
+def test_the_plan_keeps_the_recipes_lead_family_first_on_text() -> None:
+    from mlpilot.evals.tasks import _bbc_news
+
+    draft = ["hist_gradient_boosting", "random_forest", "extra_trees"]
+    task, plan = _plan_for(_bbc_news().sample(300, random_state=0), "category", draft)
+    assert task.modality == "text"
+    # a small model that picks only trees for TF-IDF text still gets the linear model,
+    # first: trees on sparse text may not finish a single fit within a short budget
+    assert plan.families == ["linear", *draft]
+
+
+def test_the_plan_appends_the_recipes_lead_family_on_tables() -> None:
+    from sklearn.datasets import load_breast_cancer
+
+    draft = ["random_forest", "linear", "knn"]
+    _, plan = _plan_for(load_breast_cancer(as_frame=True).frame, "target", draft)
+    assert plan.families == [*draft, "hist_gradient_boosting"]

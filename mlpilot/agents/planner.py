@@ -65,8 +65,9 @@ class PlanDraft(BaseModel):
     """What the LLM decides; budgets and metric stay with the user's request.
 
     Ensembling is not the LLM's to drop: it is cheap and kept only when it beats the
-    best single model out of fold. A draft with fewer than ``MIN_FAMILIES`` families
-    is topped up from the best-matching recipe, after the LLM's own choices.
+    best single model out of fold. The best-matching recipe's lead family is always
+    tuned (first on text data, else after the LLM's choices), and a draft with fewer
+    than ``MIN_FAMILIES`` families is topped up from that recipe.
     """
 
     families: list[Family] = Field(min_length=1, max_length=5)
@@ -233,6 +234,10 @@ def make_plan(
         )
     families = list(dict.fromkeys(draft.families))  # keep order, drop repeats
     fallback = default_plan(task, profile, time_budget_s=1, max_trials=1, reason="")
+    lead = fallback.families[0]  # the best-matching recipe's first family always runs
+    if lead not in families:
+        # on text it runs first: trees on sparse TF-IDF may not finish one fit in budget
+        families.insert(0 if task.modality == "text" else len(families), lead)
     for family in fallback.families:
         if len(families) >= MIN_FAMILIES:
             break
