@@ -190,3 +190,25 @@ def test_the_report_is_resumable_and_prints_llambo_reference_rows(tmp_path: Path
     assert "| iris |" in text and "0.954 / 0.959" in text  # LLAMBO's published iris row
     assert "| diabetes |" in text and "0.531 / 0.626" in text
     assert "| random |" in text and "| tpe |" in text
+
+
+def test_parallel_jobs_give_the_same_rows_and_keep_llm_runs_in_process(tmp_path: Path) -> None:
+    problems = ["iris/DecisionTree", "wine/SVM"]
+    common = dict(seeds=[0], n_init=3, n_trials=2, log=lambda _: None)
+    serial = run_hpo_bench(problems, ["random", "tpe"], out=tmp_path / "a", **common)
+    parallel = run_hpo_bench(problems, ["random", "tpe"], out=tmp_path / "b", jobs=2, **common)
+
+    def key(r: dict) -> tuple:
+        return r["problem"], r["optimiser"]
+
+    assert [(key(r), r["scores"]) for r in sorted(serial, key=key)] == [
+        (key(r), r["scores"]) for r in sorted(parallel, key=key)
+    ]
+    # an LLM optimiser cannot be sent to another process: it runs here, beside the pool
+    llm = LLM(ScriptedLLM(_script()))
+    rows = run_hpo_bench(
+        ["iris/SVM"], ["tpe", "llambo"], out=tmp_path / "c", llm=llm, jobs=2, **common
+    )
+    assert sorted(r["optimiser"] for r in rows) == ["llambo", "tpe"]
+    with pytest.raises(ConfigError, match="jobs must be at least 1"):
+        run_hpo_bench(problems, ["tpe"], out=tmp_path / "d", jobs=0, **common)

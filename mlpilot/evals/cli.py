@@ -148,6 +148,10 @@ def eval_hpo(
     out: Annotated[Path, typer.Option(help="Results folder (resumable).")] = Path(
         "mlpilot-evals/hpo"
     ),
+    jobs: Annotated[
+        int,
+        typer.Option(help="Processes for the optimisers without an LLM (one core each)."),
+    ] = 1,
 ) -> None:
     """HPO benchmarks: optimisers side by side on Bayesmark (LLAMBO's setting, with
     LLAMBO's published results as reference rows) or on tabulated benchmarks."""
@@ -181,6 +185,7 @@ def eval_hpo(
         llm=llm_handle,
         n_init=n_init,
         n_trials=n_trials,
+        jobs=jobs,
         log=lambda line: console.print(escape(line)),
     )
     text = hpo_tables(rows, reference=bench == "bayesmark")

@@ -641,9 +641,16 @@ def run_hpo_bench(
     llm: LLM | None = None,
     n_init: int = 5,
     n_trials: int = 25,
+    jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Runs every missing (problem, optimiser, seed) and returns all matching rows."""
+    """Runs every missing (problem, optimiser, seed) and returns all matching rows.
+
+    ``jobs`` > 1 runs the optimisers without an LLM in that many processes (one thread
+    each); LLM runs stay in this process, one at a time. Rows are appended as runs end,
+    so an interrupted benchmark resumes where it stopped."""
+    if jobs < 1:
+        raise ConfigError(f"jobs must be at least 1, not {jobs}")
     out.mkdir(parents=True, exist_ok=True)
     done = {(r["problem"], r["optimiser"], r["seed"], r["evaluations"]) for r in read_rows(out)}
     total = n_init + n_trials
@@ -654,44 +661,91 @@ def run_hpo_bench(
         for s in seeds
         if (p, o, s, total) not in done
     ]
-    cache: dict[str, Problem] = {}
-    for i, (name, opt_name, seed) in enumerate(todo, 1):
-        problem = cache.get(name) or cache.setdefault(name, make_problem(name))
-        optimiser = make_optimiser(opt_name, llm)
-        tokens_before = llm.ledger.total().total_tokens if llm is not None else 0
-        started = time.perf_counter()
-        history = optimise(problem, optimiser, n_init=n_init, n_trials=n_trials, seed=seed)
-        wall = time.perf_counter() - started
-        tokens = (llm.ledger.total().total_tokens - tokens_before) if llm is not None else 0
-        stats = getattr(optimiser, "stats", None)
-        row = {
-            "problem": name,
-            "dataset": problem.dataset,
-            "optimiser": opt_name,
-            "seed": seed,
-            "evaluations": total,
-            "greater_is_better": problem.greater_is_better,
-            "metric": problem.metric,
-            "scores": [e.score for e in history],
-            "generalisation": [e.generalisation for e in history],
-            "sources": [e.source for e in history],
-            "configs": [e.config for e in history],
-            "wall_s": round(wall, 2),
-            "tokens": tokens,
-            "llm_errors": stats.llm_errors[:5] if stats is not None else [],
-        }
+    finished = 0
+
+    def record(row: dict[str, Any]) -> None:
+        nonlocal finished
+        finished += 1
         append_jsonl(out / RESULTS, row)
-        best = _best_so_far(row)[-1]
         log(
-            f"[{i}/{len(todo)}] {name} / {opt_name} / seed {seed}: best {best:.4f} "
-            f"({wall:.0f} s, {tokens} tokens)"
+            f"[{finished}/{len(todo)}] {row['problem']} / {row['optimiser']} / seed "
+            f"{row['seed']}: best {_best_so_far(row)[-1]:.4f} ({row['wall_s']:.0f} s, "
+            f"{row['tokens']} tokens)"
         )
+
+    pooled = [t for t in todo if not t[1].startswith("llambo")] if jobs > 1 else []
+    if pooled:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # no threads or locks inherited
+        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+            futures = [pool.submit(_run_one, *t, n_init, n_trials) for t in pooled]
+            try:
+                for future in as_completed(futures):
+                    record(future.result())
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+    cache: dict[str, Problem] = {}
+    for name, opt_name, seed in todo:
+        if (name, opt_name, seed) in pooled:
+            continue
+        problem = cache.get(name) or cache.setdefault(name, make_problem(name))
+        record(_run_one(name, opt_name, seed, n_init, n_trials, llm=llm, problem=problem))
     keys = {(p, o, s) for p in problems for o in optimisers for s in seeds}
     return [
         r
         for r in read_rows(out)
         if (r["problem"], r["optimiser"], r["seed"]) in keys and r["evaluations"] == total
     ]
+
+
+_limits: Any = None
+
+
+def _one_thread() -> None:
+    """Pool workers: one BLAS/OpenMP thread each, so that N jobs use N cores."""
+    global _limits
+    from threadpoolctl import threadpool_limits
+
+    _limits = threadpool_limits(1)
+
+
+def _run_one(
+    name: str,
+    opt_name: str,
+    seed: int,
+    n_init: int,
+    n_trials: int,
+    llm: LLM | None = None,
+    problem: Problem | None = None,
+) -> dict[str, Any]:
+    """One optimiser run on one problem, as a results row."""
+    problem = problem or make_problem(name)
+    optimiser = make_optimiser(opt_name, llm)
+    tokens_before = llm.ledger.total().total_tokens if llm is not None else 0
+    started = time.perf_counter()
+    history = optimise(problem, optimiser, n_init=n_init, n_trials=n_trials, seed=seed)
+    wall = time.perf_counter() - started
+    tokens = (llm.ledger.total().total_tokens - tokens_before) if llm is not None else 0
+    stats = getattr(optimiser, "stats", None)
+    return {
+        "problem": name,
+        "dataset": problem.dataset,
+        "optimiser": opt_name,
+        "seed": seed,
+        "evaluations": n_init + n_trials,
+        "greater_is_better": problem.greater_is_better,
+        "metric": problem.metric,
+        "scores": [e.score for e in history],
+        "generalisation": [e.generalisation for e in history],
+        "sources": [e.source for e in history],
+        "configs": [e.config for e in history],
+        "wall_s": round(wall, 2),
+        "tokens": tokens,
+        "llm_errors": stats.llm_errors[:5] if stats is not None else [],
+    }
 
 
 def _best_so_far(row: dict[str, Any]) -> list[float]:
