@@ -15,10 +15,11 @@ drawn by the run's seed), so many seeds take seconds.
 Optimisers share one loop (:func:`optimise`): random search and Optuna's TPE (through
 ask/tell), a Gaussian-process optimiser with expected improvement (scikit-learn's
 GP; Optuna's GPSampler needs PyTorch, which mlpilot does not require), and mlpilot's
-LLAMBO mode: the LLM proposes the initial points (warm start), then at each step
-proposes candidates aimed at s* = best + alpha * (best - worst) from the history, and
-the GP's expected improvement picks among them (the surrogate); when the LLM gives
-no valid candidate the GP's own choice is used.
+LLAMBO mode (:class:`LlamboOptimiser`): the LLM proposes the initial points (warm
+start); then LLM steps — candidates aimed at s* = best + alpha * (best - worst) from
+the history, of which the GP's expected improvement picks one (the surrogate) — take
+turns with TPE steps, and TPE learns from every evaluation; when the LLM gives no new
+valid candidate, TPE decides.
 """
 
 from __future__ import annotations
