@@ -260,6 +260,11 @@ def test_baseline_runs_get_medals_and_a_summary(tmp_path: Path) -> None:
     text = write_summary(tmp_path, rows, [task], "penguins")
     assert "| default-gbm |" in text and "penguins (accuracy, ↑)" in text
     assert "<table>" in (tmp_path / "summary.html").read_text()
+    runner_line = next(line for line in text.splitlines() if line.startswith("| default-gbm"))
+    assert " ± " in runner_line  # two seeds: a standard error
+    # one seed has no standard error: the summary says nothing rather than "± 0"
+    one = write_summary(tmp_path, rows[:1], [task], "penguins")
+    assert all(" ± " not in line for line in one.splitlines() if line.startswith("| "))
 
 
 class _SpySandbox(LocalSandbox):

@@ -147,13 +147,15 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
     arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
     if len(arr) == 0:
         return math.nan, math.nan
-    se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else 0.0
-    return float(arr.mean()), se
+    se = float(arr.std(ddof=1) / math.sqrt(len(arr))) if len(arr) > 1 else math.nan
+    return float(arr.mean()), se  # one seed: no standard error
 
 
 def _fmt(mean: float, se: float, digits: int = 4) -> str:
     if math.isnan(mean):
         return "—"
+    if math.isnan(se):
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {se:.{digits}f}"
 
 

@@ -213,15 +213,19 @@ def tune(
     study = optuna.create_study(
         direction="maximize" if task.scorer.greater_is_better else "minimize", sampler=sampler
     )
+    longest = 0.0  # a trial is not started unless the longest one so far still fits
     for _ in range(max_trials):
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() + longest >= deadline:
             break
         trial = study.ask({p.name: p.distribution() for p in params})
+        started = time.monotonic()
         try:
             value = cv_score(task, train, family, dict(trial.params), seed)
         except Exception:  # a configuration that fails is a failed trial, not a failed run
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             continue
+        finally:
+            longest = max(longest, time.monotonic() - started)
         study.tell(trial, value)
         if on_trial is not None:
             on_trial(trial.number, value)
