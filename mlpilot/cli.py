@@ -32,7 +32,7 @@ LlmOption = Annotated[
     typer.Option(
         "--llm",
         help="litellm model string (openai/gpt-4o-mini, anthropic/..., ollama/...), or "
-        "'embedded[/NAME]'. Default: $MLPILOT_LLM, else the embedded model.",
+        "'embedded' or 'embedded/NAME'. Default: $MLPILOT_LLM, else the embedded model.",
     ),
 ]
 SandboxOption = Annotated[

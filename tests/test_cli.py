@@ -118,3 +118,26 @@ def test_eval_runs_a_suite_with_baselines_and_resumes(tmp_path: Path) -> None:
 def test_eval_unknown_suite_is_a_clear_error(tmp_path: Path) -> None:
     done = cli("eval", "--suite", "kaggle", "--out", str(tmp_path))
     assert done.returncode == 2 and "unknown suite or task 'kaggle'" in done.stderr
+
+
+def test_every_command_has_a_help_page() -> None:
+    from typing import Any
+
+    import typer
+    from typer.testing import CliRunner
+
+    from mlpilot.cli import app
+
+    def paths(command: Any, prefix: tuple[str, ...]) -> list[tuple[str, ...]]:
+        found = [prefix]
+        for name, sub in getattr(command, "commands", {}).items():  # a group's commands
+            found += paths(sub, (*prefix, name))
+        return found
+
+    every = paths(typer.main.get_command(app), ())
+    assert ("run",) in every and ("eval", "hpo") in every
+    runner = CliRunner()
+    for path in every:
+        done = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
+        assert done.exit_code == 0, (path, done.output, done.exception)
+        assert "Usage" in done.output

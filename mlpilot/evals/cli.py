@@ -40,7 +40,7 @@ def eval_suite(
     llm: Annotated[
         str | None,
         typer.Option(
-            help="mlpilot's LLM (litellm model string or embedded[/NAME]); 'none' for none."
+            help="mlpilot's LLM (litellm model string, embedded or embedded/NAME); 'none' for none."
         ),
     ] = None,
     sandbox: Annotated[str, typer.Option(help="mlpilot's sandbox kind.")] = "local-warm",
