@@ -783,6 +783,12 @@ def summarise_hpo(rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "dataset": runs[0]["dataset"],
                 "greater_is_better": runs[0]["greater_is_better"],
                 "final": float(np.mean([curve[-1] for curve in curves])),
+                "metric": runs[0]["metric"],
+                "at": {
+                    c: float(np.mean([curve[c - 1] for curve in curves]))
+                    for c in CHECKPOINTS
+                    if all(len(curve) >= c for curve in curves)
+                },
                 "generalisation": float(np.mean(gens)) if gens else None,
                 "regret": {c: _regret_at(mine, c, o) for c in CHECKPOINTS},
                 "wall_s": float(np.mean([r["wall_s"] for r in runs])),
@@ -798,15 +804,17 @@ def hpo_tables(rows: list[dict[str, Any]], *, reference: bool = True) -> str:
     opts, cells = s["optimisers"], s["cells"]
     datasets = list(dict.fromkeys(c["dataset"] for c in cells.values()))
     lines = [
-        "Per dataset, mean over its models and seeds: best CV score after all evaluations / "
-        "test score at that configuration (accuracy; diabetes: MSE, lower is better).",
+        "Per dataset, mean over its problems and seeds: best objective after all evaluations "
+        "(cross-validated, or the table's validation score) / test score at that "
+        "configuration, where the benchmark has one.",
         "",
     ]
     head = ["dataset", *opts] + (["LLAMBO (GPT-3.5, published)"] if reference else [])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     classification: dict[str, list[tuple[float, float | None]]] = {o: [] for o in opts}
     for d in datasets:
-        row = [d]
+        some = next(c for c in cells.values() if c["dataset"] == d)
+        row = [f"{d} ({some['metric']}, {'↑' if some['greater_is_better'] else '↓'})"]
         for o in opts:
             mine = [c for (p, oo), c in cells.items() if oo == o and c["dataset"] == d]
             if not mine:
@@ -855,7 +863,48 @@ def hpo_tables(rows: list[dict[str, Any]], *, reference: bool = True) -> str:
         tokens = np.mean([c["tokens"] for c in mine.values()])
         runs = sum(c["seeds"] for c in mine.values())
         lines.append(f"| {o} | " + " | ".join(at) + f" | {wall:.1f} | {tokens:.0f} | {runs} |")
+    lines += [
+        "",
+        "Per problem and optimiser, mean over seeds: best objective after 5/10/20/30 "
+        "evaluations, test score at the best configuration, normalised regret at the last of "
+        "those checkpoints reached, wall time and LLM tokens per run.",
+        "",
+    ]
+    head = [
+        "problem",
+        "optimiser",
+        *(f"best@{c}" for c in CHECKPOINTS),
+        "test at best",
+        "regret",
+        "wall s",
+        "tokens",
+        "seeds",
+    ]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for p in s["problems"]:
+        for o in opts:
+            cell = cells.get((p, o))
+            if cell is None:
+                continue
+            at = [_num(cell["at"].get(c)) for c in CHECKPOINTS]
+            last = (
+                max(c for c in CHECKPOINTS if cell["regret"].get(c) is not None)
+                if any(v is not None for v in cell["regret"].values())
+                else None
+            )
+            regret = _num(cell["regret"][last], 3) if last is not None else ""
+            lines.append(
+                f"| {p} | {o} | "
+                + " | ".join(at)
+                + f" | {_num(cell['generalisation'])} | {regret} | {cell['wall_s']:.1f} | "
+                f"{cell['tokens']:.0f} | {cell['seeds']} |"
+            )
     return "\n".join(lines)
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    """A score for a table: ``digits`` significant digits, blank when missing."""
+    return "" if value is None else f"{value:.{digits}g}"
 
 
 def _regret_at(mine: list[dict[str, Any]], k: int, optimiser: str) -> float | None:
