@@ -104,7 +104,11 @@ def test_llambo_mode_uses_the_llm_for_warm_start_and_candidates() -> None:
     assert study is not None
     told = {json.dumps(t.params, sort_keys=True): t.value for t in study.trials}
     assert told == {json.dumps(e.config, sort_keys=True): e.score for e in history}
+    # the answer's format has placeholders, not example values a small model would copy
+    warm = fake.calls[0].messages[-1]["content"]
+    assert '{"configs": [{"C": <number>, "gamma": <number>, "tol": <number>}, ... 3 ' in warm
     prompt = fake.calls[1].messages[-1]["content"]
+    assert '"C": <number>' in prompt and "2 objects in all" in prompt
     assert "accuracy (5-fold cross-validation)" in prompt
     assert "C: float in [1, 1000], log scale" in prompt
     assert '{"C": 10.0, "gamma": 0.0001, "tol": 0.001}' in prompt  # the history as examples

@@ -19,11 +19,11 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from mlpilot import Pilot
 from mlpilot.agents import verifier
 from mlpilot.agents.hpo import HpoSettings
-from mlpilot.agents.llambo import Model, example
+from mlpilot.agents.llambo import Model
 from mlpilot.errors import DataError
 from mlpilot.llm import LLM, Budget
 from mlpilot.task import TaskSpec
-from mlpilot.testing import ScriptedLLM
+from mlpilot.testing import ScriptedLLM, configs_reply
 
 NO_SAMPLING = HpoSettings(warmstart=2, sample_every=10**6)
 
@@ -39,7 +39,7 @@ def plan_reply(*families: str) -> str:
 
 def warm_reply(family: str) -> str:
     if family == "hist_gradient_boosting":
-        return example(Model.family(family), 2)  # a valid instance of the family's space
+        return configs_reply(Model.family(family).params)  # valid in the family's space
     configs = {
         "linear": [{"C": 0.5}, {"C": 5.0}],
         "knn": [

@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, Field, create_model
 
 from mlpilot import prompts
@@ -91,27 +90,18 @@ def _camel(name: str) -> str:
     return "".join(part.title() for part in name.replace("-", "_").split("_"))
 
 
-def example(model: Model, n: int) -> str:
-    """An example instance (not the schema: small models echo schemas)."""
-    configs = []
-    for k in range(min(n, 2)):
-        config: dict[str, Any] = {}
-        for j, p in enumerate(model.params):
-            if p.kind == "categorical":
-                config[p.name] = p.choices[(j + k) % len(p.choices)]
-                continue
-            # a different place in each range (golden-ratio steps): small models copy
-            # a pattern such as "every value at a third of its range" into every answer
-            frac = 0.1 + 0.8 * ((0.3 + 0.618 * j + 0.5 * k) % 1.0)
-            low, high = float(p.low), float(p.high)  # type: ignore[arg-type]
-            value = (
-                float(np.exp(np.log(low) + frac * (np.log(high) - np.log(low))))
-                if p.log
-                else low + frac * (high - low)
-            )
-            config[p.name] = round(value) if p.kind == "int" else float(f"{value:.3g}")
-        configs.append(config)
-    return json.dumps({"configs": configs})
+def answer_format(model: Model, n: int) -> str:
+    """The answer's shape with placeholders, not values: a small model copies example
+    values into its answers (all five "warm-start" points became the example's with one
+    value changed), and a schema gets echoed; the placeholders fix only the format."""
+    fields = []
+    for p in model.params:
+        if p.kind == "categorical":
+            fields.append(f'"{p.name}": <one of {", ".join(json.dumps(c) for c in p.choices)}>')
+        else:
+            fields.append(f'"{p.name}": <{"integer" if p.kind == "int" else "number"}>')
+    one = "{" + ", ".join(fields) + "}"
+    return '{"configs": [' + one + ", ... " + f"{n} objects in all" + "]}"
 
 
 def target_score(scores: Sequence[float], greater_is_better: bool, alpha: float) -> float:
@@ -148,7 +138,7 @@ def propose(
         "family_note": model.note,
         "space": model.describe(),
         "n": n,
-        "example": example(model, n),
+        "answer_format": answer_format(model, n),
     }
     if kind == "warmstart":
         user = prompts.render("hpo_warmstart", **common)
