@@ -140,6 +140,8 @@ def test_ctrl_c_during_a_job_leaves_no_container(tmp_path: Path) -> None:
     script = tmp_path / "long.py"
     script.write_text(
         textwrap.dedent("""
+            import faulthandler, signal
+            faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it hangs, if so
             from mlpilot.sandbox.docker import DockerSandbox
             box = DockerSandbox()
             print(box.session, flush=True)
@@ -149,6 +151,7 @@ def test_ctrl_c_during_a_job_leaves_no_container(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    session, killed_here = "", False
     try:
         assert proc.stdout is not None
         session = proc.stdout.readline().strip()
@@ -158,11 +161,24 @@ def test_ctrl_c_during_a_job_leaves_no_container(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "the job's container never started"
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)  # the child's stacks, for the failure message
+            time.sleep(2)
+            killed_here = True
+            proc.kill()
+            pytest.fail(f"still running 60 s after Ctrl-C:\n{proc.communicate()[1][-6000:]}")
     finally:
         if proc.poll() is None:
+            killed_here = True
             proc.kill()
             proc.wait()
+        if session and killed_here:
+            # the child was killed here, so its clean-up never ran: clean up after it,
+            # or every later test fails on this test's container
+            for container in _ours(session):
+                container.remove(force=True)
     assert proc.returncode != 0  # KeyboardInterrupt
     assert not _ours(session)
 
