@@ -142,6 +142,10 @@ def test_ctrl_c_during_a_job_leaves_no_container(tmp_path: Path) -> None:
         textwrap.dedent("""
             import faulthandler, signal
             faulthandler.register(signal.SIGUSR1, all_threads=True)  # where it hangs, if so
+            # as at a terminal: a suite started in the background (`cmd &` without job
+            # control) has SIGINT ignored, which children inherit, and Python then
+            # installs no KeyboardInterrupt handler at all
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             from mlpilot.sandbox.docker import DockerSandbox
             box = DockerSandbox()
             print(box.session, flush=True)
