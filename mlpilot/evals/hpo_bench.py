@@ -321,17 +321,7 @@ class _Codec:
         return np.asarray(out, dtype=float)
 
     def decode(self, x: np.ndarray) -> dict[str, Any]:
-        config: dict[str, Any] = {}
-        for p, u in zip(self.params, np.clip(x, 0.0, 1.0), strict=True):
-            if p.kind == "categorical":
-                config[p.name] = p.choices[round(u * (len(p.choices) - 1))]
-                continue
-            if p.log:
-                v = math.exp(math.log(p.low) + u * (math.log(p.high) - math.log(p.low)))  # type: ignore[arg-type]
-            else:
-                v = p.low + u * (p.high - p.low)  # type: ignore[operator]
-            config[p.name] = round(v) if p.kind == "int" else float(min(max(v, p.low), p.high))  # type: ignore[type-var]
-        return config
+        return {p.name: p.from_unit(u) for p, u in zip(self.params, x, strict=True)}
 
 
 def _key(config: dict[str, Any]) -> str:

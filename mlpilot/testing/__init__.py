@@ -139,7 +139,6 @@ def configs_reply(params: Sequence[Any], n: int = 2) -> str:
     """A scripted LLM's answer to a configuration request: ``n`` configurations of the
     search-space ``params`` (``Param``s), each value inside its range."""
     import json
-    import math
 
     configs = []
     for k in range(n):
@@ -148,14 +147,8 @@ def configs_reply(params: Sequence[Any], n: int = 2) -> str:
             if p.kind == "categorical":
                 config[p.name] = p.choices[(j + k) % len(p.choices)]
                 continue
-            frac = (0.3 + 0.618 * (j + k)) % 1.0  # somewhere different in each range
-            low, high = float(p.low), float(p.high)
-            value = (
-                math.exp(math.log(low) + frac * (math.log(high) - math.log(low)))
-                if p.log
-                else low + frac * (high - low)
-            )
-            config[p.name] = round(value) if p.kind == "int" else float(f"{value:.3g}")
+            value = p.from_unit((0.3 + 0.618 * (j + k)) % 1.0)  # a different place each
+            config[p.name] = value if p.kind == "int" else float(f"{value:.3g}")
         configs.append(config)
     return json.dumps({"configs": configs})
 

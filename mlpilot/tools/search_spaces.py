@@ -56,6 +56,19 @@ class Param:
             return optuna.distributions.FloatDistribution(self.low, self.high, log=self.log)  # type: ignore[arg-type]
         return optuna.distributions.CategoricalDistribution(list(self.choices))
 
+    def from_unit(self, u: float) -> Any:
+        """The value at ``u`` in [0, 1] along the range (log scales respected, ints
+        rounded) or along the choices."""
+        u = min(max(float(u), 0.0), 1.0)
+        if self.kind == "categorical":
+            return self.choices[round(u * (len(self.choices) - 1))]
+        low, high = float(self.low), float(self.high)  # type: ignore[arg-type]
+        if self.log:
+            v = math.exp(math.log(low) + u * (math.log(high) - math.log(low)))
+        else:
+            v = low + u * (high - low)
+        return round(v) if self.kind == "int" else min(max(v, low), high)
+
     def coerce(self, value: Any) -> Any:
         """Returns ``value`` as this parameter's type, or raises ValueError if out of range."""
         if self.kind == "categorical":
