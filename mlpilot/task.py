@@ -31,6 +31,12 @@ Modality = Literal["tabular", "text"]
 
 MAX_CLASSES_FOR_INTEGER_TARGET = 20  # an integer target with more levels is a regression
 _ID_NAME = re.compile(r"(^|[_\W])(id|uuid|guid|key|index)$|^unnamed: ?\d+$", re.IGNORECASE)
+# A counter named like this is a time axis (a trend feature), not a row number.
+_TIME_NAME = re.compile(
+    r"(^|[_\W])(t|time|date|year|quarter|month|week|day|hour|minute|period|step|epoch|since)s?"
+    r"($|[_\W])|since|elapsed",
+    re.IGNORECASE,
+)
 _TEXT_MIN_MEAN_CHARS = 30
 
 
@@ -377,7 +383,12 @@ def _inspect_column(s: pd.Series, name: str) -> tuple[str | None, bool]:
     if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
         if all_unique and _ID_NAME.search(name):
             return "ID-like (a unique value per row, named like an identifier)", False
-        if all_unique and pd.api.types.is_integer_dtype(s) and _is_counter(s):
+        if (
+            all_unique
+            and pd.api.types.is_integer_dtype(s)
+            and _is_counter(s)
+            and not _TIME_NAME.search(name)
+        ):
             return "ID-like (a row counter: consecutive unique integers)", False
         return None, False
     if pd.api.types.is_bool_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):

@@ -206,6 +206,21 @@ def test_id_like_and_constant_columns_are_dropped_with_warnings(cancer: pd.DataF
     assert "customer_id" not in task.feature_columns
 
 
+def test_a_counter_named_like_a_time_axis_is_kept_as_a_trend_feature() -> None:
+    months = np.arange(60)
+    frame = pd.DataFrame(
+        {
+            "row": months + 1,
+            "months_since_start": months,
+            "month": months % 12 + 1,
+            "passengers": 100.0 + 3 * months + 10 * np.sin(months),
+        }
+    )
+    task = TaskSpec.from_data(frame, target="passengers")
+    assert "row counter" in task.dropped_columns["row"]
+    assert "months_since_start" in task.feature_columns
+
+
 def test_no_usable_features_left() -> None:
     frame = pd.DataFrame({"id": range(10), "y": [0, 1] * 5})
     with pytest.raises(DataError, match="no usable feature columns remain"):
