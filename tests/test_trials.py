@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
 
 from mlpilot.agents.trials import TrialRunner
 from mlpilot.sandbox import Limits
 from mlpilot.task import TaskSpec
+from mlpilot.tools.cv_job import build_estimator, build_pipeline
 from mlpilot.tools.search_spaces import SPACES, Param, describe_space, validate_config
 
 
@@ -107,11 +109,10 @@ def test_bad_param_declarations_are_refused() -> None:
 
 
 def test_gradient_boosting_copes_with_many_categories(box) -> None:
-    """One-hot encoding of many categories is sparse; the boosting model needs dense input."""
+    """Boosting gets category codes (native splits up to 16 categories); the other
+    families one-hot encode, sparse."""
     rng = np.random.default_rng(0)
     n = 300
-    import pandas as pd
-
     frame = pd.DataFrame(
         {
             "state": rng.choice([f"S{i}" for i in range(45)], n),
@@ -124,3 +125,26 @@ def test_gradient_boosting_copes_with_many_categories(box) -> None:
     for family in ("hist_gradient_boosting", "linear"):
         outcome = TrialRunner(box, task, folds=3).run(family, {})
         assert outcome.ok, outcome.reason
+
+
+def test_boosting_splits_natively_on_few_categories_and_keeps_missing_values() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame(
+        {
+            "colour": rng.choice(["red", "green", "blue", None], n),
+            "state": [f"S{v:02d}" for v in rng.integers(0, 40, n)],
+            "count": pd.array(np.where(rng.random(n) < 0.2, None, rng.integers(0, 9, n)), "Int64"),
+            "flag": rng.random(n) < 0.5,
+        }
+    )
+    y = (frame["colour"] == "green").to_numpy() ^ (rng.random(n) < 0.05)
+    pipeline = build_pipeline(frame, [], build_estimator("hist_gradient_boosting", {}, True, 0))
+    pipeline.fit(frame, y)
+    # columns: count, flag, colour (3 categories, split on natively), state (40: a numeric code)
+    assert pipeline.named_steps["model"].categorical_features == [2]
+    encoded = pipeline.named_steps["pre"].transform(frame)
+    assert np.isnan(encoded[:, 0]).sum() == frame["count"].isna().sum()  # missing stays missing
+    unseen = frame.head(3).assign(colour=["purple", "green", None], state=["S99", "S01", "S02"])
+    assert pipeline.predict_proba(unseen).shape == (3, 2)
+    assert pipeline.score(frame, y) > 0.9

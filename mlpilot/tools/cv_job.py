@@ -38,7 +38,12 @@ from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import (
+    FunctionTransformer,
+    OneHotEncoder,
+    OrdinalEncoder,
+    StandardScaler,
+)
 from sklearn.svm import SVC, SVR
 
 
@@ -103,34 +108,62 @@ def build_estimator(family: str, params: dict, classification: bool, seed: int):
 
 
 DENSE_ONLY = ("hist_gradient_boosting",)  # estimators that reject sparse input
+# Estimators that split on categories themselves: their categorical columns are
+# ordinal-encoded (missing and unseen values stay missing) instead of one-hot
+# encoded, and their numeric columns keep their missing values.
+NATIVE_CATEGORICAL = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+# Columns with more categories than this are split on their (sorted) codes as numbers:
+# split on natively, many categories overfit (lending_club's 50 states: log-loss 0.222
+# against 0.208 one-hot).
+MAX_NATIVE_CATEGORIES = 16
+
+
+def _ordinal() -> OrdinalEncoder:
+    """Category codes; missing and unseen values stay missing."""
+    return OrdinalEncoder(
+        handle_unknown="use_encoded_value",
+        unknown_value=np.nan,
+        encoded_missing_value=np.nan,
+        dtype=np.float64,
+    )
 
 
 def build_pipeline(
     frame: pd.DataFrame, text_columns: list[str], estimator, dense: bool = False
 ) -> Pipeline:
     """Imputes, scales and one-hot encodes; TF-IDF for text. ``dense`` forces a dense
-    matrix (with a smaller TF-IDF vocabulary) for estimators that need one."""
+    matrix (with a smaller TF-IDF vocabulary) for estimators that need one. Gradient
+    boosting gets its categorical columns ordinal-encoded and splits on them natively."""
     text = [c for c in text_columns if c in frame.columns]
     numeric = [
         c for c in frame.columns if c not in text and pd.api.types.is_numeric_dtype(frame[c])
     ]
     categorical = [c for c in frame.columns if c not in text and c not in numeric]
+    native = isinstance(estimator, NATIVE_CATEGORICAL)
     parts = []
     if numeric:
-        parts.append(
-            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric)
+        num = (
+            # floats with NaN for missing (nullable integers hold pandas.NA)
+            FunctionTransformer(pd.DataFrame.astype, kw_args={"dtype": "float64"})
+            if native
+            else make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
         )
-    if categorical:
-        parts.append(
-            (
-                "cat",
-                make_pipeline(
-                    SimpleImputer(strategy="most_frequent"),
-                    OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50),
-                ),
-                categorical,
-            )
+        parts.append(("num", num, numeric))
+    if categorical and native:
+        few = [c for c in categorical if frame[c].nunique() <= MAX_NATIVE_CATEGORIES]
+        many = [c for c in categorical if c not in few]
+        if few:
+            first = len(numeric)
+            estimator.set_params(categorical_features=list(range(first, first + len(few))))
+            parts.append(("cat", _ordinal(), few))
+        if many:
+            parts.append(("codes", _ordinal(), many))
+    elif categorical:
+        one_hot = make_pipeline(
+            SimpleImputer(strategy="most_frequent"),
+            OneHotEncoder(handle_unknown="infrequent_if_exist", max_categories=50),
         )
+        parts.append(("cat", one_hot, categorical))
     for col in text:
         vocabulary = 2000 if dense else 20000
         parts.append(
