@@ -13,6 +13,7 @@ from sklearn.datasets import load_breast_cancer
 from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM, Budget
+from mlpilot.sandbox import Limits
 from mlpilot.task import TaskSpec
 from mlpilot.testing import ScriptedLLM, UnscriptedCall
 from mlpilot.tools.search_spaces import DEFAULTS
@@ -165,7 +166,6 @@ def test_crashing_and_timed_out_trials_are_recorded_as_failed(box, task, tmp_pat
     failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "exited with code 1" in failed[0].user_attrs["reason"]
     assert len(study.trials) == 4
-    from mlpilot.sandbox import Limits
 
     slow = HpoAgent(
         TrialRunner(box, task, limits=Limits(timeout_s=0.2)),
@@ -175,6 +175,28 @@ def test_crashing_and_timed_out_trials_are_recorded_as_failed(box, task, tmp_pat
     study = slow.optimize("random_forest", n_trials=2)
     assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
     assert all(t.user_attrs["timed_out"] for t in study.trials)
+
+
+class SlowForest(TrialRunner):
+    """Real trials; the forest's get a time limit too short to finish."""
+
+    def submit(self, family, params, *, timeout_s=None, **options):
+        if family != "random_forest":
+            return super().submit(family, params, timeout_s=timeout_s, **options)
+        usual, self.limits = self.limits, Limits(timeout_s=0.2)
+        try:
+            return super().submit(family, params, **options)
+        finally:
+            self.limits = usual
+
+
+def test_a_family_whose_default_times_out_gets_no_more_trials(box, task, tmp_path) -> None:
+    agent = HpoAgent(SlowForest(box, task, folds=3), None, storage=f"sqlite:///{tmp_path}/o.db")
+    studies = agent.optimize_all(["random_forest", "knn"], n_trials=4)
+    forest = studies["random_forest"].trials
+    assert len(forest) == 1 and forest[0].user_attrs["timed_out"]
+    assert "default configuration timed out" in agent.stopped["random_forest"]
+    assert len(studies["knn"].trials) == 4  # the time went to the family that finishes
 
 
 def test_resume_keeps_finished_trials_and_fails_interrupted_ones(box, task, tmp_path) -> None:

@@ -212,8 +212,11 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             "failed": sum(1 for t in study.trials if t.state == optuna.trial.TrialState.FAIL),
             "best": _best_value(study),
             "llm": None if stats is None else stats.__dict__,
+            "stopped": agent.stopped.get(family),
         }
-    return {"hpo": summary, "step": step + 1, "events": [f"tuned {', '.join(summary)}"]}
+    events = [f"tuned {', '.join(summary)}"]
+    events += [f"stopped tuning {f}: {why}" for f, why in agent.stopped.items()]
+    return {"hpo": summary, "step": step + 1, "events": events}
 
 
 def _trial_limits(ctx: RunContext) -> Limits:
@@ -461,6 +464,9 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "final": final,
         "leaderboard": verified_rows[:25],
         "failed": [r for r in rows if r["state"] == "FAIL"],
+        "stopped": {
+            f: h["stopped"] for f, h in (state.get("hpo") or {}).items() if h.get("stopped")
+        },
         "history_svg": history_svg(points, best, f"CV {task.metric.display}"),
         "ensemble": state.get("ensemble"),
         "checks": checks,

@@ -133,6 +133,8 @@ class HpoAgent:
         self.settings = settings or HpoSettings()
         self.on_trial = on_trial
         self.stats: dict[str, HpoStats] = {}
+        # families given no more trials this run, with the reason (for the report)
+        self.stopped: dict[str, str] = {}
         self._queues: dict[str, queue.SimpleQueue[tuple[str, dict[str, Any]]]] = {}
         self._crashed: list[BaseException] = []
         self._llm_thread: threading.Thread | None = None
@@ -252,7 +254,13 @@ class HpoAgent:
                 return None  # past the deadline; but never stop before one trial has finished
             if late and sum(_finished(st) for st in studies.values()) >= 3:
                 return None
-            open_families = [f for f in families if started(f) < n_trials]
+            # A family too slow for its cheap default gets no more trials once some
+            # other trial has finished.
+            open_families = [
+                f
+                for f in families
+                if started(f) < n_trials and (f not in self.stopped or not any_completed)
+            ]
             if not open_families:
                 return None
             family = min(open_families, key=started)
@@ -302,6 +310,15 @@ class HpoAgent:
                     with lock:
                         self._record(studies[family], trial, family, outcome)
                         since_sample[family] += 1
+                        if (
+                            outcome.timed_out
+                            and trial.user_attrs.get(SOURCE_ATTR) == "default"
+                            and not _completed_count(studies[family])
+                        ):
+                            self.stopped[family] = (
+                                f"its default configuration timed out after "
+                                f"{outcome.seconds:.1f} s, before any of its trials finished"
+                            )
                 except BaseException as e:  # stop every worker; re-raised below
                     with lock:
                         if e not in self._crashed:
