@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from mlpilot.sandbox import LocalSandbox, Sandbox, SandboxError
-from mlpilot.sandbox.local import namespace_prefix
+from mlpilot.sandbox.isolation import detect
 
 JOBS = {
     "empty job": "pass\n",
@@ -55,7 +55,7 @@ def main() -> None:
 
         backends["docker one-shot"] = lambda: DockerSandbox()
         backends["docker warm"] = lambda: DockerSandbox(warm=True)
-    print(f"namespaces (no network, private PIDs): {'on' if namespace_prefix() else 'off'}")
+    print(f"local isolation: {detect().describe()}")
     print(f"{args.jobs} jobs per cell; milliseconds per job, median / mean\n")
     header = f"| {'backend':<16} | " + " | ".join(f"{name:>16}" for name in JOBS) + " |"
     print(header)

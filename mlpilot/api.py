@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import joblib
 import pandas as pd
 
 from mlpilot.agents.graph import RunContext, _completed, command_line, run_graph
@@ -24,6 +24,7 @@ from mlpilot.errors import ConfigError, MlpilotError
 from mlpilot.llm import LLM, Budget, LLMUnavailable, make_llm
 from mlpilot.sandbox import Sandbox, make_sandbox
 from mlpilot.task import TaskSpec
+from mlpilot.tools import model_io
 from mlpilot.tools.model import PilotModel
 
 
@@ -105,12 +106,16 @@ class Pilot:
         run_dir: str | Path | None = None,
         progress: Any = None,
         hpo: HpoSettings | None = None,
+        drop: Sequence[str] = (),
     ) -> RunResult:
-        """Runs the request on ``data`` within ``time_budget`` seconds (wall clock)."""
+        """Runs the request on ``data`` within ``time_budget`` seconds (wall clock);
+        ``drop`` names columns to leave out (a suspected leak, say)."""
         if time_budget < 10:
             raise ConfigError(f"time_budget must be at least 10 seconds, but got {time_budget}")
         started = time.monotonic()
-        task = TaskSpec.from_data(data, request=request, target=target, metric=metric, seed=seed)
+        task = TaskSpec.from_data(
+            data, request=request, target=target, metric=metric, seed=seed, drop=drop
+        )
         directory = Path(run_dir) if run_dir else self._new_run_dir(task.name)
         directory.mkdir(parents=True, exist_ok=True)
         data_ref = self._keep_data(data, directory)
@@ -122,6 +127,7 @@ class Pilot:
             "time_budget": time_budget,
             "max_trials": max_trials,
             "seed": seed,
+            "drop": list(drop),
             "llm": self.llm_spec if isinstance(self.llm_spec, str) else None,
             "no_llm": self.llm_spec is False,
             "name": task.name,
@@ -150,6 +156,7 @@ class Pilot:
             metric=meta["metric"],
             seed=meta["seed"],
             name=meta.get("name"),
+            drop=meta.get("drop", ()),
         )
         spent = float(meta.get("spent_s", 0.0))
         return self._execute(task, directory, meta, started, spent, progress, None, resume=True)
@@ -169,7 +176,9 @@ class Pilot:
         llm = self._make_llm(meta["time_budget"])
         if llm is not None:  # load the model while the sandbox starts and the data is profiled
             threading.Thread(target=llm.warm_up, daemon=True).start()
-        settings = hpo or HpoSettings.for_budget(meta["time_budget"], with_llm=llm is not None)
+        settings = hpo or HpoSettings.for_budget(
+            meta["time_budget"], local_llm=llm is not None and llm.runs_locally
+        )
         sandbox = (
             make_sandbox(self.sandbox, workers=settings.parallel)
             if isinstance(self.sandbox, str)
@@ -196,6 +205,7 @@ class Pilot:
                 meta["time_budget"],
                 meta.get("llm"),
                 sandbox_name,
+                drop=meta.get("drop", ()),
             ),
         )
         try:
@@ -259,8 +269,8 @@ def _leaderboard(rows: list[dict[str, Any]], verified: set[str]) -> pd.DataFrame
 
 def _result(directory: Path, state: dict[str, Any], ctx: RunContext) -> RunResult:
     final = state.get("final", {})
-    model_path = directory / "model.joblib"
-    model = joblib.load(model_path) if final.get("ok") and model_path.exists() else None
+    model_path = directory / model_io.MODEL_FILE
+    model = model_io.load(model_path) if final.get("ok") and model_path.exists() else None
     return RunResult(
         run_dir=directory,
         status=state.get("status", "unknown"),
@@ -285,12 +295,21 @@ class LoadedRun:
         if not meta_path.exists():
             raise ConfigError(f"{run_dir} is not a run directory (no run.json)")
         self.meta = json.loads(meta_path.read_text())
-        model_path = run_dir / "model.joblib"
+        model_path = run_dir / model_io.MODEL_FILE
         if not model_path.exists():
+            if (run_dir / "model.joblib").exists():
+                raise ConfigError(
+                    f"run {run_dir} keeps its model as a pickle (model.joblib), which "
+                    "mlpilot does not load because unpickling runs code; run the "
+                    "request again to get a model.skops"
+                )
             raise ConfigError(
                 f"run {run_dir} has no model (status: {self.meta.get('status', 'unknown')})"
             )
-        self.model: PilotModel = joblib.load(model_path)
+        try:
+            self.model: PilotModel = model_io.load(model_path, what=f"model of run {run_dir}")
+        except model_io.UntrustedModel as e:
+            raise ConfigError(str(e)) from e
         self.report_path = run_dir / "report.md"
 
     def predict(self, frame: pd.DataFrame) -> Any:

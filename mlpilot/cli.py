@@ -130,12 +130,18 @@ def run(
     resume: Annotated[
         Path | None, typer.Option("--resume", help="Continue the run in this directory.")
     ] = None,
+    drop: Annotated[
+        list[str] | None,
+        typer.Option("--drop", help="Leave this column out (repeat for more), e.g. a leak."),
+    ] = None,
 ) -> None:
     """Plan and run AutoML on a dataset: tune, ensemble, verify, report."""
     if resume is None and data is None:
         raise typer.BadParameter("give the training data with --data (or --resume RUN_DIR)")
     pilot = _pilot(llm, api_base, no_llm, sandbox, runs_dir)
-    _run_and_print(pilot, request, data, target, metric, time_budget, max_trials, resume)
+    _run_and_print(
+        pilot, request, data, target, metric, time_budget, max_trials, resume, tuple(drop or ())
+    )
 
 
 @app.command()
@@ -216,6 +222,7 @@ def _run_and_print(
     time_budget: float,
     max_trials: int,
     resume: Path | None,
+    drop: tuple[str, ...] = (),
 ) -> None:
     """Runs (or resumes) with a live progress line, then prints the verified outcome."""
     from rich.live import Live
@@ -233,7 +240,9 @@ def _run_and_print(
     else:
         from mlpilot.task import TaskSpec
 
-        task = TaskSpec.from_data(data, request=request, target=target, metric=metric)  # type: ignore[arg-type]
+        task = TaskSpec.from_data(  # type: ignore[arg-type]
+            data, request=request, target=target, metric=metric, drop=drop
+        )
         progress = _RunProgress(task.metric.display, task.metric.greater_is_better, time_budget)
         with Live(progress, console=console, refresh_per_second=4, transient=True):
             result = pilot.run(
@@ -244,6 +253,7 @@ def _run_and_print(
                 time_budget=time_budget,
                 max_trials=max_trials,
                 progress=progress,
+                drop=drop,
             )
     if pilot.llm_note:
         console.print(f"[yellow]{escape(pilot.llm_note)}[/]")
@@ -257,6 +267,9 @@ def _run_and_print(
         f"[bold green]done[/]: holdout {result.holdout_score:.4f}, CV {result.cv_score:.4f}, "
         f"{len(result.leaderboard)} verified trials"
     )
+    for check in result.checks:  # doubts the verifier raised: a leak, a lying trial
+        if not check["ok"] and check["severity"] == "warning":
+            console.print(f"[yellow]doubt — {escape(check['check'])}[/]: {escape(check['detail'])}")
     console.print(f"report: {result.report_path}  (and report.html)")
     console.print(f"predict: mlpilot predict {result.run_dir} --data new.csv")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -93,6 +94,23 @@ class TaskSpec:
             raise DataError("holdout predictions contain NaN")
         return self.metric(self.holdout._labels.to_numpy(), preds)
 
+    def folds(self, k: int) -> np.ndarray:
+        """The cross-validation fold (0..k-1) of each training row, decided on the host
+        and handed to every job: stratified for classification, seeded by ``seed``."""
+        from sklearn.model_selection import KFold, StratifiedKFold
+
+        if k < 2:
+            raise ConfigError(f"cross-validation needs at least 2 folds, but got {k}")
+        splitter = (
+            StratifiedKFold(n_splits=k, shuffle=True, random_state=self.seed)
+            if self.is_classification
+            else KFold(n_splits=k, shuffle=True, random_state=self.seed)
+        )
+        fold = np.empty(len(self.train), dtype=np.int64)
+        for i, (_, valid) in enumerate(splitter.split(self.X, self.y)):
+            fold[valid] = i
+        return fold
+
     def check_features(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Checks that new data has the training columns; returns them in training order.
 
@@ -128,6 +146,7 @@ class TaskSpec:
         seed: int = 0,
         name: str | None = None,
         encoding: str = "utf-8",
+        drop: Sequence[str] = (),
     ) -> TaskSpec:
         """Loads and checks the data, infers what is not given, and carves the holdout.
 
@@ -142,6 +161,7 @@ class TaskSpec:
             seed: seeds the holdout split.
             name: a label for reports (default: the file's stem).
             encoding: the text encoding of a CSV/TSV file.
+            drop: columns to leave out (a suspected leak, say); each must exist.
 
         Raises:
             DataError: the data breaks a rule (the message says which, with the value).
@@ -193,8 +213,17 @@ class TaskSpec:
 
         features = [c for c in frame.columns if c != target]
         dropped: dict[str, str] = {}
+        for col in drop:
+            if col == target:
+                raise DataError(f"cannot drop the target column {target!r}")
+            if col not in frame.columns:
+                raise DataError(
+                    f"cannot drop column {col!r}: no such column{_suggest(col, features)}"
+                )
+            dropped[col] = "dropped on request"
+            warnings.append(f"dropped column {col!r} on request")
         text_columns: list[str] = []
-        for col in features:
+        for col in [c for c in features if c not in dropped]:
             reason, is_text = _inspect_column(frame[col], col)
             if reason:
                 dropped[col] = reason

@@ -34,7 +34,7 @@ def test_chat_asks_for_data_and_target_then_runs_and_answers(data_csv, tmp_path)
     assert "Drop in holdout ROC AUC" in features and ":" in features
     assert "No LLM was used" in chat.say("what did it cost?")
     assert "1." in chat.say("show me the leaderboard")
-    assert "trial scores: ok" in chat.say("did it pass verification?")
+    assert "fold-by-fold CV: ok" in chat.say("did it pass verification?")
     assert chat.say("exit") == "Bye." and chat.done
 
 

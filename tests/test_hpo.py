@@ -10,7 +10,7 @@ import optuna
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings
+from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings, trial_cores
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM, Budget
 from mlpilot.sandbox import Limits
@@ -263,6 +263,21 @@ def test_for_budget_leaves_the_llm_its_cores() -> None:
     from mlpilot.llm.embedded import default_threads
 
     cores = os.cpu_count() or 1
-    assert HpoSettings.for_budget(60, with_llm=False).parallel == max(1, cores // 2)
+    assert HpoSettings.for_budget(60, local_llm=False).parallel == max(1, cores // 2)
     assert HpoSettings.for_budget(60).parallel == max(1, (cores - default_threads()) // 2)
     assert HpoSettings.for_budget(60).warmstart == 3 and HpoSettings.for_budget(600).warmstart == 5
+
+
+def test_only_an_llm_on_this_machine_keeps_cores_from_trials() -> None:
+    import os
+
+    from mlpilot.llm.embedded import default_threads
+    from mlpilot.llm.litellm_client import LiteLLMClient
+
+    cores = os.cpu_count() or 1
+    assert trial_cores(local_llm=False) == cores
+    assert trial_cores(local_llm=True) == max(1, cores - default_threads())
+    assert not LLM(LiteLLMClient("openai/gpt-4o-mini")).runs_locally
+    assert LLM(LiteLLMClient("openai/qwen", api_base="http://127.0.0.1:8000/v1")).runs_locally
+    assert LLM(LiteLLMClient("embedded/qwen2.5-coder-0.5b")).runs_locally
+    assert not LLM(ScriptedLLM([])).runs_locally

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Literal
 
 import pytest
@@ -242,10 +243,14 @@ def test_the_timeout_covers_the_re_asks() -> None:
     class Answer(BaseModel):
         x: int
 
-    fake = ScriptedLLM(["not json"])
+    def slow_and_wrong(messages, params) -> str:
+        time.sleep(0.3)  # longer than the whole exchange may take
+        return "not json"
+
+    fake = ScriptedLLM([slow_and_wrong])  # a re-ask would be an unscripted call
     with pytest.raises(LLMTimeout, match="no time left to re-ask"):
-        structured(LLM(fake), "q", Answer, timeout=1e-9)
-    assert len(fake.calls) <= 1
+        structured(LLM(fake), "q", Answer, timeout=0.2)
+    assert len(fake.calls) == 1
 
 
 def _plan_for(data, target: str, draft: list[str]):

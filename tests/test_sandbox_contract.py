@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mlpilot.sandbox import ExecResult, Job, Limits, Sandbox, SandboxError, make_sandbox
-from mlpilot.sandbox.local import namespace_prefix
+from mlpilot.sandbox.base import read_artifact
+from mlpilot.sandbox.isolation import detect
+from mlpilot.testing import adversarial
 
 BACKENDS = [
     "local",
@@ -34,7 +40,7 @@ def sandbox(request: pytest.FixtureRequest) -> Iterator[Sandbox]:
 
 def isolated(sandbox: Sandbox) -> bool:
     """Whether this backend's jobs have no network (docker: always)."""
-    return sandbox.name.startswith("docker") or bool(namespace_prefix())
+    return sandbox.name.startswith("docker") or detect().network_isolated
 
 
 def job_dirs(result: ExecResult) -> tuple[str, ...]:
@@ -288,3 +294,125 @@ def test_parallel_slots_share_the_cores() -> None:
 
     with LocalSandbox(workers=max(2, os.cpu_count() or 1) * 2) as box:
         assert box.run("import os; print(os.environ['OMP_NUM_THREADS'])").stdout.strip() == "1"
+
+
+# -- the wall: what each isolation level promises, tried by jobs that try to escape ----
+
+
+def wall(sandbox: Sandbox) -> str:
+    """The isolation level this backend gives its jobs here."""
+    return "docker" if sandbox.name.startswith("docker") else detect().level
+
+
+def test_the_result_states_the_isolation_level(sandbox: Sandbox) -> None:
+    assert sandbox.run("pass").isolation == wall(sandbox)
+
+
+def test_ci_runs_the_local_sandbox_behind_bubblewrap() -> None:
+    # CI installs bubblewrap (scripts/test): the strongest local level must be in force.
+    if not os.environ.get("CI"):
+        pytest.skip("outside CI the local level depends on the machine")
+    assert detect().level == "bwrap"
+
+
+def test_host_files_outside_the_job_directory_stay_untouched(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # Guard: bwrap's read-only root and private /tmp; docker's mounts; a job user.
+    if wall(sandbox) == "none":
+        pytest.skip("isolation level 'none' promises nothing about host files")
+    users_file = tmp_path / "notes.txt"
+    users_file.write_text("original")
+    system_file = Path("/etc") / f"mlpilot-escape-{uuid.uuid4().hex[:8]}"
+    shared_tmp = Path("/tmp") / f"mlpilot-escape-{uuid.uuid4().hex[:8]}"
+    targets = [users_file, system_file]
+    if wall(sandbox) != "namespaces":  # namespaces share the host's file system
+        targets.append(shared_tmp)
+    try:
+        result = sandbox.run(Job(code=adversarial.WRITE_OUTSIDE_JOB, args=tuple(map(str, targets))))
+        assert result.ok, result.stderr
+        assert users_file.read_text() == "original"
+        assert not system_file.exists() and not shared_tmp.exists()
+    finally:
+        for path in (system_file, shared_tmp):
+            path.unlink(missing_ok=True)
+
+
+def test_host_processes_and_secret_files_are_unreadable(sandbox: Sandbox, tmp_path: Path) -> None:
+    # Guard: private PID namespace (or container) and hidden home/tmp directories.
+    if wall(sandbox) == "none":
+        pytest.skip("isolation level 'none' promises nothing about host processes")
+    marker = f"sk-mlpilot-{uuid.uuid4().hex}"
+    key_file = tmp_path / "api_key.txt"
+    key_file.write_text(marker)
+    # a process holding an API key in its environment, as the mlpilot process does
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={**os.environ, "OPENAI_API_KEY": marker},
+    )
+    try:
+        with key_file.open() as opened:  # and a secret file this process holds open
+            paths = [f"/proc/{holder.pid}/environ", f"/proc/{os.getpid()}/fd/{opened.fileno()}"]
+            if wall(sandbox) != "namespaces" or detect().drops_user:
+                paths.append(str(key_file))
+            # the marker travels reversed, so that no command line holds it
+            args = (marker[::-1], *paths)
+            code = "import sys; sys.argv[1] = sys.argv[1][::-1]\n" + adversarial.READ_HOST_JOB
+            result = sandbox.run(Job(code=code, args=args), limits=Limits(timeout_s=60))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.ok, result.stderr
+    assert result.stdout.startswith("nothing"), result.stdout
+
+
+def test_the_job_holds_no_descriptor_beyond_its_standard_streams(sandbox: Sandbox) -> None:
+    # Guard: the runner closes every inherited descriptor (a warm worker's control pipe
+    # among them) before the job starts; a forged status line then reaches nobody.
+    result = sandbox.run(adversarial.OPEN_FDS_JOB)
+    line = next(x for x in result.stdout.splitlines() if x.startswith("FDS"))
+    fds = json.loads(line.removeprefix("FDS "))
+    assert len(fds) <= 4, fds  # 0, 1, 2 and the descriptor listing /proc/self/fd
+    assert result.exit_code == 3
+
+
+def test_a_forged_status_does_not_change_the_result(sandbox: Sandbox) -> None:
+    # Guard: the runner's status travels on its own stdout, which the job cannot write.
+    result = sandbox.run(adversarial.FORGED_STATUS_JOB)
+    assert result.exit_code == 5 and not result.ok
+
+
+def test_links_and_special_files_are_refused_as_artifacts(sandbox: Sandbox, tmp_path: Path) -> None:
+    # Guard: collect_artifacts uses lstat; read_artifact opens with O_NOFOLLOW.
+    host = tmp_path / "secret.txt"
+    host.write_text("host secret")
+    result = sandbox.run(Job(code=adversarial.LINKS_JOB, args=(str(host),)))
+    assert result.ok, result.stderr
+    assert set(result.artifacts) == {"ok.txt"}
+    assert set(result.refused) == {"model.skops", "rootdir", "oof.npy"}
+    assert "symbolic link" in result.refused["model.skops"]
+    assert "FIFO" in result.refused["oof.npy"]
+    with pytest.raises(SandboxError, match="cannot be read safely"):
+        read_artifact(result.workdir / "model.skops")
+    assert read_artifact(result.artifacts["ok.txt"]) == b"a real file"
+
+
+def test_a_job_cannot_read_another_jobs_directory(sandbox: Sandbox) -> None:
+    # Guard: one-shot walls mount one job directory; warm ones give each job its own user.
+    if wall(sandbox) == "none" or (wall(sandbox) != "docker" and not detect().drops_user):
+        pytest.skip("jobs of this level share one user")
+    if sandbox.name == "docker-warm" and os.getuid() != 0:
+        pytest.skip("without root, warm container jobs share the host's user")
+    first = sandbox.run("open('secret.txt', 'w').write('first job')")
+    inner = [str(first.workdir / "secret.txt"), f"/sandbox/{first.workdir.name}/secret.txt"]
+    second = sandbox.run(
+        code(f"""
+        for path in {inner!r}:
+            try:
+                print("READ", open(path).read())
+            except OSError as e:
+                print("refused", type(e).__name__)
+    """)
+    )
+    assert second.ok, second.stderr
+    assert "READ" not in second.stdout

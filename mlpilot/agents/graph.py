@@ -12,35 +12,41 @@ import json
 import operator
 import shlex
 import sqlite3
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-import joblib
 import numpy as np
 import optuna
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from mlpilot.agents import verifier
+from mlpilot.agents import leakage, verifier
 from mlpilot.agents.ensemble import Member, greedy_ensemble
 from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings, trial_cores
 from mlpilot.agents.planner import RUNNABLE_STEPS, Plan, default_plan, make_plan
 from mlpilot.agents.reporter import history_svg, write_report
-from mlpilot.agents.trials import TrialOutcome, TrialRunner, refit
+from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM
 from mlpilot.sandbox import Limits, Sandbox
 from mlpilot.task import TaskSpec
+from mlpilot.tools import model_io
 from mlpilot.tools.metrics import predictions_for
 from mlpilot.tools.model import PilotModel, WeightedEnsemble
 from mlpilot.tools.profile import PROBLEM_WORDS, profile_frame
 
 ENSEMBLE_MEMBERS = 20  # best trials offered to greedy selection
+FINAL_SINGLES = 3  # single trials refit as the final model after the ensemble, at most
+MAX_RERUN_SINGLES = 10  # single trials whose CV may be re-run fold by fold, at most
+LEAK_REVIEW_S = 30.0  # most seconds the LLM's leakage review may take
+JOB_OVERHEAD_S = 0.3  # a warm sandbox job's start, data and clean-up, beyond its fits
+MODEL_FILE = model_io.MODEL_FILE  # the delivered model, in the run directory
 BUDGET_MARGIN_S = 15.0  # a run may overshoot its budget by this much (refit, report)
 PLAN_SHARE = 0.15  # most of the budget the LLM planner may take
 
@@ -64,6 +70,7 @@ class RunContext:
     hpo_settings: HpoSettings = field(default_factory=HpoSettings)
     progress: Progress | None = None
     command: str = ""
+    trial_code: str | None = None  # the trial job's source; None: mlpilot's CV job
 
     @property
     def deadline(self) -> float:
@@ -100,7 +107,8 @@ class RunState(TypedDict, total=False):
     ensemble: dict[str, Any] | None
     final: dict[str, Any]
     checks: list[dict[str, Any]]
-    verified: list[str]  # trial keys whose scores the host recomputed and confirmed
+    verified: list[str]  # finished trials' keys, less those a fold-by-fold re-run refuted
+    reruns: list[str]  # the final candidates whose fold-by-fold re-run agreed
     events: Annotated[list[str], operator.add]
     status: str
 
@@ -177,7 +185,11 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     step = _next_runnable(plan, state.get("step", 0))
     families = plan.steps[step].families or plan.families
     runner = TrialRunner(
-        ctx.sandbox, ctx.task, limits=_trial_limits(ctx), data_dir=ctx.sandbox_data_dir
+        ctx.sandbox,
+        ctx.task,
+        limits=_trial_limits(ctx),
+        data_dir=ctx.sandbox_data_dir,
+        code=ctx.trial_code,
     )
 
     def on_trial(family: str, number: int, outcome: TrialOutcome) -> None:
@@ -222,7 +234,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 def _trial_limits(ctx: RunContext) -> Limits:
     """Trials share the cores with the LLM and with each other: oversubscribed OpenMP
     slows fits a hundredfold."""
-    free = trial_cores(with_llm=ctx.llm is not None)
+    free = trial_cores(local_llm=ctx.llm is not None and ctx.llm.runs_locally)
     return Limits(timeout_s=300, cpus=max(1, free // max(1, ctx.hpo_settings.parallel)))
 
 
@@ -297,29 +309,56 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 
 
 def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
-    """Verifies trial scores, refits the winner in the sandbox, checks its holdout score;
-    falls back to the next candidate when a check fails."""
+    """Re-runs the final candidates' CV fold by fold, refits the first that holds in the
+    sandbox and checks its holdout score; falls back to the next candidate when a
+    check fails."""
     ctx = runtime.context
     task = ctx.task
     rows = _completed(ctx)
-    claimed = {r["key"]: r["cv_score"] for r in rows if r["cv_score"] is not None}
-    checks, confirmed = verifier.verify_trial_scores(task, claimed, ctx.predictions_dir)
-    checks += verifier.check_leakage(task)
+    review = _start_leak_review(ctx)  # the LLM reads the columns while candidates re-run
+    checks = [verifier.check_claims(rows)]
     by_key = {r["key"]: r for r in rows}
     candidates: list[tuple[str, dict[str, float], float | None]] = []
     ens = state.get("ensemble")
-    if ens and ens["kept"] and set(ens["weights"]) <= confirmed:
+    if ens and ens["kept"]:
         candidates.append(("ensemble", ens["weights"], ens["score"]))
-    for key in [r["key"] for r in rows if r["key"] in confirmed][:3]:
-        candidates.append((key, {key: 1.0}, by_key[key]["cv_score"]))
-    runner = TrialRunner(ctx.sandbox, task, data_dir=ctx.sandbox_data_dir)
+    for row in [r for r in rows if r["cv_score"] is not None][:MAX_RERUN_SINGLES]:
+        candidates.append((row["key"], {row["key"]: 1.0}, row["cv_score"]))
+    refits = 0
+    runner = TrialRunner(ctx.sandbox, task, data_dir=ctx.sandbox_data_dir, code=ctx.trial_code)
+    verdicts: dict[str, verifier.RerunVerdict] = {}
     final: dict[str, Any] = {
         "ok": False,
         "description": "no verified model",
         "cv_score": None,
         "holdout_score": None,
     }
+    skipped: list[str] = []
     for label, weights, cv_score in candidates:
+        cost = _verification_cost(weights, by_key, verdicts, runner.folds)
+        # Singles are tried until one holds, whatever the time; others only if they fit.
+        if label == "ensemble" and cost > ctx.remaining() + BUDGET_MARGIN_S / 2:
+            skipped.append(
+                f"the ensemble was not re-run (about {cost:.0f} s of jobs, "
+                f"{max(0.0, ctx.remaining()):.0f} s left)"
+            )
+            continue
+        for key in weights:
+            if key not in verdicts:
+                row = by_key[key]
+                rerun = runner.refold(
+                    row["family"],
+                    row["params"],
+                    timeout_s=max(30.0, ctx.remaining() + BUDGET_MARGIN_S),
+                    workers=ctx.hpo_settings.parallel,
+                )
+                verdicts[key] = verifier.judge_rerun(key, row["cv_score"], rerun)
+                ctx.emit("rerun", key=key, ok=verdicts[key].ok)
+        if not all(verdicts[key].ok for key in weights):
+            continue  # never reported: the next candidate is tried
+        if refits > FINAL_SINGLES:
+            break
+        refits += 1
         model, claimed_holdout, why = _refit_candidate(ctx, runner, weights, by_key)
         if model is None:
             checks.append(verifier.Check(f"refit {label}", False, why))
@@ -328,7 +367,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         checks.append(check)
         if not check.ok:
             continue  # retried with the next candidate, never reported as a success
-        joblib.dump(model, ctx.run_dir / "model.joblib")
+        model_io.dump(model, ctx.run_dir / MODEL_FILE)
         holdout = task.score_holdout(
             predictions_for(task.metric, _raw_predictions(task, model), _classes(task, model))
         )
@@ -341,14 +380,78 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             "description": _describe(label, weights, by_key),
         }
         break
+    checks.append(verifier.check_reruns(list(verdicts.values()), skipped))
+    strength = _model_strength(ctx, [r for r in rows if r["cv_score"] is not None])
+    findings = leakage.find_leaks(task, model=strength) + review(ctx.remaining())
+    checks.append(leakage.leakage_check(findings, rerun=ctx.command))
     checks.append(verifier.check_budget(ctx.elapsed(), ctx.time_budget_s, BUDGET_MARGIN_S))
     final["sandbox"] = runner.last_sandbox
+    excluded = {k for k, v in verdicts.items() if not v.ok}
     return {
         "final": final,
         "checks": [c.as_row() for c in checks],
-        "verified": sorted(confirmed),
+        "verified": sorted(
+            r["key"] for r in rows if r["cv_score"] is not None and r["key"] not in excluded
+        ),
+        "reruns": sorted(k for k, v in verdicts.items() if v.ok),
         "events": [f"final model: {final['description']}"],
     }
+
+
+def _verification_cost(
+    weights: dict[str, float],
+    rows: dict[str, Any],
+    verdicts: dict[str, verifier.RerunVerdict],
+    folds: int,
+) -> float:
+    """Seconds of sandbox jobs a candidate still needs: a fold-by-fold re-run of each
+    member not yet re-run (about one trial's time, in ``folds`` jobs) and a refit of
+    every member (about one fold's, in one job)."""
+    rerun = sum(rows[k]["seconds"] + folds * JOB_OVERHEAD_S for k in weights if k not in verdicts)
+    refit = sum(rows[k]["seconds"] / (folds + 1) + JOB_OVERHEAD_S for k in weights)
+    return rerun + refit
+
+
+def _start_leak_review(ctx: RunContext) -> Callable[[float], list[leakage.Finding]]:
+    """Starts the LLM's leakage review in the background; the returned function waits
+    for it at most the given seconds (a late or missing answer adds nothing)."""
+    llm = ctx.llm
+    if llm is None or not llm.available:
+        return lambda _: []
+    found: list[leakage.Finding] = []
+    crashed: list[BaseException] = []
+    timeout = max(5.0, min(LEAK_REVIEW_S, ctx.remaining() + BUDGET_MARGIN_S))
+
+    def work() -> None:
+        try:
+            found.extend(leakage.ask_llm(llm, ctx.task, timeout=timeout))
+        except BaseException as e:  # a bug, or a test double's alarm: surfaced below
+            crashed.append(e)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def wait(seconds: float) -> list[leakage.Finding]:
+        thread.join(timeout=max(1.0, seconds + BUDGET_MARGIN_S))
+        if crashed:
+            raise crashed[0]
+        return list(found) if not thread.is_alive() else []
+
+    return wait
+
+
+def _model_strength(ctx: RunContext, done: list[dict[str, Any]]) -> float | None:
+    """The best trial's strength (see :func:`leakage.model_strength`), from its saved
+    out-of-fold predictions."""
+    if not done:
+        return None
+    path = ctx.predictions_dir / f"{done[0]['key']}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            oof, classes = saved["oof"], list(saved["classes"]) or None
+    except (OSError, KeyError, ValueError):
+        return None
+    return leakage.model_strength(ctx.task.y, oof, classes, ctx.task.problem_type)
 
 
 def _refit_candidate(
@@ -358,16 +461,14 @@ def _refit_candidate(
     members, holdouts, classes = [], [], None
     for key in weights:
         row = rows[key]
-        out = refit(
-            runner,
+        out = runner.refit(
             row["family"],
             row["params"],
-            ctx.run_dir / "members" / f"{key}.joblib",
             timeout_s=max(30.0, ctx.remaining() + BUDGET_MARGIN_S),
         )
         if not out.ok:
             return None, None, f"{key}: {out.reason}"
-        members.append(joblib.load(out.model_path))  # our own pipeline code, fitted in the sandbox
+        members.append(out.model)  # built from a skops file of trusted types only
         holdouts.append(out.holdout_pred)
         classes = out.classes
     w = np.asarray(list(weights.values()), dtype=float)
@@ -468,6 +569,8 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
             f: h["stopped"] for f, h in (state.get("hpo") or {}).items() if h.get("stopped")
         },
         "history_svg": history_svg(points, best, f"CV {task.metric.display}"),
+        "isolation": _isolation(final.get("sandbox") or {}),
+        "reruns": set(state.get("reruns", [])),
         "ensemble": state.get("ensemble"),
         "checks": checks,
         "usage": usage,
@@ -475,6 +578,22 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "llm_notes": notes,
         "command": ctx.command,
     }
+
+
+def _isolation(sandbox: dict[str, Any]) -> dict[str, str]:
+    """What the sandbox's wall did for this run's jobs, in the report's words."""
+    from mlpilot.sandbox.isolation import PROMISES
+
+    level = sandbox.get("isolation", "none")
+    line = f"Jobs ran with isolation level `{level}`: {PROMISES.get(level, level)}."
+    warning = ""
+    if level == "none":
+        warning = (
+            "Generated code and training jobs ran as a plain subprocess: they could read "
+            "and write this user's files and reach the network. Install bubblewrap "
+            "(`apt-get install bubblewrap`) or use `--sandbox docker` for a real wall."
+        )
+    return {"level": level, "line": line, "warning": warning}
 
 
 def _write_run_json(ctx: RunContext, state: RunState, status: str) -> None:
@@ -539,7 +658,14 @@ def run_graph(ctx: RunContext, *, resume: bool = False) -> RunState:
 
 
 def command_line(
-    request: str, data: str, target: str | None, budget: float, llm: str | None, sandbox: str
+    request: str,
+    data: str,
+    target: str | None,
+    budget: float,
+    llm: str | None,
+    sandbox: str,
+    *,
+    drop: Sequence[str] = (),
 ) -> str:
     parts = [
         "mlpilot",
@@ -556,4 +682,6 @@ def command_line(
         parts += ["--target", target]
     if llm:
         parts += ["--llm", llm]
+    for column in drop:
+        parts += ["--drop", column]
     return shlex.join(parts)

@@ -49,11 +49,13 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 SOURCE_ATTR = "source"  # user attribute: "default", "llm-warmstart", "llm-sample" or "tpe"
 
 
-def trial_cores(with_llm: bool) -> int:
-    """The cores trials may use: all of them, less the embedded LLM's threads."""
+def trial_cores(local_llm: bool) -> int:
+    """The cores trials may use: all of them, less the threads of an LLM that generates
+    on this machine (the embedded model, or a server on loopback). A remote LLM uses
+    no local core, so it leaves them all to trials."""
     from mlpilot.llm.embedded import default_threads
 
-    return max(1, (os.cpu_count() or 1) - (default_threads() if with_llm else 0))
+    return max(1, (os.cpu_count() or 1) - (default_threads() if local_llm else 0))
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,11 @@ class HpoSettings:
     seed: int = 0
 
     @classmethod
-    def for_budget(cls, time_budget_s: float, *, with_llm: bool = True) -> HpoSettings:
+    def for_budget(cls, time_budget_s: float, *, local_llm: bool = True) -> HpoSettings:
         """Defaults sized to the run and the machine: a short run asks for smaller warm
         starts (their answers then arrive while there is time to try them), and the
-        cores the LLM leaves free run trials two threads each, side by side."""
-        parallel = max(1, trial_cores(with_llm) // 2)
+        cores a local LLM leaves free run trials two threads each, side by side."""
+        parallel = max(1, trial_cores(local_llm) // 2)
         return cls(warmstart=3 if time_budget_s < 180 else 5, parallel=parallel)
 
 

@@ -1,9 +1,14 @@
 """Running one configuration as a sandboxed cross-validation job, scored on the host.
 
-A trial returns predictions (out-of-fold for the training rows, and for the
-holdout rows from a model refit on all of them), never just a number: the host
-recomputes the cross-validated score from the predictions and compares it with
-the number the job reported, and scores the holdout with labels the job never saw.
+A trial returns predictions (out-of-fold for the training rows, on folds the host
+chose, and for the holdout rows from a model refit on all of them), never just a
+number: the host checks them (row count, finite numbers, the task's classes,
+probabilities), recomputes the cross-validated score and compares it with the
+number the job reported (a job whose claim does not hold is failed), and scores
+the holdout with labels the job never saw. Candidates for the final model have
+their CV re-run fold by fold (:meth:`TrialRunner.refold`), each job seeing only its
+fold's training labels, which catches out-of-fold predictions that saw their own
+labels.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlpilot.sandbox import ExecResult, Job, Limits, Sandbox
+from mlpilot.sandbox import ExecResult, Job, Limits, Sandbox, SandboxError
+from mlpilot.sandbox.base import read_artifact
 from mlpilot.task import TaskSpec
-from mlpilot.tools import cv_job
+from mlpilot.tools import cv_job, model_io
+from mlpilot.tools.data import plain_numbers
 from mlpilot.tools.metrics import predictions_for
 
 
@@ -35,7 +42,8 @@ class TrialOutcome:
         classes: the class order of probability columns (classification).
         cv_score: the task metric on ``oof``, computed on the host.
         holdout_score: the task metric on the holdout, computed on the host.
-        verified: the job's own reported number matches the host's recomputation.
+        verified: the job's own reported number matches the host's recomputation
+            (a trial whose claim does not hold is not ``ok``).
     """
 
     family: str
@@ -58,8 +66,25 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+# A configuration's out-of-fold score and the same configuration's score re-run fold by
+# fold (each job seeing only its fold's training labels) agree to the last digits for an
+# honest job, since both see the same folds, rows and encodings; this allows for the
+# rounding of parallel sums.
+FOLD_RERUN_TOLERANCE = 1e-3
+PROBABILITY_SLACK = 1e-3  # how far a row of class probabilities may sum from 1
+
+
 class TrialRunner:
     """Runs configurations of a task in a sandbox. Thread-safe if the sandbox is.
+
+    The host decides the folds (:meth:`TaskSpec.folds`) and hands them to every job;
+    the job returns predictions, which the host checks and scores.
 
     Args:
         sandbox: where jobs run.
@@ -69,6 +94,8 @@ class TrialRunner:
         data_dir: where the job's data files are written once and handed to every
             trial as host paths (the Docker sandbox mounts them read-only); without
             it they travel as bytes, written into each job's directory.
+        code: the job's source (default: :mod:`mlpilot.tools.cv_job`); tests hand in
+            jobs that misbehave (:mod:`mlpilot.testing.adversarial`).
     """
 
     def __init__(
@@ -79,27 +106,38 @@ class TrialRunner:
         folds: int = 5,
         limits: Limits | None = None,
         data_dir: Path | None = None,
+        code: str | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.task = task
         self.folds = folds
         self.limits = limits or Limits(timeout_s=300)
-        frames = {"train.parquet": task.train, "holdout.parquet": task.holdout.features}
+        self.fold_of_row = task.folds(folds)
+        self._train = plain_numbers(task.train, skip=[task.target])
+        self.cardinality = {
+            c: int(self._train[c].nunique())
+            for c in task.feature_columns
+            if c not in task.text_columns and not pd.api.types.is_numeric_dtype(self._train[c])
+        }
+        data = {
+            "train.parquet": _parquet(self._train),
+            "holdout.parquet": _parquet(plain_numbers(task.holdout.features)),
+            "folds.npy": _npy(self.fold_of_row),
+        }
         self._files: dict[str, bytes | Path] = {}
-        for name, frame in frames.items():
-            data = _parquet(frame)
+        for name, content in data.items():
             if data_dir is None:
-                self._files[name] = data
+                self._files[name] = content
                 continue
             data_dir.mkdir(parents=True, exist_ok=True)
             path = data_dir / name
-            if not path.exists() or path.read_bytes() != data:
+            if not path.exists() or path.read_bytes() != content:
                 tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(data)
+                tmp.write_bytes(content)
                 tmp.chmod(0o644)  # readable by the sandbox's non-root user
                 tmp.replace(path)
             self._files[name] = path
-        self._code = Path(cv_job.__file__).read_text()
+        self._code = code if code is not None else Path(cv_job.__file__).read_text()
         self.last_network_isolated = False
         self.last_sandbox: dict[str, Any] = {}  # where the last job ran, for the report
 
@@ -109,10 +147,12 @@ class TrialRunner:
         params: dict[str, Any],
         *,
         timeout_s: float | None = None,
+        files: dict[str, bytes | Path] | None = None,
         **options: Any,
     ) -> ExecResult:
-        """Runs the CV job for one configuration; ``options`` go into its config
-        (``cv=False`` skips cross-validation, ``save_model=True`` keeps the fitted pipeline)."""
+        """Runs the job for one configuration; ``options`` go into its config
+        (``cv=False`` skips cross-validation, ``save_model=True`` keeps the fitted
+        pipeline); ``files`` replace the task's data files (one fold's rows)."""
         task = self.task
         config = {
             "family": family,
@@ -120,19 +160,21 @@ class TrialRunner:
             "problem_type": task.problem_type,
             "target": task.target,
             "text_columns": list(task.text_columns),
-            "folds": self.folds,
             "seed": task.seed,
+            "cardinality": self.cardinality,
             **options,
         }
         limits = self.limits
         if timeout_s is not None:
             limits = Limits(**{**limits.__dict__, "timeout_s": max(1.0, timeout_s)})
-        job = Job(code=self._code, files={**self._files, "config.json": json.dumps(config)})
+        data = {**self._files, **(files or {})}
+        job = Job(code=self._code, files={**data, "config.json": json.dumps(config)})
         run = self.sandbox.run(job, limits=limits)
         self.last_network_isolated = run.network_isolated
         self.last_sandbox = {
             "backend": run.backend,
             "network_isolated": run.network_isolated,
+            "isolation": run.isolation,
             "gpus": run.gpus,
         }
         return run
@@ -146,18 +188,17 @@ class TrialRunner:
         if not run.ok:
             return TrialOutcome(ok=False, reason=run.summary(), timed_out=run.timed_out, **base)
         try:
-            art = run.artifacts
-            oof = np.load(art["oof.npy"], allow_pickle=False)
-            hold = np.load(art["holdout_pred.npy"], allow_pickle=False)
-            claimed = json.loads(art["result.json"].read_text())
-            classes = (
-                tuple(json.loads(art["classes.json"].read_text()))
-                if "classes.json" in art
-                else None
-            )
-        except (KeyError, OSError, ValueError) as e:
+            art = _outputs(run, ("oof.npy", "holdout_pred.npy", "result.json"))
+            oof = _load_npy(art["oof.npy"])
+            hold = _load_npy(art["holdout_pred.npy"])
+            claimed = json.loads(art["result.json"])
+            classes = _classes(art)
+        except (KeyError, OSError, ValueError, SandboxError) as e:
             return TrialOutcome(ok=False, reason=f"the job's outputs are unreadable: {e}", **base)
-        problem = _check_predictions(oof, hold, len(task.train), len(task.holdout.features))
+        problem = check_predictions(task, oof, len(task.train), classes, "out-of-fold")
+        problem = problem or check_predictions(
+            task, hold, len(task.holdout.features), classes, "holdout"
+        )
         if problem:
             return TrialOutcome(ok=False, reason=problem, **base)
         metric = task.metric
@@ -165,28 +206,165 @@ class TrialRunner:
         cv = metric(y, predictions_for(metric, oof, classes))
         holdout = task.score_holdout(predictions_for(metric, hold, classes))
         mine, theirs = _self_check(oof, y, classes, claimed)
-        verified = theirs is not None and abs(mine - theirs) <= 1e-9
+        if theirs is None or not abs(mine - theirs) <= 1e-9 * max(1.0, abs(mine)):
+            # A job whose own number disagrees with its predictions is not believed at all.
+            return TrialOutcome(
+                ok=False,
+                reason=f"{CLAIM_MISMATCH}: it claimed {theirs}, its predictions give {mine}",
+                **base,
+            )
         return TrialOutcome(
             ok=True,
-            reason="" if verified else f"the job claimed {theirs}, the host recomputed {mine}",
             oof=oof,
             holdout_pred=hold,
             classes=classes,
             cv_score=cv,
             holdout_score=holdout,
-            verified=verified,
+            verified=True,
             **base,
         )
 
+    def refold(
+        self,
+        family: str,
+        params: dict[str, Any],
+        *,
+        timeout_s: float | None = None,
+        workers: int = 1,
+    ) -> FoldRerun:
+        """Re-runs the configuration's cross-validation as one job per fold: each job
+        gets that fold's training rows (with labels) and the fold's own rows without
+        labels, so no out-of-fold prediction can have seen its label."""
+        from concurrent.futures import ThreadPoolExecutor
 
-def _check_predictions(oof: np.ndarray, hold: np.ndarray, n_train: int, n_hold: int) -> str:
-    if len(oof) != n_train:
-        return f"expected {n_train} out-of-fold predictions, got {len(oof)}"
-    if len(hold) != n_hold:
-        return f"expected {n_hold} holdout predictions, got {len(hold)}"
-    for name, arr in (("out-of-fold", oof), ("holdout", hold)):
-        if arr.dtype.kind not in "fiu" or not np.all(np.isfinite(arr)):
-            return f"{name} predictions are not finite numbers"
+        task = self.task
+        folds = range(self.folds)
+
+        def one(k: int) -> tuple[int, np.ndarray | str, tuple[Any, ...] | None]:
+            inside = self.fold_of_row != k
+            files: dict[str, bytes | Path] = {
+                "train.parquet": _parquet(self._train[inside].reset_index(drop=True)),
+                "holdout.parquet": _parquet(
+                    self._train.loc[~inside, list(task.feature_columns)].reset_index(drop=True)
+                ),
+            }
+            run = self.submit(family, params, timeout_s=timeout_s, files=files, cv=False)
+            if not run.ok:
+                return k, f"fold {k}: {run.summary()}", None
+            try:
+                art = _outputs(run, ("holdout_pred.npy",))
+                pred, classes = _load_npy(art["holdout_pred.npy"]), _classes(art)
+            except (KeyError, OSError, ValueError, SandboxError) as e:
+                return k, f"fold {k}: the job's outputs are unreadable: {e}", None
+            problem = check_predictions(task, pred, int((~inside).sum()), classes, f"fold {k}")
+            return k, problem or pred, classes
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            parts = list(pool.map(one, folds))
+        oof: np.ndarray | None = None
+        order: tuple[Any, ...] | None = None
+        for k, pred, classes in parts:
+            if isinstance(pred, str):
+                return FoldRerun(ok=False, reason=pred)
+            if order is not None and classes != order:
+                return FoldRerun(ok=False, reason=f"fold {k}: another class order {classes}")
+            order = classes
+            if oof is None:
+                oof = np.zeros((len(task.train), *pred.shape[1:]), dtype=float)
+            oof[self.fold_of_row == k] = pred
+        assert oof is not None
+        score = task.metric(task.y.to_numpy(), predictions_for(task.metric, oof, order))
+        return FoldRerun(ok=True, oof=oof, classes=order, cv_score=score)
+
+    def refit(
+        self, family: str, params: dict[str, Any], *, timeout_s: float | None = None
+    ) -> RefitOutcome:
+        """Fits ``family`` with ``params`` on all training rows in the sandbox (no CV);
+        the fitted pipeline comes back as a skops file, loaded only if it holds
+        trusted types."""
+        run = self.submit(family, params, timeout_s=timeout_s, cv=False, save_model=True)
+        base = {"family": family, "params": dict(params), "seconds": run.duration_s}
+        if not run.ok:
+            return RefitOutcome(ok=False, reason=run.summary(), **base)
+        try:
+            art = _outputs(run, (model_io.MODEL_FILE, "holdout_pred.npy"))
+            model = model_io.loads(art[model_io.MODEL_FILE], what=f"{family} model from the job")
+            hold = _load_npy(art["holdout_pred.npy"])
+            classes = _classes(art)
+        except (KeyError, OSError, ValueError, SandboxError, model_io.UntrustedModel) as e:
+            return RefitOutcome(ok=False, reason=f"the refit job's model is refused: {e}", **base)
+        problem = check_predictions(
+            self.task, hold, len(self.task.holdout.features), classes, "holdout"
+        )
+        if problem:
+            return RefitOutcome(ok=False, reason=problem, **base)
+        return RefitOutcome(ok=True, model=model, holdout_pred=hold, classes=classes, **base)
+
+
+CLAIM_MISMATCH = "the job's claimed score does not match its predictions"
+
+
+@dataclass(frozen=True)
+class FoldRerun:
+    """A configuration's CV re-run fold by fold (see :meth:`TrialRunner.refold`)."""
+
+    ok: bool
+    reason: str = ""
+    oof: np.ndarray | None = field(default=None, repr=False)
+    classes: tuple[Any, ...] | None = None
+    cv_score: float | None = None
+
+
+def _outputs(run: ExecResult, names: tuple[str, ...]) -> dict[str, bytes]:
+    """The job's named output files and the optional ``classes.json``, read without
+    following links; a refused or missing file is an error that names it."""
+    out: dict[str, bytes] = {}
+    for name in (*names, "classes.json"):
+        if name in run.refused:
+            raise SandboxError(f"the job's {name} is refused: {run.refused[name]}")
+        if name not in run.artifacts:
+            if name == "classes.json":
+                continue
+            raise KeyError(f"the job wrote no {name}")
+        out[name] = read_artifact(run.artifacts[name])
+    return out
+
+
+def _load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def _classes(art: dict[str, bytes]) -> tuple[Any, ...] | None:
+    if "classes.json" not in art:
+        return None
+    classes = json.loads(art["classes.json"])
+    if not isinstance(classes, list):
+        raise ValueError("classes.json is not a list")
+    return tuple(classes)
+
+
+def check_predictions(
+    task: TaskSpec, pred: np.ndarray, n_rows: int, classes: tuple[Any, ...] | None, what: str
+) -> str:
+    """Why ``pred`` cannot be the predictions of a model of ``task`` for ``n_rows`` rows
+    ('' when they can): the row count, finite numbers, and for classification the
+    task's classes and one probability per class that sums to one."""
+    if pred.ndim == 0 or len(pred) != n_rows:
+        got = "a scalar" if pred.ndim == 0 else str(len(pred))
+        return f"expected {n_rows} {what} predictions, got {got}"
+    if pred.dtype.kind not in "fiu" or not np.all(np.isfinite(pred)):
+        return f"{what} predictions are not finite numbers"
+    if not task.is_classification:
+        return "" if pred.ndim == 1 else f"{what} predictions have shape {pred.shape}, not (n,)"
+    expected = sorted(map(str, task.classes or ()))
+    if classes is None or sorted(map(str, classes)) != expected:
+        return f"{what} predictions are for classes {classes}, but the task's are {expected}"
+    if pred.ndim != 2 or pred.shape[1] != len(classes):
+        return f"{what} predictions have shape {pred.shape}, not (n, {len(classes)})"
+    if pred.min() < -PROBABILITY_SLACK or pred.max() > 1 + PROBABILITY_SLACK:
+        return f"{what} class probabilities fall outside [0, 1]"
+    if np.abs(pred.sum(axis=1) - 1).max() > PROBABILITY_SLACK:
+        return f"{what} class probabilities do not sum to 1"
     return ""
 
 
@@ -204,35 +382,14 @@ def _self_check(
 
 @dataclass(frozen=True)
 class RefitOutcome:
-    """A configuration refit on all training rows in the sandbox."""
+    """A configuration refit on all training rows in the sandbox, its model loaded
+    from a skops file (never a pickle)."""
 
     family: str
     params: dict[str, Any]
     ok: bool
     reason: str = ""
-    model_path: Path | None = None
+    model: Any = field(default=None, repr=False)
     holdout_pred: np.ndarray | None = field(default=None, repr=False)
     classes: tuple[Any, ...] | None = None
     seconds: float = 0.0
-
-
-def refit(
-    runner: TrialRunner,
-    family: str,
-    params: dict[str, Any],
-    destination: Path,
-    *,
-    timeout_s: float | None = None,
-) -> RefitOutcome:
-    """Fits ``family`` with ``params`` on all training rows in the sandbox (no CV) and
-    copies the fitted pipeline to ``destination``."""
-    run = runner.submit(family, params, timeout_s=timeout_s, cv=False, save_model=True)
-    base = {"family": family, "params": dict(params), "seconds": run.duration_s}
-    if not run.ok or "model.joblib" not in run.artifacts:
-        return RefitOutcome(ok=False, reason=run.summary(), **base)
-    art = run.artifacts
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(art["model.joblib"].read_bytes())
-    classes = tuple(json.loads(art["classes.json"].read_text())) if "classes.json" in art else None
-    hold = np.load(art["holdout_pred.npy"], allow_pickle=False)
-    return RefitOutcome(ok=True, model_path=destination, holdout_pred=hold, classes=classes, **base)

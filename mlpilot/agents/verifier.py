@@ -1,4 +1,5 @@
-"""The verifier: recomputes every claimed number on the host and looks for leakage.
+"""The verifier: recomputes every claimed number on the host (leakage: see
+:mod:`mlpilot.agents.leakage`).
 
 A check that fails with severity "error" means the result it guards is not
 reported as a success; "warning" checks are reported as doubts.
@@ -6,19 +7,15 @@ reported as a success; "warning" checks are reported as doubts.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import pandas as pd
-
+from mlpilot.agents.trials import CLAIM_MISMATCH, FOLD_RERUN_TOLERANCE, FoldRerun
 from mlpilot.task import TaskSpec
 from mlpilot.tools.metrics import predictions_for
 
 Severity = Literal["error", "warning"]
-NEAR_PERFECT = 0.995  # a single raw feature scoring this well smells of leakage
 
 
 @dataclass(frozen=True)
@@ -34,39 +31,76 @@ class Check:
         return {"check": self.name, "ok": self.ok, "severity": self.severity, "detail": self.detail}
 
 
-def verify_trial_scores(
-    task: TaskSpec, claimed: dict[str, float], artifacts: Path, tol: float = 1e-9
-) -> tuple[list[Check], set[str]]:
-    """Recomputes each trial's CV score from its saved predictions.
+def check_claims(rows: Sequence[Mapping[str, Any]]) -> Check:
+    """Trials whose job reported a score its own predictions do not give: they were
+    failed when they finished, so they are in no leaderboard, ensemble or final model;
+    this check says which, so the report shows them.
 
     Args:
-        claimed: trial key ("family-number") -> the score recorded in the study.
-        artifacts: the directory of ``<key>.npz`` prediction files.
-
-    Returns:
-        one summary check, and the keys whose scores were confirmed.
+        rows: every trial of the run, with its state and failure reason.
     """
-    y = task.y.to_numpy()
-    confirmed: set[str] = set()
-    problems: list[str] = []
-    for key, score in claimed.items():
-        path = artifacts / f"{key}.npz"
-        try:
-            with np.load(path, allow_pickle=False) as saved:
-                oof = saved["oof"]
-                classes = list(saved["classes"]) or None
-        except (OSError, KeyError, ValueError):
-            problems.append(f"{key}: predictions missing")
-            continue
-        mine = task.metric(y, predictions_for(task.metric, oof, classes))
-        if abs(mine - score) <= tol * max(1.0, abs(score)):
-            confirmed.add(key)
-        else:
-            problems.append(f"{key}: recorded {score:.6f}, recomputed {mine:.6f}")
-    detail = f"{len(confirmed)} of {len(claimed)} trial scores recomputed from predictions"
-    if problems:
-        detail += "; " + "; ".join(problems[:5])
-    return [Check("trial scores", not problems, detail)], confirmed
+    liars = [r for r in rows if str(r.get("reason", "")).startswith(CLAIM_MISMATCH)]
+    finished = sum(1 for r in rows if r.get("cv_score") is not None)
+    if not liars:
+        return Check(
+            "job claims",
+            True,
+            f"each of {finished} finished trials' own score matched its predictions",
+            "warning",
+        )
+    shown = "; ".join(f"{r['key']}: {r['reason'][len(CLAIM_MISMATCH) + 2 :]}" for r in liars[:5])
+    return Check(
+        "job claims",
+        False,
+        f"{len(liars)} trial(s) claimed a score their predictions do not give and were "
+        f"excluded: {shown}",
+        "warning",
+    )
+
+
+@dataclass(frozen=True)
+class RerunVerdict:
+    """Whether a trial's out-of-fold score held when its CV was re-run fold by fold."""
+
+    key: str
+    ok: bool
+    detail: str
+    rerun_score: float | None = None
+
+
+def judge_rerun(key: str, recorded: float, rerun: FoldRerun) -> RerunVerdict:
+    """Compares a trial's recorded CV score with its fold-by-fold re-run.
+
+    An honest job gives the same predictions both ways (same folds, rows, encodings);
+    out-of-fold predictions that saw their own labels score better than the re-run.
+    """
+    if not rerun.ok or rerun.cv_score is None:
+        return RerunVerdict(key, False, f"{key}: could not be re-run fold by fold ({rerun.reason})")
+    gap = abs(recorded - rerun.cv_score)
+    if gap > FOLD_RERUN_TOLERANCE * max(1.0, abs(rerun.cv_score)):
+        return RerunVerdict(
+            key,
+            False,
+            f"{key}: its out-of-fold predictions score {recorded:.4f}, the same configuration "
+            f"re-run fold by fold {rerun.cv_score:.4f} (its predictions saw their own labels)",
+            rerun.cv_score,
+        )
+    return RerunVerdict(key, True, "", rerun.cv_score)
+
+
+def check_reruns(verdicts: Sequence[RerunVerdict], skipped: Sequence[str] = ()) -> Check:
+    """One check over the final candidates' fold-by-fold re-runs; ``skipped`` says which
+    candidates were not re-run for lack of time (and so could not be the final model)."""
+    bad = [v for v in verdicts if not v.ok]
+    detail = (
+        f"{len(verdicts) - len(bad)} of {len(verdicts)} final candidates' CV re-run fold by "
+        "fold, each job seeing only its fold's training labels, gave the recorded score"
+    )
+    if bad:
+        detail += "; excluded: " + "; ".join(v.detail for v in bad[:5])
+    if skipped:
+        detail += "; " + "; ".join(skipped)
+    return Check("fold-by-fold CV", not bad, detail, "warning")
 
 
 def verify_holdout(task: TaskSpec, model: Any, claimed: float | None) -> Check:
@@ -87,64 +121,6 @@ def verify_holdout(task: TaskSpec, model: Any, claimed: float | None) -> Check:
         ok,
         f"holdout {task.metric.display}: recomputed {score:.6f}, the refit job gave {claimed:.6f}",
     )
-
-
-def check_leakage(task: TaskSpec, max_features: int = 200) -> list[Check]:
-    """Flags features that give the target away.
-
-    * a feature identical to the target;
-    * the target a deterministic function of a feature (every value of the
-      feature maps to one target value, with far fewer values than rows);
-    * a single raw feature that alone scores near-perfectly (rank AUC for
-      classification, |Spearman| for regression);
-    * ID-like columns left in the features (unique per row).
-    """
-    X, y = task.X, task.y
-    findings: list[str] = []
-    n = len(X)
-    for col in list(X.columns)[:max_features]:
-        s = X[col]
-        if s.isna().any():
-            s_valid, y_valid = s[s.notna()], y[s.notna()]
-        else:
-            s_valid, y_valid = s, y
-        if len(s_valid) < 10:
-            continue
-        if s_valid.astype(str).equals(y_valid.astype(str)):
-            findings.append(f"{col!r} is identical to the target")
-            continue
-        n_values = s_valid.nunique()
-        if 1 < n_values <= 0.5 * len(s_valid):
-            per_value = y_valid.groupby(s_valid.to_numpy()).nunique()
-            if (per_value <= 1).all() and y_valid.nunique() > 1:
-                findings.append(f"the target is a deterministic function of {col!r}")
-                continue
-        id_dtype = pd.api.types.is_integer_dtype(s) or pd.api.types.is_object_dtype(s)
-        if n_values == n and id_dtype and col not in task.text_columns:
-            findings.append(f"{col!r} is ID-like (a unique value per row)")
-            continue
-        score = _single_feature_score(s_valid, y_valid, task.problem_type)
-        if score is not None and score >= NEAR_PERFECT:
-            findings.append(f"{col!r} alone scores {score:.3f}")
-    if not findings:
-        return [Check("leakage", True, "no feature gives the target away", "warning")]
-    return [Check("leakage", False, "; ".join(findings[:8]), "warning")]
-
-
-def _single_feature_score(s: pd.Series, y: pd.Series, problem_type: str) -> float | None:
-    if not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-        return None
-    values = s.to_numpy(dtype=float)
-    if problem_type == "regression":
-        rho = pd.Series(values).rank().corr(pd.Series(y.to_numpy(dtype=float)).rank())
-        return None if np.isnan(rho) else abs(float(rho))
-    if problem_type == "binary":
-        from sklearn.metrics import roc_auc_score
-
-        positive = y.to_numpy() == sorted(y.unique().tolist(), key=str)[-1]
-        auc = roc_auc_score(positive, values)
-        return max(auc, 1 - auc)
-    return None
 
 
 def check_budget(elapsed_s: float, budget_s: float, margin_s: float) -> Check:

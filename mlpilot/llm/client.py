@@ -54,6 +54,12 @@ class LLM:
         return self.client.supports_json_schema
 
     @property
+    def runs_locally(self) -> bool:
+        """Whether the backend generates on this machine's cores (and competes with
+        trials for them); a client that does not say is taken to run elsewhere."""
+        return bool(getattr(self.client, "runs_locally", False))
+
+    @property
     def available(self) -> bool:
         """False once the budget is spent."""
         return self.ledger.exhausted() is None

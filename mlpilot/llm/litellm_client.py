@@ -118,6 +118,12 @@ class LiteLLMClient:
         except Exception:  # unknown to litellm's model map: assume plain text
             return False
 
+    @property
+    def runs_locally(self) -> bool:
+        """Whether generation uses this machine's cores: the embedded model, or a server
+        on this machine (``api_base`` on loopback)."""
+        return self.is_embedded or is_loopback(self.api_base)
+
     def warm_up(self) -> None:
         """Imports litellm and loads the embedded model, so the first call does not wait."""
         load_litellm()

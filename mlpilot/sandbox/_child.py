@@ -2,17 +2,20 @@
 
 Two modes:
 
-``python _child.py run TIMEOUT MEMORY_MB SCRIPT [ARGS...]``
-    one job: fork, run SCRIPT in the child, write the status file, exit with
-    the job's status.
+``python _child.py run TIMEOUT MEMORY_MB USER SCRIPT [ARGS...]``
+    one job: fork, run SCRIPT in the child, print the status record as the last
+    line of this process's standard output (which the job cannot write to), exit
+    with the job's status. USER is ``UID:GID`` to run the job as, or ``-``.
 
 ``python _child.py serve [MODULE...]``
     a warm worker: import MODULEs once, then read one JSON request per line
     on stdin and answer one JSON status per line, forking a fresh child per
     job so that each job starts from the same clean, already-imported state.
 
-In both modes the job runs in its own session; on exit or timeout the whole
-session is killed, and inside a PID namespace (the worker is PID 1) every
+In both modes the job runs in its own session, with no file descriptor but
+0, 1 and 2 (so it cannot reach the control channel) and a private umask; when
+started as root it first becomes its unprivileged user. On exit or timeout the
+whole session is killed, and inside a PID namespace (the worker is PID 1) every
 other process left in the namespace is killed too.
 """
 
@@ -27,7 +30,7 @@ import sys
 import time
 import traceback
 
-STATUS_FILE = ".mlpilot-status.json"
+STATUS_MARKER = "\x00mlpilot-status "  # starts the runner's status line on its stdout
 OOM_FILE = ".mlpilot-oom"
 STDOUT_FILE = ".mlpilot-stdout"
 STDERR_FILE = ".mlpilot-stderr"
@@ -41,18 +44,28 @@ def _job_child(
     env: dict,
     memory_mb: int | None,
     cpus: float | None,
+    user: tuple[int, int] | None = None,
 ) -> None:
     """Runs in the forked child; never returns."""
     code = 1
     try:
         os.setsid()
+        if user is not None:  # before touching the job directory, which is the user's
+            uid, gid = user
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            if os.getuid() != uid or os.geteuid() != uid:
+                raise SystemExit(f"could not become user {uid}")
+        os.umask(0o077)
         os.chdir(directory)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        out = os.open(STDOUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        err = os.open(STDERR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        out = os.open(STDOUT_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err = os.open(STDERR_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         os.dup2(out, 1)
         os.dup2(err, 2)
+        os.closerange(3, _max_fd())  # the worker's control pipe among them
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGPIPE, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         os.environ.clear()
@@ -104,6 +117,13 @@ def _job_child(
         os._exit(code & 0xFF)
 
 
+def _max_fd() -> int:
+    try:
+        return min(int(os.sysconf("SC_OPEN_MAX")), 1 << 20)
+    except (ValueError, OSError):
+        return 65536
+
+
 def _kill_leftovers(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -136,6 +156,7 @@ def execute(
     timeout: float,
     memory_mb: int | None,
     cpus: float | None,
+    user: tuple[int, int] | None = None,
 ) -> dict:
     """Forks a child for one job and waits for it; returns the status record."""
     for stream in (sys.stdout, sys.stderr):
@@ -144,7 +165,7 @@ def execute(
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _job_child(directory, script, args, env, memory_mb, cpus)
+        _job_child(directory, script, args, env, memory_mb, cpus, user)
     deadline = start + timeout
     pause = 0.0005
     timed_out = False
@@ -170,18 +191,32 @@ def execute(
             exit_code = os.WEXITSTATUS(status)
         elif os.WIFSIGNALED(status):
             exit_code = -os.WTERMSIG(status)
-    oom = os.path.exists(os.path.join(directory, OOM_FILE))
+    oom = exit_code == OOM_EXIT or os.path.exists(os.path.join(directory, OOM_FILE))
     return {"exit_code": exit_code, "timed_out": timed_out, "oom": oom, "duration": duration}
 
 
+def _user(spec: str | list | None) -> tuple[int, int] | None:
+    if spec in (None, "-", ""):
+        return None
+    uid, gid = spec.split(":") if isinstance(spec, str) else spec
+    return int(uid), int(gid)
+
+
 def _run_one(argv: list[str]) -> int:
-    timeout, memory, script, *args = argv
+    timeout, memory, user, script, *args = argv
     directory = os.getcwd()
     status = execute(
-        directory, script, args, dict(os.environ), float(timeout), int(memory) or None, None
+        directory,
+        script,
+        args,
+        dict(os.environ),
+        float(timeout),
+        int(memory) or None,
+        None,
+        _user(user),
     )
-    with open(os.path.join(directory, STATUS_FILE), "w") as f:
-        json.dump(status, f)
+    sys.stdout.write(STATUS_MARKER + json.dumps(status) + "\n")
+    sys.stdout.flush()
     code = status["exit_code"]
     return 1 if code is None else (code if code >= 0 else 128 - code)
 
@@ -211,6 +246,7 @@ def _serve(preload: list[str]) -> int:
             request["timeout"],
             request.get("memory_mb"),
             request.get("cpus"),
+            _user(request.get("user")),
         )
         _reap_others(keep=-1)
         status["id"] = request["id"]

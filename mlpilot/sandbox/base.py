@@ -11,6 +11,7 @@ import abc
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ FileSource = bytes | str | Path
 
 T = TypeVar("T")
 TAIL_BYTES = 20_000  # how much of stdout/stderr a result keeps (the end)
+MAX_ARTIFACT_MB = 2048  # a file a job leaves that is larger than this is refused
 
 
 class SandboxError(MlpilotError):
@@ -102,6 +104,10 @@ class ExecResult:
         network_isolated: True when the job provably had no network.
         backend: which sandbox ran it ("local", "local-warm", "docker", ...).
         gpus: the GPUs the job could see: "none", "all", or the device ids / count.
+        isolation: the wall the job actually ran behind: "bwrap", "namespaces",
+            "none" (local) or "docker" (see :mod:`mlpilot.sandbox.isolation`).
+        refused: what the job left that is not handed back, by relative path, with
+            the reason (symbolic links, FIFOs, devices, sockets, files over the cap).
     """
 
     exit_code: int | None
@@ -115,6 +121,8 @@ class ExecResult:
     network_isolated: bool
     backend: str
     gpus: str = "none"
+    isolation: str = "none"
+    refused: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -216,7 +224,7 @@ def write_job_files(directory: Path, job: Job, script_name: str) -> dict[str, tu
             target.write_bytes(source)
         else:
             target.write_text(source)
-        st = target.stat()
+        st = target.lstat()
         written[rel] = (st.st_size, st.st_mtime_ns)
     return written
 
@@ -224,46 +232,106 @@ def write_job_files(directory: Path, job: Job, script_name: str) -> dict[str, tu
 CONTROL_PREFIX = ".mlpilot"  # files the sandbox itself writes in a job directory
 
 
-def collect_artifacts(directory: Path, inputs: Mapping[str, tuple[int, int]]) -> dict[str, Path]:
-    """Files in ``directory`` that the job created or changed."""
+def collect_artifacts(
+    directory: Path,
+    inputs: Mapping[str, tuple[int, int]],
+    max_bytes: int = MAX_ARTIFACT_MB * 1024 * 1024,
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Regular files in ``directory`` that the job created or changed, and what it left
+    that is refused: links and special files are never followed (``lstat``), so a job
+    cannot hand back a host file by pointing a link at it; nor are files over
+    ``max_bytes``."""
     out: dict[str, Path] = {}
-    for root, dirs, names in os.walk(directory):
-        dirs[:] = [d for d in dirs if not d.startswith(CONTROL_PREFIX)]
+    refused: dict[str, str] = {}
+    for root, dirs, names in os.walk(directory):  # never descends into linked directories
+        kept = []
+        for d in dirs:
+            if d.startswith(CONTROL_PREFIX):
+                continue
+            sub = Path(root) / d
+            if sub.is_symlink():
+                refused[sub.relative_to(directory).as_posix()] = "a symbolic link"
+                continue
+            kept.append(d)
+        dirs[:] = kept
         for name in names:
             if name.startswith(CONTROL_PREFIX):
                 continue
             path = Path(root) / name
             rel = path.relative_to(directory).as_posix()
             try:
-                st = path.stat()
+                st = path.lstat()
             except OSError:
                 continue
-            if inputs.get(rel) != (st.st_size, st.st_mtime_ns):
+            if inputs.get(rel) == (st.st_size, st.st_mtime_ns):
+                continue
+            why = _refusal(st, max_bytes)
+            if why:
+                refused[rel] = why
+            else:
                 out[rel] = path
-    return out
+    return out, refused
+
+
+def _refusal(st: os.stat_result, max_bytes: int) -> str:
+    mode = st.st_mode
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if not stat.S_ISREG(mode):
+        return "not a regular file (a FIFO, socket or device)"
+    if st.st_size > max_bytes:
+        return f"{st.st_size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB cap"
+    return ""
+
+
+def read_artifact(path: Path, max_bytes: int = MAX_ARTIFACT_MB * 1024 * 1024) -> bytes:
+    """The bytes of a job's file, opened without following links and checked to be a
+    regular file within ``max_bytes``.
+
+    Raises:
+        SandboxError: the path is a link, a special file, or too large.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise SandboxError(f"the job's file {path.name!r} cannot be read safely: {e}") from e
+    with os.fdopen(fd, "rb") as f:
+        why = _refusal(os.fstat(fd), max_bytes)
+        if why:
+            raise SandboxError(f"the job's file {path.name!r} is refused: {why}")
+        return f.read(max_bytes + 1)
 
 
 def read_tail(path: Path, limit: int = TAIL_BYTES) -> str:
-    """The last ``limit`` bytes of a file as text ('' if it does not exist)."""
+    """The last ``limit`` bytes of a regular file as text ('' if it does not exist, or
+    is a link or special file: a job may have replaced its output file with either)."""
     try:
-        with path.open("rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - limit))
-            data = f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return ""
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return ""
+        f.seek(max(0, st.st_size - limit))
+        data = f.read(limit)
     return data.decode("utf-8", errors="replace")
 
 
-def read_status(workdir: Path) -> dict[str, Any] | None:
-    """The status record the in-sandbox runner wrote for a job (None if it did not)."""
+def parse_status(output: str | bytes) -> dict[str, Any] | None:
+    """The status record the in-sandbox runner printed on its own standard output
+    (None if it printed none)."""
     from mlpilot.sandbox import _child
 
-    try:
-        return json.loads((workdir / _child.STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return None
+    text = output.decode("utf-8", "replace") if isinstance(output, bytes) else output
+    for line in reversed(text.splitlines()):
+        if line.startswith(_child.STATUS_MARKER):
+            try:
+                status = json.loads(line[len(_child.STATUS_MARKER) :])
+            except ValueError:
+                return None
+            return status if isinstance(status, dict) else None
+    return None
 
 
 def build_result(
@@ -275,6 +343,7 @@ def build_result(
     *,
     network_isolated: bool,
     gpus: str = "none",
+    isolation: str = "none",
 ) -> ExecResult:
     """The :class:`ExecResult` of a finished job, from its status and job directory."""
     from mlpilot.sandbox import _child
@@ -284,6 +353,7 @@ def build_result(
     exit_code = status.get("exit_code")
     timed_out = bool(status.get("timed_out"))
     oom = bool(status.get("oom")) or (not timed_out and looks_oom(exit_code, stderr))
+    artifacts, refused = collect_artifacts(workdir, inputs)
     return ExecResult(
         exit_code=exit_code,
         stdout=stdout,
@@ -291,11 +361,13 @@ def build_result(
         duration_s=float(status.get("duration") or duration),
         timed_out=timed_out,
         oom_killed=oom,
-        artifacts=collect_artifacts(workdir, inputs),
+        artifacts=artifacts,
         workdir=workdir,
         network_isolated=network_isolated,
         backend=backend,
         gpus=gpus,
+        isolation=isolation,
+        refused=refused,
     )
 
 

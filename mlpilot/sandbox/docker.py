@@ -6,8 +6,9 @@ container as the hard boundary:
 * no network (``network_mode=none``) unless a job's limits allow it;
 * memory, CPU and process limits enforced by the engine's cgroups;
 * a non-root user; no host environment variable enters the container;
-* one writable job directory; files given as host paths (the task data) are
-  mounted read-only and linked into the job directory, never copied or writable;
+* a read-only image (``/tmp`` is a private tmpfs) and one writable job directory;
+  files given as host paths (the task data) are mounted read-only and linked into
+  the job directory, never copied or writable;
 * the time limit is enforced inside the container (by the same runner the local
   sandbox uses) and from outside (the container is killed when a wait runs over);
 * an out-of-memory kill is data in the result (``oom_killed``), not an exception;
@@ -16,9 +17,12 @@ container as the hard boundary:
 Two modes, like the local backend: one container per job, or a warm container
 (``warm=True``) whose worker imports numpy/pandas/scikit-learn once and forks a
 clean child per job, talking to the host over two named pipes in the mounted
-directory. A warm container that dies or hangs is replaced. Every container
-carries a label with this sandbox's session id; ``close`` (also run at exit)
-removes all of them.
+directory. When mlpilot runs as root, the warm worker runs as root with only
+the capabilities to switch users, and every job runs as an unprivileged user
+id of its own, in a directory only that user can open; the pipes belong to
+root, so no job can write to them (and none holds a descriptor of them). A warm
+container that dies or hangs is replaced. Every container carries a label with
+this sandbox's session id; ``close`` (also run at exit) removes all of them.
 """
 
 from __future__ import annotations
@@ -49,9 +53,10 @@ from mlpilot.sandbox.base import (
     build_result,
     decode_exit,
     new_job_dir,
-    read_status,
+    parse_status,
     write_job_files,
 )
+from mlpilot.sandbox.isolation import RUNNER_CAPS, JobUsers, hand_over
 from mlpilot.sandbox.local import DEFAULT_PRELOAD, SCRIPT_NAME, _Worker, scrubbed_env
 
 DEFAULT_IMAGE = "mlpilot-sandbox:latest"
@@ -63,6 +68,7 @@ JOB_IN_CONTAINER = PurePosixPath("/job")  # the job directory (one-shot containe
 RO_IN_CONTAINER = PurePosixPath("/ro")  # read-only data directories
 CONTAINER_USER_IF_ROOT = (1000, 1000)  # when the host runs as root; else the host's uid:gid
 MEMORY_HEADROOM_MB = 256  # the container's cgroup limit = the job's limit + this
+TMPFS_OPTIONS = "rw,nosuid,nodev,size=1g,mode=1777"  # the container's private /tmp
 
 
 def docker_client(base_url: str | None = None) -> Any:
@@ -99,13 +105,6 @@ def _container_user() -> tuple[int, int]:
     if os.getuid() == 0:
         return CONTAINER_USER_IF_ROOT
     return os.getuid(), os.getgid()
-
-
-def _hand_over(path: Path) -> None:
-    """Makes ``path`` writable by the container's (non-root) user."""
-    uid, gid = _container_user()
-    if os.getuid() == 0:
-        os.chown(path, uid, gid)
 
 
 def _device_requests(gpus: int) -> list[Any]:
@@ -146,11 +145,12 @@ class _ContainerWorker(_Worker):
 
     def _launch(self) -> None:
         ctl = self.root / f"{CONTROL_PREFIX}-ctl-{uuid.uuid4().hex[:8]}"
-        ctl.mkdir()
-        _hand_over(ctl)
+        ctl.mkdir(mode=0o700)
+        # As root the worker is root too and the pipes are root's alone; otherwise
+        # worker and jobs are the host's user, who owns them.
         for name in ("in", "out"):
-            os.mkfifo(ctl / name, 0o666)
-            os.chmod(ctl / name, 0o666)
+            os.mkfifo(ctl / name, 0o600)
+            os.chmod(ctl / name, 0o600)
         self._ctl = ctl
         self._wfd = os.open(ctl / "in", os.O_RDWR)
         self._rfd = os.open(ctl / "out", os.O_RDWR)
@@ -168,6 +168,7 @@ class _ContainerWorker(_Worker):
             mounts={str(self.root): str(ROOT_IN_CONTAINER)},
             ro_files=self.ro_files,
             working_dir=str(ROOT_IN_CONTAINER),
+            switches_users=os.getuid() == 0,
         )
 
     def _alive(self) -> bool:
@@ -240,8 +241,11 @@ class DockerSandbox(Sandbox):
         self._own_root = root is None
         self.root = Path(tempfile.mkdtemp(prefix="mlpilot-docker-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(self.root.stat().st_mode | stat.S_IXOTH | stat.S_IXGRP)
-        _hand_over(self.root)
+        if os.getuid() == 0:  # job users pass through to their own directories only
+            self.root.chmod(0o711)
+        else:
+            self.root.chmod(self.root.stat().st_mode | stat.S_IXOTH | stat.S_IXGRP)
+        self._users = JobUsers()
         self._slots = threading.BoundedSemaphore(workers)
         self._idle: list[_ContainerWorker] = []
         self._all_workers: list[_ContainerWorker] = []
@@ -281,20 +285,24 @@ class DockerSandbox(Sandbox):
             raise SandboxError("this sandbox is closed")
         job = as_job(job, files)
         limits = limits or self.default_limits
+        # Jobs whose limits differ in kind from the warm containers' get their own.
+        defaults = self.default_limits
+        warm_fits = (
+            limits.network == defaults.network
+            and limits.gpus == defaults.gpus
+            and (limits.memory_mb or 0) <= (defaults.memory_mb or 0)
+        )
+        warm = self.warm and warm_fits
+        # A warm container's jobs share its mount of the root: as root, each job is a
+        # user of its own; a one-shot container sees its own directory only.
+        user = self._users.take() if warm and os.getuid() == 0 else _container_user()
         workdir, (ro_files, inputs) = new_job_dir(
             self.root,
-            lambda d: self._write_files(d, job),  # type: ignore[arg-type]
+            lambda d: self._write_files(d, job, user),  # type: ignore[arg-type]
         )
         with self._slots:
-            # Jobs whose limits differ in kind from the warm containers' get their own.
-            defaults = self.default_limits
-            warm_fits = (
-                limits.network == defaults.network
-                and limits.gpus == defaults.gpus
-                and (limits.memory_mb or 0) <= (defaults.memory_mb or 0)
-            )
-            if self.warm and warm_fits:
-                return self._run_warm(job, limits, workdir, inputs, ro_files)
+            if warm:
+                return self._run_warm(job, limits, workdir, inputs, ro_files, user)
             return self._run_oneshot(job, limits, workdir, inputs, ro_files)
 
     def close(self) -> None:
@@ -325,7 +333,7 @@ class DockerSandbox(Sandbox):
     # -- files ----------------------------------------------------------------
 
     def _write_files(
-        self, workdir: Path, job: Job
+        self, workdir: Path, job: Job, user: tuple[int, int]
     ) -> tuple[tuple[Path, ...], dict[str, tuple[int, int]]]:  # (read-only files, inputs)
         """Writes the job's text/bytes files; files given as host paths are each mounted
         read-only and linked into the job directory."""
@@ -344,11 +352,11 @@ class DockerSandbox(Sandbox):
             target = workdir / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.symlink_to(RO_IN_CONTAINER / str(ro_files.index(src.resolve())))
+            st = target.lstat()
+            inputs[rel] = (st.st_size, st.st_mtime_ns)  # a link it was given is no artifact
         (workdir / f"{CONTROL_PREFIX}-tmp").mkdir()
-        _hand_over(workdir)
-        for sub in workdir.rglob("*"):
-            if not sub.is_symlink():  # the job owns what it was given (not the data)
-                _hand_over(sub)
+        if os.getuid() == 0:  # the job owns what it was given (the data stays read-only)
+            hand_over(workdir, user)
         return ro_files, inputs
 
     # -- containers -------------------------------------------------------------
@@ -362,18 +370,23 @@ class DockerSandbox(Sandbox):
         ro_files: Sequence[Path],
         working_dir: str,
         environment: Mapping[str, str] | None = None,
+        switches_users: bool = False,
     ) -> Any:
+        """Starts a container; ``switches_users``: its process is root with only the
+        capabilities a warm worker needs to run each job as its own user."""
         import docker
 
         volumes = {host: {"bind": inner, "mode": "rw"} for host, inner in mounts.items()}
         volumes[str(Path(_child.__file__).resolve())] = {"bind": CHILD_IN_CONTAINER, "mode": "ro"}
         for i, path in enumerate(ro_files):
             volumes[str(path)] = {"bind": str(RO_IN_CONTAINER / str(i)), "mode": "ro"}
-        uid, gid = _container_user()
+        uid, gid = (0, 0) if switches_users else _container_user()
         options: dict[str, Any] = {
             "command": command,
             "detach": True,
             "user": f"{uid}:{gid}",
+            "read_only": True,
+            "tmpfs": {"/tmp": TMPFS_OPTIONS},
             "working_dir": working_dir,
             "environment": dict(environment or {"HOME": working_dir, "LANG": "C.UTF-8"}),
             "volumes": volumes,
@@ -381,6 +394,7 @@ class DockerSandbox(Sandbox):
             "pids_limit": limits.pids,
             "device_requests": _device_requests(limits.gpus),
             "cap_drop": ["ALL"],
+            "cap_add": list(RUNNER_CAPS) if switches_users else [],
             "security_opt": ["no-new-privileges"],
             "init": False,
         }
@@ -446,6 +460,7 @@ class DockerSandbox(Sandbox):
             "run",
             str(limits.timeout_s),
             str(memory),
+            "-",
             SCRIPT_NAME,
             *job.args,
         ]
@@ -472,10 +487,13 @@ class DockerSandbox(Sandbox):
             with contextlib.suppress(Exception):
                 container.reload()
                 oom = bool(container.attrs["State"].get("OOMKilled"))
+            logs = b""
+            with contextlib.suppress(Exception):  # the runner's status line; not the job's
+                logs = container.logs(stdout=True, stderr=False, tail=20)
         finally:
             self._remove(container)
         duration = time.monotonic() - start
-        status = read_status(workdir)
+        status = parse_status(logs)
         if status is None:
             status = {
                 "exit_code": None if outer_timeout else decode_exit(exit_status),
@@ -518,6 +536,7 @@ class DockerSandbox(Sandbox):
         workdir: Path,
         inputs: dict[str, tuple[int, int]],
         ro_files: tuple[Path, ...],
+        user: tuple[int, int],
     ) -> ExecResult:
         worker = self._take_worker(ro_files)
         if ro_files:  # the links point at this container's own numbering of the mounts
@@ -527,9 +546,12 @@ class DockerSandbox(Sandbox):
                     link.unlink()
                     index = worker.ro_files.index(src.resolve())
                     link.symlink_to(RO_IN_CONTAINER / str(index))
+                    st = link.lstat()
+                    inputs[rel] = (st.st_size, st.st_mtime_ns)
         inner = ROOT_IN_CONTAINER / workdir.name
         request = {
             "id": uuid.uuid4().hex,
+            "user": list(user) if os.getuid() == 0 else None,
             "dir": str(inner),
             "script": SCRIPT_NAME,
             "args": list(job.args),
@@ -578,4 +600,5 @@ class DockerSandbox(Sandbox):
             duration,
             network_isolated=network_isolated,
             gpus={0: "none", -1: "all"}.get(gpus, str(gpus)),
+            isolation="docker",
         )

@@ -2,9 +2,12 @@
 
 Each job gets its own directory (working directory, HOME and TMPDIR), a
 scrubbed environment (no API keys, no host secrets), an address-space limit,
-and its own session, so that the whole process tree dies on timeout. On Linux,
-where ``unshare`` is permitted, each job (or warm worker) also gets private
-network and PID namespaces: no network at all, and no process outliving it.
+and its own session, so that the whole process tree dies on timeout. Around
+that, the strongest wall this OS allows (:mod:`mlpilot.sandbox.isolation`):
+bubblewrap (read-only host files, hidden home directories, no network, private
+PIDs), else ``unshare`` namespaces (no network, private PIDs), else none; every
+result says which one the job had. As root, each job runs as an unprivileged
+user id of its own.
 
 Two modes:
 
@@ -17,7 +20,6 @@ Two modes:
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import queue
@@ -47,9 +49,10 @@ from mlpilot.sandbox.base import (
     build_result,
     decode_exit,
     new_job_dir,
-    read_status,
+    parse_status,
     write_job_files,
 )
+from mlpilot.sandbox.isolation import Isolation, JobUsers, detect, hand_over
 
 CHILD = Path(_child.__file__)
 SCRIPT_NAME = "main.py"
@@ -64,34 +67,6 @@ DEFAULT_PRELOAD = (
     "sklearn.metrics",
     "joblib",
 )
-ISOLATION_ENV = "MLPILOT_SANDBOX_ISOLATION"  # "off" disables namespaces
-_NS_BASE = ("--pid", "--fork", "--kill-child", "--mount-proc")
-
-
-@functools.cache
-def namespace_prefix(network: bool = False) -> tuple[str, ...]:
-    """The ``unshare`` command that gives a process private PID (and network) namespaces.
-
-    Empty when this OS does not allow it; the result then says the job was
-    not network-isolated.
-    """
-    if os.environ.get(ISOLATION_ENV, "").lower() in ("off", "0", "false", "no"):
-        return ()
-    unshare = shutil.which("unshare")
-    if sys.platform != "linux" or unshare is None:
-        return ()
-    net = () if network else ("--net",)
-    for user in ((), ("--user", "--map-root-user")):
-        cmd = (unshare, *user, *net, *_NS_BASE)
-        try:
-            probe = subprocess.run([*cmd, "true"], capture_output=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if probe.returncode == 0:
-            return cmd
-    return ()
-
-
 def scrubbed_env(
     workdir: Path, limits: Limits, extra: Mapping[str, str], threads: int | None = None
 ) -> dict[str, str]:
@@ -149,7 +124,7 @@ class _Worker:
     """
 
     def __init__(self, root: Path, preload: Sequence[str], prefix: tuple[str, ...]) -> None:
-        self.root = root
+        self.root = root  # the one host directory the worker may write (its jobs' parent)
         self.preload = tuple(preload)
         self.prefix = prefix
         self.proc: subprocess.Popen[bytes] | None = None
@@ -272,6 +247,10 @@ class LocalSandbox(Sandbox):
             Path(tempfile.mkdtemp(prefix="mlpilot-sandbox-")) if root is None else Path(root)
         )
         self.root.mkdir(parents=True, exist_ok=True)
+        self._users = JobUsers()
+        if detect().drops_user:
+            # Job users may pass through the root to their own directory, not list it.
+            self.root.chmod(0o711)
         self._slots = threading.BoundedSemaphore(workers)
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._all_workers: list[_Worker] = []
@@ -296,11 +275,23 @@ class LocalSandbox(Sandbox):
         )
         env = scrubbed_env(workdir, limits, job.env, threads=self._threads_per_job(limits))
         Path(env["TMPDIR"]).mkdir(exist_ok=True)
+        user = self._users.take() if detect(limits.network).drops_user else None
+        if user is not None:
+            try:
+                hand_over(workdir, user)
+            except OSError as e:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise SandboxError(f"could not hand {workdir} to the job's user: {e}") from e
         with self._slots:
             # A job that needs the network cannot share a worker's namespace.
             if self.warm and not limits.network:
-                return self._run_warm(job, limits, workdir, env, inputs)
-            return self._run_oneshot(job, limits, workdir, env, inputs)
+                return self._run_warm(job, limits, workdir, env, inputs, user)
+            return self._run_oneshot(job, limits, workdir, env, inputs, user)
+
+    @property
+    def isolation(self) -> Isolation:
+        """The wall this machine gives this sandbox's jobs (without network)."""
+        return detect()
 
     def close(self) -> None:
         with self._lock:
@@ -337,17 +328,19 @@ class LocalSandbox(Sandbox):
         workdir: Path,
         env: dict[str, str],
         inputs: dict[str, tuple[int, int]],
+        user: tuple[int, int] | None,
     ) -> ExecResult:
-        prefix = namespace_prefix(network=limits.network)
+        wall = detect(limits.network)
         memory = limits.memory_mb or 0
         cmd = [
-            *prefix,
+            *wall.prefix(workdir, network=limits.network),
             sys.executable,
             "-u",
             str(CHILD),
             "run",
             str(limits.timeout_s),
             str(memory),
+            "-" if user is None else f"{user[0]}:{user[1]}",
             SCRIPT_NAME,
             *job.args,
         ]
@@ -358,7 +351,7 @@ class LocalSandbox(Sandbox):
                 cwd=workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,  # the runner's status line; the job cannot write here
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
                 preexec_fn=_memory_limiter(limits.memory_mb),
@@ -366,17 +359,21 @@ class LocalSandbox(Sandbox):
         except OSError as e:
             raise SandboxError(f"could not start the job process: {e}") from e
         outer_timeout = False
+        output = b""
         try:
             # The child enforces the timeout itself; this is the backstop.
-            proc.wait(timeout=limits.timeout_s + 10)
+            output, _ = proc.communicate(timeout=limits.timeout_s + 10)
         except subprocess.TimeoutExpired:
             outer_timeout = True
         finally:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)  # and anything left in its session
+            if outer_timeout:
+                with contextlib.suppress(Exception):
+                    output, _ = proc.communicate(timeout=10)
             proc.wait()
         duration = time.monotonic() - start
-        status = read_status(workdir)
+        status = parse_status(output or b"")
         if status is None:
             status = {
                 "exit_code": None if outer_timeout else decode_exit(proc.returncode),
@@ -384,14 +381,7 @@ class LocalSandbox(Sandbox):
                 "oom": False,
                 "duration": duration,
             }
-        return self._result(
-            workdir,
-            inputs,
-            status,
-            duration,
-            network_isolated=bool(prefix) and not limits.network,
-            env=env,
-        )
+        return self._result(workdir, inputs, status, duration, wall=wall, env=env)
 
     # -- warm ---------------------------------------------------------------
 
@@ -399,7 +389,7 @@ class LocalSandbox(Sandbox):
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            worker = _Worker(self.root, self.preload, namespace_prefix(network=False))
+            worker = _Worker(self.root, self.preload, detect().prefix(self.root))
             with self._lock:
                 self._all_workers.append(worker)
             return worker
@@ -411,10 +401,12 @@ class LocalSandbox(Sandbox):
         workdir: Path,
         env: dict[str, str],
         inputs: dict[str, tuple[int, int]],
+        user: tuple[int, int] | None,
     ) -> ExecResult:
         worker = self._take_worker()
         request = {
             "id": uuid.uuid4().hex,
+            "user": None if user is None else list(user),
             "dir": str(workdir),
             "script": SCRIPT_NAME,
             "args": list(job.args),
@@ -436,14 +428,7 @@ class LocalSandbox(Sandbox):
             status = {"exit_code": None, "timed_out": hung, "oom": False, "duration": duration}
             with contextlib.suppress(OSError), (workdir / _child.STDERR_FILE).open("a") as f:
                 f.write("\n[mlpilot] the sandbox worker died during this job and was restarted\n")
-        return self._result(
-            workdir,
-            inputs,
-            status,
-            duration,
-            network_isolated=bool(namespace_prefix(network=False)),
-            env=env,
-        )
+        return self._result(workdir, inputs, status, duration, wall=detect(), env=env)
 
     def _result(
         self,
@@ -452,7 +437,7 @@ class LocalSandbox(Sandbox):
         status: dict[str, Any],
         duration: float,
         *,
-        network_isolated: bool,
+        wall: Isolation,
         env: Mapping[str, str],
     ) -> ExecResult:
         visible = env.get("CUDA_VISIBLE_DEVICES")
@@ -463,6 +448,7 @@ class LocalSandbox(Sandbox):
             inputs,
             status,
             duration,
-            network_isolated=network_isolated,
+            network_isolated=wall.network_isolated,
             gpus=gpus,
+            isolation=wall.level,
         )

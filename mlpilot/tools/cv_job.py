@@ -2,16 +2,26 @@
 
 Inputs in the job directory:
     config.json   {"family", "params", "problem_type", "target", "text_columns",
-                   "folds", "seed", "metric"}
+                   "seed", "cardinality", "cv", "save_model"}
     train.parquet features and target
-    holdout.parquet features only (the holdout's labels never leave the host)
+    folds.npy     the fold of each training row, decided by the host (for CV)
+    holdout.parquet features only: rows to predict (the holdout, or the rows of one
+                  fold when the host re-runs CV fold by fold); their labels never
+                  leave the host
 
 Outputs:
     oof.npy           out-of-fold predictions (class probabilities or values)
-    holdout_pred.npy  predictions of a model refit on all training rows
+    holdout_pred.npy  predictions for holdout.parquet's rows, from a model fitted on
+                      all of train.parquet
     classes.json      class order of the probability columns (classification)
     result.json       fit time and the score the job computed itself (the host
                       recomputes it from oof.npy and compares)
+    model.skops       the fitted pipeline, when config asks for it (skops: it loads
+                      on the host without running code)
+
+``cardinality`` (categories per column over all training rows, computed by the host)
+decides the encoding, so a job fitted on one fold's rows builds the same pipeline as
+one fitted on all of them.
 """
 
 from __future__ import annotations
@@ -34,16 +44,11 @@ from sklearn.ensemble import (
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import (
-    FunctionTransformer,
-    OneHotEncoder,
-    OrdinalEncoder,
-    StandardScaler,
-)
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.svm import SVC, SVR
 
 
@@ -142,7 +147,11 @@ def _codes(missing: float | int) -> OrdinalEncoder:
 
 
 def build_pipeline(
-    frame: pd.DataFrame, text_columns: list[str], estimator, dense: bool = False
+    frame: pd.DataFrame,
+    text_columns: list[str],
+    estimator,
+    dense: bool = False,
+    cardinality: dict | None = None,
 ) -> Pipeline:
     """The preprocessing ``estimator`` needs, then ``estimator``; TF-IDF for text.
 
@@ -150,7 +159,13 @@ def build_pipeline(
     columns as codes, split on natively up to 16 categories. Everything else: imputed,
     scaled numeric columns and one-hot categories, except that forests get category
     codes when one-hot encoding would be wide. ``dense`` forces a dense matrix (with a
-    smaller TF-IDF vocabulary) for estimators that need one."""
+    smaller TF-IDF vocabulary) for estimators that need one. ``cardinality`` gives the
+    categories per column (else they are counted in ``frame``)."""
+    counts = dict(cardinality or {})
+
+    def nunique(column: str) -> int:
+        return int(counts[column]) if column in counts else int(frame[column].nunique())
+
     text = [c for c in text_columns if c in frame.columns]
     numeric = [
         c for c in frame.columns if c not in text and pd.api.types.is_numeric_dtype(frame[c])
@@ -158,18 +173,18 @@ def build_pipeline(
     categorical = [c for c in frame.columns if c not in text and c not in numeric]
     native = isinstance(estimator, NATIVE_CATEGORICAL)
     codes = isinstance(estimator, CATEGORY_CODES) and (
-        sum(min(frame[c].nunique(), ONE_HOT_MAX_CATEGORIES) for c in categorical)
+        sum(min(nunique(c), ONE_HOT_MAX_CATEGORIES) for c in categorical)
         > MAX_ONE_HOT_COLUMNS
     )
     parts = []
     if numeric:
-        if native:  # floats with NaN for missing (nullable integers hold pandas.NA)
-            num = FunctionTransformer(pd.DataFrame.astype, kw_args={"dtype": "float64"})
+        if native:  # as they are: the host hands over floats with NaN for missing
+            num = "passthrough"
         else:
             num = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
         parts.append(("num", num, numeric))
     if categorical and native:
-        few = [c for c in categorical if frame[c].nunique() <= MAX_NATIVE_CATEGORIES]
+        few = [c for c in categorical if nunique(c) <= MAX_NATIVE_CATEGORIES]
         many = [c for c in categorical if c not in few]
         if few:
             first = len(numeric)
@@ -204,19 +219,20 @@ def main() -> None:
     X, y = train.drop(columns=[target]), train[target]
     classification = config["problem_type"] != "regression"
     seed = int(config.get("seed", 0))
-    folds = int(config.get("folds", 5))
     estimator = build_estimator(config["family"], config.get("params", {}), classification, seed)
     dense = config["family"] in DENSE_ONLY
-    pipeline = build_pipeline(X, config.get("text_columns", []), estimator, dense=dense)
-    if classification:
-        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        method = "predict_proba"
-    else:
-        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed)
-        method = "predict"
+    pipeline = build_pipeline(
+        X,
+        config.get("text_columns", []),
+        estimator,
+        dense=dense,
+        cardinality=config.get("cardinality"),
+    )
+    method = "predict_proba" if classification else "predict"
     t0 = time.perf_counter()
     oof = None
     if config.get("cv", True):
+        splitter = PredefinedSplit(np.load("folds.npy", allow_pickle=False))
         oof = cross_val_predict(pipeline, X, y, cv=splitter, method=method)
     cv_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -225,9 +241,9 @@ def main() -> None:
     pred = getattr(pipeline, method)(holdout[X.columns])
     np.save("holdout_pred.npy", pred)
     if config.get("save_model"):
-        import joblib
+        import skops.io  # loads on the host without running code (no pickle)
 
-        joblib.dump(pipeline, "model.joblib")
+        skops.io.dump(pipeline, "model.skops")
     result = {"cv_seconds": cv_seconds, "fit_seconds": fit_seconds}
     if classification:
         classes = pipeline.classes_.tolist()

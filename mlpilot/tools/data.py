@@ -103,7 +103,29 @@ def select_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
             f"the new data lacks {len(missing)} training column(s): "
             f"{', '.join(map(repr, missing))}{hint}"
         )
-    return frame[list(columns)]
+    return plain_numbers(frame[list(columns)])
+
+
+def plain_numbers(frame: pd.DataFrame, skip: Iterable[Any] = ()) -> pd.DataFrame:
+    """``frame`` with booleans and pandas' nullable numbers (``Int64``, ``boolean``, ...)
+    as float64 with NaN for missing: what the fitted pipelines expect, at training and
+    at predict time alike."""
+    skipped = set(skip)
+    nullable = [
+        c
+        for c in frame.columns
+        if c not in skipped
+        and (
+            pd.api.types.is_bool_dtype(frame[c])
+            or (
+                isinstance(frame[c].dtype, pd.api.extensions.ExtensionDtype)
+                and pd.api.types.is_numeric_dtype(frame[c])
+            )
+        )
+    ]
+    if not nullable:
+        return frame
+    return frame.astype({c: "float64" for c in nullable})
 
 
 BUNDLED: dict[str, tuple[str, str]] = {

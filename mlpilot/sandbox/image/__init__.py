@@ -33,6 +33,7 @@ RUNTIME_PACKAGES = (
     "joblib",
     "threadpoolctl",
     "pyarrow",
+    "skops",
 )
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 REQUIREMENTS_LABEL = "org.mlpilot.requirements"  # the pins an image was built with

@@ -1,0 +1,83 @@
+"""Fitted models as files that load without running code: ``skops.io`` with an
+explicit list of trusted types.
+
+A model fitted in the sandbox crosses to the host only in this format, and the
+host refuses a file that holds any type beyond scikit-learn's own (which skops
+trusts by default) and the few named here. ``pickle`` and ``joblib`` files from a
+job are never loaded: unpickling runs whatever code the file names.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlpilot.errors import MlpilotError
+
+MODEL_FILE = "model.skops"  # what a job that saves its fitted pipeline writes
+
+# Types skops does not trust by default that mlpilot's own pipelines hold. Anything
+# else in a file (a function from a job's script, ``builtins.eval``, ``os.system``) is
+# refused before it is built.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "numpy.dtype",
+    # gradient boosting's own categorical preprocessor: partial(check_array, ...)
+    "functools.partial",
+    "sklearn.utils.validation.check_array",
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    "mlpilot.tools.model.PilotModel",
+    "mlpilot.tools.model.WeightedEnsemble",
+)
+
+
+class UntrustedModel(MlpilotError):
+    """A model file that holds types outside the trusted list, or is not a model file."""
+
+
+def loads(data: bytes, *, what: str = "model") -> Any:
+    """Builds the object in skops bytes ``data``, refusing untrusted types.
+
+    Raises:
+        UntrustedModel: the file names a type outside :data:`TRUSTED_TYPES` and
+            scikit-learn's own, or is not a skops file.
+    """
+    import skops.io as sio
+
+    try:
+        untrusted = sio.get_untrusted_types(data=data)
+    except Exception as e:
+        raise UntrustedModel(f"the {what} is not a readable skops file: {e}") from e
+    extra = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if extra:
+        raise UntrustedModel(
+            f"the {what} holds types outside the trusted list, so it is not loaded: "
+            f"{', '.join(extra[:8])}"
+        )
+    return sio.loads(data, trusted=list(untrusted))
+
+
+def dump(model: Any, path: Path) -> None:
+    """Writes ``model`` to ``path`` in skops format, atomically (temp file + rename)."""
+    import skops.io as sio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(sio.dumps(model))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path, *, what: str = "model") -> Any:
+    """Reads a model written by :func:`dump` (or by a sandbox job), refusing untrusted types."""
+    return loads(Path(path).read_bytes(), what=what)
