@@ -7,7 +7,8 @@ result.model.predict(new_frame); result.leaderboard; result.report_path; result.
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import io
 import threading
 import time
 from collections.abc import Sequence
@@ -18,8 +19,11 @@ from typing import Any
 
 import pandas as pd
 
-from mlpilot.agents.graph import RunContext, _completed, command_line, run_graph
+from mlpilot.agents.context import RunContext
+from mlpilot.agents.graph import command_line, run_graph
 from mlpilot.agents.hpo import HpoSettings
+from mlpilot.agents.rundir import RunDir, RunMeta, write_atomic
+from mlpilot.agents.state import FinalModel, RunState, TrialRow
 from mlpilot.errors import ConfigError, MlpilotError
 from mlpilot.llm import LLM, Budget, LLMUnavailable, make_llm
 from mlpilot.sandbox import Sandbox, make_sandbox
@@ -116,104 +120,112 @@ class Pilot:
         task = TaskSpec.from_data(
             data, request=request, target=target, metric=metric, seed=seed, drop=drop
         )
-        directory = Path(run_dir) if run_dir else self._new_run_dir(task.name)
-        directory.mkdir(parents=True, exist_ok=True)
-        data_ref = self._keep_data(data, directory)
-        meta = {
-            "request": request,
-            "data": data_ref,
-            "target": task.target,
-            "metric": task.metric.name,
-            "time_budget": time_budget,
-            "max_trials": max_trials,
-            "seed": seed,
-            "drop": list(drop),
-            "llm": self.llm_spec if isinstance(self.llm_spec, str) else None,
-            "no_llm": self.llm_spec is False,
-            "name": task.name,
-            "status": "running",
-            "created": datetime.now().isoformat(timespec="seconds"),
-        }
-        (directory / "run.json").write_text(json.dumps(meta, indent=2))
-        return self._execute(task, directory, meta, started, 0.0, progress, hpo, resume=False)
+        run = RunDir(Path(run_dir) if run_dir else self._new_run_dir(task.name))
+        run.path.mkdir(parents=True, exist_ok=True)
+        llm = self._make_llm(time_budget)
+        settings = hpo or HpoSettings.for_budget(
+            time_budget, local_llm=llm is not None and llm.runs_locally
+        )
+        meta = RunMeta(
+            request=request,
+            data=self._keep_data(data, run),
+            target=task.target,
+            metric=task.metric.name,
+            time_budget=time_budget,
+            max_trials=max_trials,
+            seed=seed,
+            drop=list(drop),
+            llm=self.llm_spec if isinstance(self.llm_spec, str) else None,
+            no_llm=self.llm_spec is False,
+            api_base=self.api_base,
+            hpo=dataclasses.asdict(settings),
+            sandbox=self._sandbox_name(),
+            name=task.name,
+            created=datetime.now().isoformat(timespec="seconds"),
+        )
+        run.create(meta)
+        return self._execute(task, run, meta, llm, settings, started, progress, resume=False)
 
     def resume(self, run_dir: str | Path, *, progress: Any = None) -> RunResult:
-        """Continues a killed or interrupted run; finished trials are kept, not re-run."""
-        directory = Path(run_dir)
-        try:
-            meta = json.loads((directory / "run.json").read_text())
-        except (OSError, ValueError) as e:
-            raise ConfigError(f"{directory} is not a run directory (no readable run.json)") from e
-        if meta.get("no_llm"):
+        """Continues a killed or interrupted run as it started (same LLM, HPO settings and
+        columns); finished trials are kept, not re-run, and the time it had already
+        spent counts against its budget."""
+        run = RunDir(run_dir)
+        meta = run.meta()
+        if meta.no_llm:
             self.llm_spec = False
-        elif meta.get("llm") and self.llm_spec is None:
-            self.llm_spec = meta["llm"]
+        elif meta.llm and self.llm_spec is None:
+            self.llm_spec = meta.llm
+        if self.api_base is None:
+            self.api_base = meta.api_base
         started = time.monotonic()
         task = TaskSpec.from_data(
-            meta["data"],
-            request=meta["request"],
-            target=meta["target"],
-            metric=meta["metric"],
-            seed=meta["seed"],
-            name=meta.get("name"),
-            drop=meta.get("drop", ()),
+            meta.data,
+            request=meta.request,
+            target=meta.target,
+            metric=meta.metric,
+            seed=meta.seed,
+            name=meta.name or None,
+            drop=meta.drop,
         )
-        spent = float(meta.get("spent_s", 0.0))
-        return self._execute(task, directory, meta, started, spent, progress, None, resume=True)
+        llm = self._make_llm(meta.time_budget)
+        settings = HpoSettings(**meta.hpo) if meta.hpo else HpoSettings.for_budget(
+            meta.time_budget, local_llm=llm is not None and llm.runs_locally
+        )
+        return self._execute(task, run, meta, llm, settings, started, progress, resume=True)
+
+    def _sandbox_name(self) -> str:
+        return self.sandbox if isinstance(self.sandbox, str) else self.sandbox.name
 
     def _execute(
         self,
         task: TaskSpec,
-        directory: Path,
-        meta: dict[str, Any],
+        run: RunDir,
+        meta: RunMeta,
+        llm: LLM | None,
+        settings: HpoSettings,
         started: float,
-        spent: float,
         progress: Any,
-        hpo: HpoSettings | None,
         *,
         resume: bool,
     ) -> RunResult:
-        llm = self._make_llm(meta["time_budget"])
         if llm is not None:  # load the model while the sandbox starts and the data is profiled
             threading.Thread(target=llm.warm_up, daemon=True).start()
-        settings = hpo or HpoSettings.for_budget(
-            meta["time_budget"], local_llm=llm is not None and llm.runs_locally
-        )
         sandbox = (
             make_sandbox(self.sandbox, workers=settings.parallel)
             if isinstance(self.sandbox, str)
             else self.sandbox
         )
-        sandbox_name = self.sandbox if isinstance(self.sandbox, str) else sandbox.name
         ctx = RunContext(
             task=task,
             llm=llm,
             sandbox=sandbox,
-            run_dir=directory,
-            request=meta["request"],
-            time_budget_s=meta["time_budget"],
-            max_trials=meta["max_trials"],
+            run=run,
+            request=meta.request,
+            time_budget_s=meta.time_budget,
+            max_trials=meta.max_trials,
             started=started,
-            spent_before_s=spent,
+            spent_before_s=meta.spent_s,
             store=self.runs_dir,
             hpo_settings=settings,
-            progress=_spent_tracker(directory, started, spent, progress),
+            progress=progress,
             command=command_line(
-                meta["request"],
-                str(meta["data"]),
-                meta["target"],
-                meta["time_budget"],
-                meta.get("llm"),
-                sandbox_name,
-                drop=meta.get("drop", ()),
+                meta.request,
+                meta.data,
+                meta.target,
+                meta.time_budget,
+                meta.llm,
+                self._sandbox_name(),
+                drop=meta.drop,
             ),
         )
         try:
-            state = run_graph(ctx, resume=resume)
+            with run.clock(meta.spent_s):  # the spent time survives a kill at any instant
+                state = run_graph(ctx, resume=resume)
         finally:
             if isinstance(self.sandbox, str):
                 sandbox.close()
-        return _result(directory, state, ctx)
+        return _result(run, state, ctx)
 
     def _new_run_dir(self, name: str) -> Path:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -225,12 +237,13 @@ class Pilot:
         return path
 
     @staticmethod
-    def _keep_data(data: pd.DataFrame | str | Path, directory: Path) -> str:
+    def _keep_data(data: pd.DataFrame | str | Path, run: RunDir) -> str:
         """Where a resumed run re-reads the data: the file, or a copy of a DataFrame."""
         if isinstance(data, pd.DataFrame):
-            path = directory / "data.parquet"
-            data.to_parquet(path, index=False)
-            return str(path.resolve())
+            buf = io.BytesIO()
+            data.to_parquet(buf, index=False)
+            write_atomic(run.data_copy, buf.getvalue())
+            return str(run.data_copy.resolve())
         return str(Path(data).resolve())
 
     @staticmethod
@@ -239,49 +252,27 @@ class Pilot:
         return LoadedRun(Path(run_dir))
 
 
-def _spent_tracker(directory: Path, started: float, spent: float, progress: Any) -> Any:
-    """Forwards progress events and records the run's spent time for a later resume."""
-    last = [0.0]
-
-    def emit(event: str, data: dict[str, Any]) -> None:
-        now = time.monotonic()
-        if now - last[0] > 2.0 or event != "trial":
-            last[0] = now
-            path = directory / "run.json"
-            try:
-                meta = json.loads(path.read_text())
-                meta["spent_s"] = round(spent + now - started, 1)
-                path.write_text(json.dumps(meta, indent=2))
-            except (OSError, ValueError):
-                pass
-        if progress is not None:
-            progress(event, data)
-
-    return emit
-
-
-def _leaderboard(rows: list[dict[str, Any]], verified: set[str]) -> pd.DataFrame:
-    """Finished trials whose scores the verifier confirmed, best first."""
+def _leaderboard(rows: list[TrialRow], verified: set[str]) -> pd.DataFrame:
+    """Finished trials whose scores held, best first."""
     columns = ["key", "family", "source", "cv_score", "holdout_score", "seconds", "params"]
-    done = [r for r in rows if r["cv_score"] is not None and r["key"] in verified]
-    return pd.DataFrame([{c: r[c] for c in columns} for r in done], columns=columns)
+    done = [r for r in rows if r.finished and r.key in verified]
+    return pd.DataFrame([{c: getattr(r, c) for c in columns} for r in done], columns=columns)
 
 
-def _result(directory: Path, state: dict[str, Any], ctx: RunContext) -> RunResult:
-    final = state.get("final", {})
-    model_path = directory / model_io.MODEL_FILE
-    model = model_io.load(model_path) if final.get("ok") and model_path.exists() else None
+def _result(run: RunDir, state: RunState, ctx: RunContext) -> RunResult:
+    final = state.get("final") or FinalModel()
+    model = run.load_model() if final.ok and run.model_path.exists() else None
     return RunResult(
-        run_dir=directory,
+        run_dir=run.path,
         status=state.get("status", "unknown"),
         model=model,
-        leaderboard=_leaderboard(_completed(ctx), set(state.get("verified", []))),
-        report_path=directory / "report.md",
+        leaderboard=_leaderboard(state.get("trials", []), set(state.get("verified", []))),
+        report_path=run.report_path,
         usage=ctx.llm.ledger.as_rows() if ctx.llm is not None else [],
-        holdout_score=final.get("holdout_score"),
-        cv_score=final.get("cv_score"),
+        holdout_score=final.holdout_score,
+        cv_score=final.cv_score,
         metric_display=ctx.task.metric.display,
-        checks=state.get("checks", []),
+        checks=[c.as_row() for c in state.get("checks", [])],
         events=state.get("events", []),
     )
 
@@ -291,11 +282,9 @@ class LoadedRun:
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = run_dir
-        meta_path = run_dir / "run.json"
-        if not meta_path.exists():
-            raise ConfigError(f"{run_dir} is not a run directory (no run.json)")
-        self.meta = json.loads(meta_path.read_text())
-        model_path = run_dir / model_io.MODEL_FILE
+        run = RunDir(run_dir)
+        self.meta = run.meta()
+        model_path = run.model_path
         if not model_path.exists():
             if (run_dir / "model.joblib").exists():
                 raise ConfigError(
@@ -303,14 +292,12 @@ class LoadedRun:
                     "mlpilot does not load because unpickling runs code; run the "
                     "request again to get a model.skops"
                 )
-            raise ConfigError(
-                f"run {run_dir} has no model (status: {self.meta.get('status', 'unknown')})"
-            )
+            raise ConfigError(f"run {run_dir} has no model (status: {self.meta.status})")
         try:
-            self.model: PilotModel = model_io.load(model_path, what=f"model of run {run_dir}")
+            self.model: PilotModel = run.load_model()
         except model_io.UntrustedModel as e:
             raise ConfigError(str(e)) from e
-        self.report_path = run_dir / "report.md"
+        self.report_path = run.report_path
 
     def predict(self, frame: pd.DataFrame) -> Any:
         return self.model.predict(frame)

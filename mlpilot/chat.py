@@ -159,7 +159,7 @@ class ChatSession:
             return f"The report is {r.report_path} (and report.html beside it)."
         if re.search(r"verif|check|leak", t):
             return "\n".join(
-                f"{c['check']}: {'ok' if c['ok'] else 'FAILED'} — {c['detail']}" for c in r.checks
+                f"{c['check']}: {_verdict(c)} — {c['detail']}" for c in r.checks
             )
         return (
             "I can tell you which features mattered, what it cost, the leaderboard, the "
@@ -187,6 +187,12 @@ class ChatSession:
             f"Drop in holdout {metric.display} when each feature is shuffled "
             "(bigger = mattered more):\n" + "\n".join(lines)
         )
+
+
+def _verdict(check: dict[str, Any]) -> str:
+    if check["ok"]:
+        return "ok"
+    return "FAILED" if check["severity"] == "error" else "doubt"
 
 
 def _score(model: Any, X: pd.DataFrame, y: np.ndarray, task: TaskSpec) -> float:

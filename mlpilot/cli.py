@@ -66,10 +66,13 @@ def _root(
 class _RunProgress:
     """A live line: current step, trials done, best score so far."""
 
-    def __init__(self, metric_name: str, greater_is_better: bool, budget: float) -> None:
+    def __init__(
+        self, metric_name: str, greater_is_better: bool, budget: float, spent: float = 0.0
+    ) -> None:
         self.metric_name = metric_name
         self.greater = greater_is_better
         self.budget = budget
+        self.spent = spent  # by earlier processes of a resumed run
         self.step = "planning"
         self.done = 0
         self.failed = 0
@@ -92,12 +95,14 @@ class _RunProgress:
                 self.best = score
         elif event == "ensemble":
             self.step = "ensembling"
+        elif event == "rerun":
+            self.step = "re-running the final candidates fold by fold"
         elif event == "report":
             self.step = "report written"
 
     def __rich__(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"
-        elapsed = time.perf_counter() - self.t0
+        elapsed = self.spent + time.perf_counter() - self.t0
         return (
             f"[bold]{escape(self.step)}[/]  trials {self.done} ({self.failed} failed)  "
             f"best CV {self.metric_name} {best}  [dim]{elapsed:.0f}/{self.budget:.0f} s[/]"
@@ -228,13 +233,14 @@ def _run_and_print(
     from rich.live import Live
 
     if resume is not None:
+        from mlpilot.agents.rundir import RunDir
         from mlpilot.tools.metrics import get_metric
 
-        meta_path = resume / "run.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-        budget = float(meta.get("time_budget", time_budget))
-        run_metric = get_metric(meta.get("metric", "accuracy"))
-        progress = _RunProgress(run_metric.display, run_metric.greater_is_better, budget)
+        meta = RunDir(resume).meta()  # a clear error when it is no run directory
+        run_metric = get_metric(meta.metric)
+        progress = _RunProgress(
+            run_metric.display, run_metric.greater_is_better, meta.time_budget, meta.spent_s
+        )
         with Live(progress, console=console, refresh_per_second=4, transient=True):
             result = pilot.resume(resume, progress=progress)
     else:

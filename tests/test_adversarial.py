@@ -11,8 +11,11 @@ import pytest
 from sklearn.datasets import load_breast_cancer
 
 from mlpilot.agents import verifier
-from mlpilot.agents.graph import RunContext, run_graph
+from mlpilot.agents.context import RunContext
+from mlpilot.agents.graph import run_graph
 from mlpilot.agents.hpo import HpoAgent, HpoSettings
+from mlpilot.agents.rundir import RunDir, RunMeta
+from mlpilot.agents.state import TrialRow
 from mlpilot.agents.trials import CLAIM_MISMATCH, TrialRunner
 from mlpilot.task import TaskSpec
 from mlpilot.testing import adversarial
@@ -45,10 +48,13 @@ def test_a_lying_trial_never_enters_the_study_as_a_result(box, task, tmp_path) -
 
 def test_the_claims_check_names_the_lying_trials() -> None:
     # Guard: verifier.check_claims reads the failure reasons.
-    rows = [
-        {"key": "linear-0", "cv_score": 0.97, "reason": ""},
-        {"key": "linear-1", "cv_score": None, "reason": f"{CLAIM_MISMATCH}: it claimed 1.0, x"},
-    ]
+    def row(number: int, score: float | None, reason: str) -> TrialRow:
+        state = "COMPLETE" if score is not None else "FAIL"
+        return TrialRow(
+            f"linear-{number}", "linear", number, {}, "tpe", 0.1, reason, state, score, None, 0.0
+        )
+
+    rows = [row(0, 0.97, ""), row(1, None, f"{CLAIM_MISMATCH}: it claimed 1.0, x")]
     check = verifier.check_claims(rows)
     assert not check.ok and "linear-1" in check.detail and "excluded" in check.detail
     assert verifier.check_claims(rows[:1]).ok
@@ -116,13 +122,25 @@ def test_a_run_excludes_the_cheating_family_and_delivers_an_honest_model(task, t
     from mlpilot.sandbox import LocalSandbox
 
     settings = HpoSettings(parallel=1, warmstart=0)
+    request = "tune a model: random forest and linear"
+    run = RunDir(tmp_path)
+    run.create(
+        RunMeta(
+            request=request,
+            data="-",
+            target="target",
+            metric="roc_auc",
+            time_budget=40,
+            max_trials=8,
+        )
+    )
     with LocalSandbox(warm=True) as sandbox:
         ctx = RunContext(
             task=task,
             llm=None,
             sandbox=sandbox,
-            run_dir=tmp_path,
-            request="tune a model: random forest and linear",
+            run=run,
+            request=request,
             time_budget_s=40,
             max_trials=8,
             started=time.monotonic(),
@@ -130,13 +148,13 @@ def test_a_run_excludes_the_cheating_family_and_delivers_an_honest_model(task, t
             trial_code=adversarial.in_sample_cv_job(("random_forest", "extra_trees")),
         )
         state = run_graph(ctx)
-    checks = {c["check"]: c for c in state["checks"]}
-    assert not checks["fold-by-fold CV"]["ok"]
-    assert "saw their own labels" in checks["fold-by-fold CV"]["detail"]
+    checks = {c.name: c for c in state["checks"]}
+    assert not checks["fold-by-fold CV"].ok
+    assert "saw their own labels" in checks["fold-by-fold CV"].detail
     final = state["final"]
-    assert final["ok"]
-    assert "random_forest" not in final["description"]
-    assert "extra_trees" not in final["description"]
+    assert final.ok
+    assert "random_forest" not in final.description
+    assert "extra_trees" not in final.description
     assert not any(k.startswith(("random_forest", "extra_trees")) for k in state["reruns"])
     report = (tmp_path / "report.md").read_text()
     assert "saw their own labels" in report

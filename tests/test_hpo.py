@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 
-import numpy as np
 import optuna
 import pytest
 from sklearn.datasets import load_breast_cancer
@@ -215,18 +214,18 @@ def test_resume_keeps_finished_trials_and_fails_interrupted_ones(box, task, tmp_
 
 
 def test_predictions_of_finished_trials_are_saved(box, task, tmp_path) -> None:
-    agent = HpoAgent(
-        TrialRunner(box, task, folds=3),
-        None,
-        storage=f"sqlite:///{tmp_path}/o.db",
-        artifacts=tmp_path / "preds",
-    )
+    from mlpilot.agents.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    agent = HpoAgent(TrialRunner(box, task, folds=3), None, storage=run.storage_url, run_dir=run)
     study = agent.optimize("knn", n_trials=2)
     for t in study.trials:
-        saved = np.load(tmp_path / "preds" / f"knn-{t.number}.npz")
-        assert saved["oof"].shape == (len(task.train), 2)
-        assert len(saved["holdout_pred"]) == len(task.holdout.features)
-        assert list(saved["classes"]) == [0, 1]
+        saved = run.load_predictions(f"knn-{t.number}")
+        assert saved is not None
+        oof, holdout, classes = saved
+        assert oof.shape == (len(task.train), 2)
+        assert len(holdout) == len(task.holdout.features)
+        assert classes == [0, 1]
 
 
 def test_deadline_stops_the_search(box, task, tmp_path) -> None:

@@ -209,3 +209,65 @@ def test_the_readme_main_command_runs_with_the_embedded_model_in_budget(
     report = (run_dir / "report.md").read_text()
     assert "Status: finished" in report
     assert f"embedded/{embedded_model}" in report  # the LLM took part (plan or HPO usage)
+
+
+@pytest.mark.slow
+def test_killed_at_random_instants_every_resume_succeeds_and_loses_nothing(tmp_path) -> None:
+    """kill -9 at 20 random instants (planning, trials, writes of run.json, predictions,
+    checkpoints), resuming each time; then one resume runs to the end."""
+    from mlpilot.agents.rundir import RunDir
+
+    data = tmp_path / "cancer.csv"
+    load_breast_cancer(as_frame=True).frame.sample(300, random_state=0).to_csv(data, index=False)
+    runs = tmp_path / "runs"
+    start = [sys.executable, "-m", "mlpilot", "run", "predict target", "--data", str(data)]
+    start += ["--time-budget", "400", "--max-trials", "60", "--no-llm", "--runs-dir", str(runs)]
+    rng = np.random.default_rng(0)
+    proc = subprocess.Popen(
+        start, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    deadline = time.monotonic() + 60
+    while not list(runs.glob("*/run.json")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    (run_dir,) = [p.parent for p in runs.glob("*/run.json")]
+    run = RunDir(run_dir)
+    first = run.meta()
+    kept: dict[int, float] = {}
+    spent = 0.0
+    for _ in range(20):
+        time.sleep(float(rng.uniform(0.5, 5.0)))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        meta = run.meta()  # readable and valid after every kill
+        assert meta.hpo == first.hpo and meta.drop == first.drop and meta.no_llm
+        assert meta.spent_s >= spent  # the clock never goes back
+        spent = meta.spent_s
+        db = run_dir / "optuna.db"
+        now = dict(_finished_trials(db)) if db.exists() else {}
+        for trial_id, value in kept.items():
+            assert now[trial_id] == value  # no finished trial lost or re-run
+        kept = now
+        assert meta.status == "running", "the run ended before the 20th kill"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlpilot", "run", "--resume", str(run_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert kept, "no trial finished between the kills"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlpilot", "run", "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = dict(_finished_trials(run_dir / "optuna.db"))
+    for trial_id, value in kept.items():
+        assert after[trial_id] == value
+    assert run.meta().status == "finished"
+    assert run.meta().spent_s >= spent
+    for path in (run_dir / "predictions").iterdir():
+        assert np.load(path)["oof"].shape[0] == 240  # every saved prediction file is whole

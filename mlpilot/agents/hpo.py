@@ -27,14 +27,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 
 from mlpilot.agents import llambo
 from mlpilot.agents.llambo import ProposalStats
+from mlpilot.agents.rundir import RunDir
+from mlpilot.agents.state import TrialRow
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM
 from mlpilot.task import TaskSpec
@@ -113,7 +113,8 @@ class HpoAgent:
         runner: runs a configuration in the sandbox and scores it on the host.
         llm: the LLM, or None for plain TPE.
         storage: an Optuna storage URL (``sqlite:///run/optuna.db``) or object.
-        artifacts: where each finished trial's predictions are saved (for ensembling).
+        run_dir: the run directory each finished trial's predictions are saved in (for
+            ensembling and the verifier); None keeps none.
         settings: how the LLM takes part.
         on_trial: called after each trial with (family, trial number, outcome).
     """
@@ -124,14 +125,14 @@ class HpoAgent:
         llm: LLM | None,
         *,
         storage: str | optuna.storages.BaseStorage | None = None,
-        artifacts: Path | None = None,
+        run_dir: RunDir | None = None,
         settings: HpoSettings | None = None,
         on_trial: Callable[[str, int, TrialOutcome], None] | None = None,
     ) -> None:
         self.runner = runner
         self.llm = llm
         self.storage = storage
-        self.artifacts = artifacts
+        self.run_dir = run_dir
         self.settings = settings or HpoSettings()
         self.on_trial = on_trial
         self.stats: dict[str, HpoStats] = {}
@@ -162,10 +163,14 @@ class HpoAgent:
             sampler=optuna.samplers.TPESampler(seed=self.settings.seed, n_startup_trials=5),
             load_if_exists=True,
         )
-        for stale in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            storage = study._storage
-            storage.set_trial_user_attr(stale._trial_id, "reason", "interrupted (process ended)")
-            storage.set_trial_state_values(stale._trial_id, optuna.trial.TrialState.FAIL)
+        stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+        if stale and self.storage is not None:
+            storage = optuna.storages.get_storage(self.storage)
+            study_id = storage.get_study_id_from_name(study.study_name)
+            for trial in stale:
+                trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                storage.set_trial_user_attr(trial_id, "reason", "interrupted (process ended)")
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
         if self.settings.defaults and not study.trials:
             study.enqueue_trial(DEFAULTS[family], user_attrs={SOURCE_ATTR: "default"})
         return study
@@ -357,26 +362,16 @@ class HpoAgent:
             trial.set_user_attr(name, value)
         if outcome.ok and outcome.cv_score is not None:
             trial.set_user_attr("holdout_score", outcome.holdout_score)
-            if self.artifacts is not None:
-                self._save_predictions(family, trial.number, outcome)
+            if self.run_dir is not None:  # before the trial counts as finished
+                assert outcome.oof is not None and outcome.holdout_pred is not None
+                self.run_dir.save_predictions(
+                    f"{family}-{trial.number}", outcome.oof, outcome.holdout_pred, outcome.classes
+                )
             study.tell(trial, outcome.cv_score)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if self.on_trial is not None:
             self.on_trial(family, trial.number, outcome)
-
-    def _save_predictions(self, family: str, number: int, outcome: TrialOutcome) -> None:
-        assert self.artifacts is not None
-        self.artifacts.mkdir(parents=True, exist_ok=True)
-        path = self.artifacts / f"{family}-{number}.npz"
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(
-            tmp,
-            oof=outcome.oof,
-            holdout_pred=outcome.holdout_pred,
-            classes=np.asarray(outcome.classes if outcome.classes is not None else []),
-        )
-        tmp.replace(path)
 
     # -- the LLM's part ------------------------------------------------------------
 
@@ -391,7 +386,7 @@ class HpoAgent:
                 stats.duplicates += 1
                 continue
             seen.add(_key(config))
-            study.enqueue_trial(config, user_attrs={SOURCE_ATTR: kind})
+            study.enqueue_trial(config, user_attrs={SOURCE_ATTR: kind}, skip_if_exists=True)
             stats.enqueued += 1
 
     def _history(self, study: optuna.Study) -> list[tuple[dict[str, Any], float]]:
@@ -446,3 +441,38 @@ def _has_warmstart(study: optuna.Study) -> bool:
 def _finished(study: optuna.Study) -> int:
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
     return sum(1 for t in study.trials if t.state in done)
+
+
+def trial_rows(storage: str, task: TaskSpec) -> list[TrialRow]:
+    """Every trial of every family's study in ``storage`` for ``task``: the finished
+    ones best first, then the failed ones (trials still waiting or running are left
+    out). Reads each study once."""
+    rows: list[TrialRow] = []
+    prefix = f"{task.name}-"
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        if not summary.study_name.startswith(prefix):
+            continue
+        family = summary.study_name.removeprefix(prefix)
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for t in study.get_trials(deepcopy=False):
+            complete = t.state == optuna.trial.TrialState.COMPLETE
+            if not (complete or t.state == optuna.trial.TrialState.FAIL):
+                continue
+            rows.append(
+                TrialRow(
+                    key=f"{family}-{t.number}",
+                    family=family,
+                    number=t.number,
+                    params=dict(t.params),
+                    source=t.user_attrs.get(SOURCE_ATTR, "tpe"),
+                    seconds=float(t.user_attrs.get("seconds", 0.0)),
+                    reason=str(t.user_attrs.get("reason", "")),
+                    state=t.state.name,
+                    cv_score=float(t.value) if complete and t.value is not None else None,
+                    holdout_score=t.user_attrs.get("holdout_score"),
+                    started=t.datetime_start.timestamp() if t.datetime_start else 0.0,
+                )
+            )
+    sign = task.metric.sign()
+    done = sorted((r for r in rows if r.finished), key=lambda r: -sign * float(r.cv_score))  # type: ignore[arg-type]
+    return done + [r for r in rows if not r.finished]

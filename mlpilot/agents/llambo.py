@@ -173,3 +173,119 @@ def propose(
         except ValueError:
             stats.invalid += 1
     return configs
+
+
+def make_sampler(kind: str, seed: int, n_startup_trials: int = 5) -> Any:
+    """The Optuna sampler every mlpilot search uses: ``tpe`` (the HPO agent's, and
+    the baselines') or ``random``."""
+    import optuna
+
+    from mlpilot.errors import ConfigError
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConfigError(f"unknown sampler {kind!r}; known: tpe, random")
+
+
+class Proposer:
+    """The LLM's part of one search, as one component: when to ask and what to put
+    into the Optuna study. First a warm start of ``warmstart`` configurations; then,
+    once ``min_history`` trials have finished, ``sample_n`` candidates aimed at the
+    target score after every ``sample_every`` finished trials. Every valid, new
+    proposal enters the study (``enqueue_trial``); the study's TPE sampler proposes
+    the rest and learns from all of them.
+
+    Driven by the HPO agent (answers arrive in a background thread while trials run)
+    and by the HPO benchmark's ``llambo`` optimiser (answers are waited for), so the
+    optimiser benchmarked is the optimiser shipped.
+
+    Args:
+        llm: the LLM.
+        model: what is tuned.
+        context: the shared dataset block's variables (see :func:`propose`).
+        greater_is_better: the metric's direction.
+        warmstart, sample_every, sample_n, alpha, history, min_history: the schedule
+            (see :class:`mlpilot.agents.hpo.HpoSettings`).
+        seed: varies the prompt's example order per request.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        model: Model,
+        context: dict[str, Any],
+        *,
+        greater_is_better: bool,
+        warmstart: int = 5,
+        sample_every: int = 3,
+        sample_n: int = 2,
+        alpha: float = 0.1,
+        history: int = 12,
+        min_history: int = 3,
+        seed: int = 0,
+    ) -> None:
+        self.llm = llm
+        self.model = model
+        self.context = context
+        self.greater_is_better = greater_is_better
+        self.warmstart_n = warmstart
+        self.sample_every = sample_every
+        self.sample_n = sample_n
+        self.alpha = alpha
+        self.history = history
+        self.min_history = min_history
+        self.seed = seed
+        self.stats = ProposalStats()
+        self._sampled_at = 0  # finished trials when the last sample was asked for
+        self._requests = 0
+
+    def warm_start(self, *, timeout: float | None = None) -> list[dict[str, Any]]:
+        """The initial configurations (none when the schedule has no warm start)."""
+        if self.warmstart_n <= 0:
+            return []
+        return self._ask("warmstart", self.warmstart_n, (), timeout)
+
+    def sample_due(self, finished: int) -> bool:
+        """Whether candidates are due, ``finished`` trials (the LLM's included) in."""
+        return (
+            finished >= self.min_history
+            and finished - max(self._sampled_at, self.min_history - self.sample_every)
+            >= self.sample_every
+        )
+
+    def sample(
+        self,
+        scored: Sequence[tuple[dict[str, Any], float]],
+        *,
+        finished: int,
+        timeout: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Candidates from the ``history`` best of ``scored`` (configuration, score)."""
+        self._sampled_at = finished
+        sign = 1.0 if self.greater_is_better else -1.0
+        best = sorted(scored, key=lambda cs: -sign * cs[1])[: self.history]
+        return self._ask("sample", self.sample_n, best, timeout)
+
+    def _ask(
+        self,
+        kind: Kind,
+        n: int,
+        history: Sequence[tuple[dict[str, Any], float]],
+        timeout: float | None,
+    ) -> list[dict[str, Any]]:
+        self._requests += 1
+        return propose(
+            self.llm,
+            self.model,
+            self.context,
+            kind=kind,
+            n=n,
+            history=history,
+            greater_is_better=self.greater_is_better,
+            alpha=self.alpha,
+            seed=self.seed + 1000 * (self._requests - 1),
+            timeout=timeout,
+            stats=self.stats,
+        )

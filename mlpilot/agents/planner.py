@@ -23,20 +23,18 @@ from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, prompt_context
 from mlpilot.tools.search_spaces import DEFAULT_FAMILIES, FAMILY_NOTES, SPACES
 
-StepKind = Literal["profile", "hpo", "ensemble", "features", "nas_prune", "neural_ensemble"]
+StepKind = Literal["hpo", "ensemble"]  # each kind is a node of the run's graph
 Family = Literal[
     "hist_gradient_boosting", "random_forest", "extra_trees", "linear", "knn", "svm", "mlp"
 ]
-RUNNABLE_STEPS = ("profile", "hpo", "ensemble")  # the kinds this version carries out
 RELEVANT = 4.0  # a recipe scoring below this does not fit the task (problem type + modality)
 
 
 class Step(BaseModel):
-    """One step of a plan; ``share`` is its part of the run's time budget."""
+    """One step of a plan: tune ``families`` (``hpo``), or ensemble the trials so far."""
 
     kind: StepKind
     families: list[Family] = Field(default_factory=list, max_length=7)
-    share: float = Field(0.0, ge=0.0, le=1.0)
 
 
 class Plan(BaseModel):
@@ -47,15 +45,8 @@ class Plan(BaseModel):
     metric: str
     time_budget_s: float = Field(gt=0)
     max_trials: int = Field(ge=1)
-    llm_max_tokens: int | None = None
     source: str = "default"
     notes: str = ""
-
-    def hpo_families(self) -> list[str]:
-        for step in self.steps:
-            if step.kind == "hpo":
-                return list(step.families or self.families)
-        return []
 
 
 MIN_FAMILIES = 3  # a plan tunes at least this many families (ensembles need variety)
@@ -159,12 +150,9 @@ def _assemble(
     source: str,
     notes: str,
 ) -> Plan:
-    steps = [
-        Step(kind="profile", share=0.0),
-        Step(kind="hpo", families=families, share=0.8),  # type: ignore[arg-type]
-    ]
+    steps = [Step(kind="hpo", families=families)]  # type: ignore[arg-type]
     if ensemble:
-        steps.append(Step(kind="ensemble", share=0.05))
+        steps.append(Step(kind="ensemble"))
     return Plan(
         steps=steps,
         families=families,  # type: ignore[arg-type]

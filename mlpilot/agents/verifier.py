@@ -7,7 +7,7 @@ reported as a success; "warning" checks are reported as doubts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,16 +31,16 @@ class Check:
         return {"check": self.name, "ok": self.ok, "severity": self.severity, "detail": self.detail}
 
 
-def check_claims(rows: Sequence[Mapping[str, Any]]) -> Check:
+def check_claims(rows: Sequence[Any]) -> Check:
     """Trials whose job reported a score its own predictions do not give: they were
     failed when they finished, so they are in no leaderboard, ensemble or final model;
     this check says which, so the report shows them.
 
     Args:
-        rows: every trial of the run, with its state and failure reason.
+        rows: every trial of the run (:class:`~mlpilot.agents.state.TrialRow`).
     """
-    liars = [r for r in rows if str(r.get("reason", "")).startswith(CLAIM_MISMATCH)]
-    finished = sum(1 for r in rows if r.get("cv_score") is not None)
+    liars = [r for r in rows if r.reason.startswith(CLAIM_MISMATCH)]
+    finished = sum(1 for r in rows if r.cv_score is not None)
     if not liars:
         return Check(
             "job claims",
@@ -48,7 +48,7 @@ def check_claims(rows: Sequence[Mapping[str, Any]]) -> Check:
             f"each of {finished} finished trials' own score matched its predictions",
             "warning",
         )
-    shown = "; ".join(f"{r['key']}: {r['reason'][len(CLAIM_MISMATCH) + 2 :]}" for r in liars[:5])
+    shown = "; ".join(f"{r.key}: {r.reason[len(CLAIM_MISMATCH) + 2 :]}" for r in liars[:5])
     return Check(
         "job claims",
         False,

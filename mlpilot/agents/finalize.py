@@ -1,0 +1,209 @@
+"""The finalize step: the final candidates' CV re-run fold by fold, the winner refit in
+the sandbox and rescored on the host, leakage looked for, the budget checked.
+
+A candidate (the ensemble, then the best single trials) becomes the final model only
+when every member's fold-by-fold re-run reproduces its recorded score, its refit
+comes back as a skops file of trusted types, and the refit's holdout predictions
+match the model's; otherwise the next candidate is tried.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from langgraph.runtime import Runtime
+
+from mlpilot.agents import leakage, verifier
+from mlpilot.agents.context import RunContext
+from mlpilot.agents.hpo import trial_rows
+from mlpilot.agents.state import FinalModel, RunState, SandboxInfo, TrialRow
+from mlpilot.agents.trials import TrialRunner
+from mlpilot.tools.metrics import predictions_for
+from mlpilot.tools.model import PilotModel, WeightedEnsemble
+
+BUDGET_MARGIN_S = 15.0  # a run may overshoot its budget by this much (refit, report)
+FINAL_SINGLES = 3  # single trials refit as the final model after the ensemble, at most
+MAX_RERUN_SINGLES = 10  # single trials whose CV may be re-run fold by fold, at most
+LEAK_REVIEW_S = 30.0  # most seconds the LLM's leakage review may take
+JOB_OVERHEAD_S = 0.3  # a warm sandbox job's start, data and clean-up, beyond its fits
+
+
+def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
+    ctx = runtime.context
+    task = ctx.task
+    rows = trial_rows(ctx.run.storage_url, task)
+    done = [r for r in rows if r.finished]
+    review = _start_leak_review(ctx)  # the LLM reads the columns while candidates re-run
+    checks = [verifier.check_claims(rows)]
+    by_key = {r.key: r for r in rows}
+    candidates: list[tuple[str, dict[str, float], float | None]] = []
+    ens = state.get("ensemble")
+    if ens is not None and ens.kept:
+        candidates.append(("ensemble", ens.weights, ens.score))
+    for row in done[:MAX_RERUN_SINGLES]:
+        candidates.append((row.key, {row.key: 1.0}, row.cv_score))
+    runner = TrialRunner(ctx.sandbox, task, data_dir=ctx.run.sandbox_data, code=ctx.trial_code)
+    verdicts: dict[str, verifier.RerunVerdict] = {}
+    skipped: list[str] = []
+    final = FinalModel()
+    refits = 0
+    for label, weights, cv_score in candidates:
+        cost = _verification_cost(weights, by_key, verdicts, runner.folds)
+        # Singles are tried until one holds, whatever the time; the ensemble if it fits.
+        if label == "ensemble" and cost > ctx.remaining() + BUDGET_MARGIN_S / 2:
+            skipped.append(
+                f"the ensemble was not re-run (about {cost:.0f} s of jobs, "
+                f"{max(0.0, ctx.remaining()):.0f} s left)"
+            )
+            continue
+        for key in weights:
+            if key not in verdicts:
+                row = by_key[key]
+                rerun = runner.refold(
+                    row.family,
+                    row.params,
+                    timeout_s=max(30.0, ctx.remaining() + BUDGET_MARGIN_S),
+                    workers=ctx.hpo_settings.parallel,
+                )
+                verdicts[key] = verifier.judge_rerun(key, row.cv_score or 0.0, rerun)
+                ctx.emit("rerun", key=key, ok=verdicts[key].ok)
+        if not all(verdicts[key].ok for key in weights):
+            continue  # never reported: the next candidate is tried
+        if refits > FINAL_SINGLES:
+            break
+        refits += 1
+        model, claimed_holdout, why = _refit_candidate(ctx, runner, weights, by_key)
+        if model is None:
+            checks.append(verifier.Check(f"refit {label}", False, why))
+            continue
+        check = verifier.verify_holdout(task, model, claimed_holdout)
+        checks.append(check)
+        if not check.ok:
+            continue  # retried with the next candidate, never reported as a success
+        ctx.run.save_model(model)
+        holdout = task.score_holdout(
+            predictions_for(task.metric, _raw_predictions(task, model), _classes(task, model))
+        )
+        final = FinalModel(
+            ok=True,
+            label=label,
+            weights=weights,
+            cv_score=cv_score,
+            holdout_score=holdout,
+            description=_describe(label, weights, by_key),
+        )
+        break
+    checks.append(verifier.check_reruns(list(verdicts.values()), skipped))
+    findings = leakage.find_leaks(task, model=_model_strength(ctx, done)) + review(ctx.remaining())
+    checks.append(leakage.leakage_check(findings, rerun=ctx.command))
+    checks.append(verifier.check_budget(ctx.elapsed(), ctx.time_budget_s, BUDGET_MARGIN_S))
+    final = final.model_copy(update={"sandbox": SandboxInfo(**runner.last_sandbox)})
+    excluded = {k for k, v in verdicts.items() if not v.ok}
+    return {
+        "final": final,
+        "trials": rows,
+        "checks": checks,
+        "verified": sorted(r.key for r in done if r.key not in excluded),
+        "reruns": sorted(k for k, v in verdicts.items() if v.ok),
+        "events": [f"final model: {final.description}"],
+    }
+
+
+def _verification_cost(
+    weights: dict[str, float],
+    rows: dict[str, TrialRow],
+    verdicts: dict[str, verifier.RerunVerdict],
+    folds: int,
+) -> float:
+    """Seconds of sandbox jobs a candidate still needs: a fold-by-fold re-run of each
+    member not yet re-run (about one trial's time, in ``folds`` jobs) and a refit of
+    every member (about one fold's, in one job)."""
+    rerun = sum(rows[k].seconds + folds * JOB_OVERHEAD_S for k in weights if k not in verdicts)
+    refit = sum(rows[k].seconds / (folds + 1) + JOB_OVERHEAD_S for k in weights)
+    return rerun + refit
+
+
+def _start_leak_review(ctx: RunContext) -> Callable[[float], list[leakage.Finding]]:
+    """Starts the LLM's leakage review in the background; the returned function waits
+    for it at most the given seconds (a late or missing answer adds nothing)."""
+    llm = ctx.llm
+    if llm is None or not llm.available:
+        return lambda _: []
+    found: list[leakage.Finding] = []
+    crashed: list[BaseException] = []
+    timeout = max(5.0, min(LEAK_REVIEW_S, ctx.remaining() + BUDGET_MARGIN_S))
+
+    def work() -> None:
+        try:
+            found.extend(leakage.ask_llm(llm, ctx.task, timeout=timeout))
+        except BaseException as e:  # a bug, or a test double's alarm: surfaced below
+            crashed.append(e)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+
+    def wait(seconds: float) -> list[leakage.Finding]:
+        thread.join(timeout=max(1.0, seconds + BUDGET_MARGIN_S))
+        if crashed:
+            raise crashed[0]
+        return list(found) if not thread.is_alive() else []
+
+    return wait
+
+
+def _model_strength(ctx: RunContext, done: list[TrialRow]) -> float | None:
+    """The best trial's strength (see :func:`leakage.model_strength`), from its saved
+    out-of-fold predictions."""
+    saved = ctx.run.load_predictions(done[0].key) if done else None
+    if saved is None:
+        return None
+    oof, _, classes = saved
+    return leakage.model_strength(ctx.task.y, oof, classes, ctx.task.problem_type)
+
+
+def _refit_candidate(
+    ctx: RunContext, runner: TrialRunner, weights: dict[str, float], rows: dict[str, TrialRow]
+) -> tuple[PilotModel | None, float | None, str]:
+    task = ctx.task
+    members, holdouts, classes = [], [], None
+    for key in weights:
+        row = rows[key]
+        out = runner.refit(
+            row.family, row.params, timeout_s=max(30.0, ctx.remaining() + BUDGET_MARGIN_S)
+        )
+        if not out.ok:
+            return None, None, f"{key}: {out.reason}"
+        members.append(out.model)  # built from a skops file of trusted types only
+        holdouts.append(out.holdout_pred)
+        classes = out.classes
+    w = np.asarray(list(weights.values()), dtype=float)
+    estimator = (
+        members[0]
+        if len(members) == 1
+        else WeightedEnsemble(members, list(w), classification=task.is_classification)
+    )
+    model = PilotModel(estimator, task.feature_columns, task.target, task.problem_type)
+    blended = sum(wi * h for wi, h in zip(w / w.sum(), holdouts, strict=True))
+    claimed = task.score_holdout(predictions_for(task.metric, blended, classes))
+    return model, claimed, ""
+
+
+def _raw_predictions(task: Any, model: PilotModel) -> np.ndarray:
+    X = task.holdout.features
+    return model.predict_proba(X) if task.is_classification else model.predict(X)
+
+
+def _classes(task: Any, model: PilotModel) -> list[Any] | None:
+    return list(model.classes_) if task.is_classification else None
+
+
+def _describe(label: str, weights: dict[str, float], rows: dict[str, TrialRow]) -> str:
+    if label == "ensemble":
+        parts = ", ".join(f"{k} ({w:.2f})" for k, w in weights.items())
+        return f"weighted ensemble of {len(weights)} models: {parts}"
+    row = rows[label]
+    return f"{row.family} (trial {label}) with {json.dumps(row.params)}"

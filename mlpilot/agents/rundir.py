@@ -1,0 +1,236 @@
+"""The run directory and its one owner.
+
+Every file a resume reads is written through :class:`RunDir`, atomically (a
+temporary file in the same directory, flushed, then renamed over the old one),
+so a process killed at any instant leaves either the old file or the new one,
+never half of either. File names are decided here and nowhere else.
+
+What lives in a run directory::
+
+    run.json          RunMeta: the request, data, options, HPO settings, LLM choice,
+                      spent time and, once finished, the outcome
+    optuna.db         the Optuna studies (SQLite; Optuna's own transactions)
+    checkpoints.db    the LangGraph checkpoints (SQLite)
+    predictions/      each finished trial's out-of-fold and holdout predictions
+    sandbox-data/     the task's data as the sandbox reads it
+    data.parquet      a copy of a DataFrame the run was given
+    model.skops       the delivered model (loads without running code)
+    report.md, report.html, history.svg
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from mlpilot.errors import ConfigError
+from mlpilot.tools import model_io
+
+RUN_JSON = "run.json"
+OPTUNA_DB = "optuna.db"
+CHECKPOINTS_DB = "checkpoints.db"
+PREDICTIONS = "predictions"
+SANDBOX_DATA = "sandbox-data"
+DATA_COPY = "data.parquet"
+MODEL = model_io.MODEL_FILE
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+HISTORY_SVG = "history.svg"
+CLOCK_INTERVAL_S = 1.0  # how often a running run saves its spent time
+
+
+class RunMeta(BaseModel):
+    """``run.json``: everything a resume needs to carry on as the run started, and the
+    outcome once it finished."""
+
+    request: str
+    data: str
+    target: str
+    metric: str
+    time_budget: float
+    max_trials: int
+    seed: int = 0
+    drop: list[str] = Field(default_factory=list)
+    llm: str | None = None
+    no_llm: bool = False
+    api_base: str | None = None
+    hpo: dict[str, Any] = Field(default_factory=dict)  # HpoSettings' fields
+    sandbox: str = "local-warm"
+    name: str = ""
+    status: str = "running"
+    created: str = ""
+    spent_s: float = 0.0
+    best_family: str | None = None
+    best_score: float | None = None
+    holdout_score: float | None = None
+    problem_type: str | None = None
+    profile: dict[str, Any] | None = None
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` so that a reader (or a resume after kill -9) sees the
+    old content or the new, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Owns one run directory (see the module docstring). Thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+
+    # -- names ---------------------------------------------------------------------
+
+    @property
+    def storage_url(self) -> str:
+        return f"sqlite:///{self.path / OPTUNA_DB}"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINTS_DB
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / PREDICTIONS
+
+    @property
+    def sandbox_data(self) -> Path:
+        return self.path / SANDBOX_DATA
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / MODEL
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / REPORT_MD
+
+    @property
+    def data_copy(self) -> Path:
+        return self.path / DATA_COPY
+
+    def exists(self) -> bool:
+        return (self.path / RUN_JSON).is_file()
+
+    # -- run.json --------------------------------------------------------------------
+
+    def create(self, meta: RunMeta) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_meta(meta)
+
+    def meta(self) -> RunMeta:
+        """``run.json``, validated.
+
+        Raises:
+            ConfigError: the directory holds no readable run.
+        """
+        try:
+            text = (self.path / RUN_JSON).read_text()
+        except OSError as e:
+            raise ConfigError(f"{self.path} is not a run directory (no readable run.json)") from e
+        try:
+            return RunMeta.model_validate_json(text)
+        except ValueError as e:
+            raise ConfigError(f"{self.path / RUN_JSON} is not a valid run record: {e}") from e
+
+    def write_meta(self, meta: RunMeta) -> None:
+        with self._lock:
+            write_atomic(self.path / RUN_JSON, meta.model_dump_json(indent=2).encode())
+
+    def update(self, **fields: Any) -> RunMeta:
+        """Changes some fields of ``run.json`` (read, change, write atomically)."""
+        with self._lock:
+            meta = self.meta().model_copy(update=fields)
+            write_atomic(self.path / RUN_JSON, meta.model_dump_json(indent=2).encode())
+            return meta
+
+    @contextlib.contextmanager
+    def clock(self, spent_before: float) -> Iterator[Any]:
+        """Keeps ``spent_s`` in ``run.json`` current while the block runs (every
+        second, and once at the end), so that a kill at any instant loses at most a
+        second of the run's time; yields a function giving the seconds spent so far."""
+        started = time.monotonic()
+        stop = threading.Event()
+
+        def spent() -> float:
+            return spent_before + time.monotonic() - started
+
+        def tick() -> None:
+            while not stop.wait(CLOCK_INTERVAL_S):
+                with contextlib.suppress(OSError, ConfigError):
+                    self.update(spent_s=round(spent(), 2))
+
+        thread = threading.Thread(target=tick, daemon=True, name="mlpilot-run-clock")
+        thread.start()
+        try:
+            yield spent
+        finally:
+            stop.set()
+            thread.join()
+            with contextlib.suppress(OSError, ConfigError):
+                self.update(spent_s=round(spent(), 2))
+
+    # -- predictions ---------------------------------------------------------------------
+
+    def save_predictions(
+        self,
+        key: str,
+        oof: np.ndarray,
+        holdout_pred: np.ndarray,
+        classes: tuple[Any, ...] | None,
+    ) -> None:
+        """A finished trial's predictions, for ensembling and the verifier."""
+        import io
+
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            oof=oof,
+            holdout_pred=holdout_pred,
+            classes=np.asarray(classes if classes is not None else []),
+        )
+        write_atomic(self.predictions / f"{key}.npz", buf.getvalue())
+
+    def load_predictions(
+        self, key: str
+    ) -> tuple[np.ndarray, np.ndarray, list[Any] | None] | None:
+        """(out-of-fold, holdout, classes) of a trial, or None if it has none saved."""
+        try:
+            with np.load(self.predictions / f"{key}.npz", allow_pickle=False) as saved:
+                classes = saved["classes"].tolist() or None
+                return saved["oof"], saved["holdout_pred"], classes
+        except (OSError, KeyError, ValueError):
+            return None
+
+    # -- the model and the report ----------------------------------------------------------
+
+    def save_model(self, model: Any) -> None:
+        model_io.dump(model, self.model_path)
+
+    def load_model(self) -> Any:
+        return model_io.load(self.model_path, what=f"model of run {self.path}")
+
+    def write_text(self, name: str, text: str) -> Path:
+        path = self.path / name
+        write_atomic(path, text.encode())
+        return path

@@ -1,0 +1,124 @@
+"""The run's state: typed, checkpointed by LangGraph after every node.
+
+Nodes return partial states; each field has one type, so an agent added later
+adds a field, not a dict key that every reader re-validates.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from pydantic import BaseModel, Field
+
+from mlpilot.agents.planner import Plan, Step
+from mlpilot.agents.verifier import Check
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial of the run as the verifier, ensembler and report see it."""
+
+    key: str  # "family-number"
+    family: str
+    number: int
+    params: dict[str, Any]
+    source: str  # "default", "llm-warmstart", "llm-sample" or "tpe"
+    seconds: float
+    reason: str  # why it failed ("" when it did not)
+    state: str  # Optuna's state name
+    cv_score: float | None  # set for finished trials only
+    holdout_score: float | None
+    started: float  # a timestamp, for the history plot
+
+    @property
+    def finished(self) -> bool:
+        return self.cv_score is not None
+
+
+class FamilySummary(BaseModel):
+    """What tuning one family gave."""
+
+    trials: int
+    failed: int
+    best: float | None = None
+    llm: dict[str, Any] | None = None  # the LLM's proposals (ProposalStats' fields)
+    stopped: str | None = None  # why the family got no more trials
+
+
+class EnsembleSummary(BaseModel):
+    """The greedy ensemble selection's outcome."""
+
+    kept: bool
+    score: float
+    best_single: float
+    best_single_name: str
+    weights: dict[str, float]
+
+
+class SandboxInfo(BaseModel):
+    """Where the final model's jobs ran."""
+
+    backend: str = ""
+    network_isolated: bool = False
+    isolation: str = "none"
+    gpus: str = "none"
+
+
+class FinalModel(BaseModel):
+    """The delivered model, or why there is none."""
+
+    ok: bool = False
+    label: str | None = None  # "ensemble" or a trial key
+    weights: dict[str, float] = Field(default_factory=dict)
+    cv_score: float | None = None
+    holdout_score: float | None = None
+    description: str = "no verified model"
+    sandbox: SandboxInfo | None = None
+
+    @property
+    def family(self) -> str | None:
+        if not self.ok or self.label is None:
+            return None
+        return "ensemble" if self.label == "ensemble" else self.label.rsplit("-", 1)[0]
+
+
+class RunState(TypedDict, total=False):
+    plan: Plan
+    step: int  # the next step of the plan to run
+    hpo: dict[str, FamilySummary]
+    ensemble: EnsembleSummary | None
+    trials: list[TrialRow]  # every trial, best finished first (set once tuning is over)
+    final: FinalModel
+    checks: list[Check]
+    verified: list[str]  # finished trials' keys, less those a fold-by-fold re-run refuted
+    reruns: list[str]  # the final candidates whose fold-by-fold re-run agreed
+    events: Annotated[list[str], operator.add]
+    status: str
+
+
+# Types the checkpointer may rebuild from a checkpoint (and no others).
+CHECKPOINT_TYPES = [
+    (cls.__module__, cls.__name__)
+    for cls in (
+        Plan,
+        Step,
+        Check,
+        TrialRow,
+        FamilySummary,
+        EnsembleSummary,
+        SandboxInfo,
+        FinalModel,
+    )
+]
+
+__all__ = [
+    "CHECKPOINT_TYPES",
+    "EnsembleSummary",
+    "FamilySummary",
+    "FinalModel",
+    "RunState",
+    "SandboxInfo",
+    "TrialRow",
+]
