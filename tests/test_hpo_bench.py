@@ -83,24 +83,25 @@ def test_llambo_mode_uses_the_llm_for_warm_start_and_candidates() -> None:
     optimiser = LlamboOptimiser(LLM(fake), candidates=2)
     history = optimise(problem, optimiser, n_init=3, n_trials=5, seed=0)
     sources = [e.source for e in history]
-    # two distinct warm-start configurations (the repeat is skipped), a random third;
-    # then LLM steps and TPE steps take turns: the GP's expected improvement picks among
-    # the LLM's candidates, and candidates that were all tried already leave it to TPE
+    # the HPO agent's schedule: two distinct warm-start configurations (the repeat is
+    # skipped), a random third; after every third evaluation two LLM candidates enter
+    # the study, TPE proposes the rest, and candidates tried already leave it to TPE
     assert sources == [
         "llm-warmstart",
         "llm-warmstart",
         "random",
         "llm-sample",
-        "tpe",
         "llm-sample",
+        "tpe",
         "tpe",
         "tpe",
     ]
     assert [history[0].config, history[1].config] == [A, B]
-    assert sorted(map(str, (history[3].config, history[5].config))) == sorted(map(str, (C, D)))
-    assert optimiser.stats.proposed == 8
+    assert [history[3].config, history[4].config] == [C, D]
+    assert optimiser.stats.proposed == 7 and optimiser.stats.duplicates == 3
+    assert fake.remaining == 1  # three requests: warm start, then at evaluations 3 and 6
     # TPE learnt from every evaluation, the LLM's included, with the same scores
-    study = optimiser.tpe._study
+    study = optimiser._study
     assert study is not None
     told = {json.dumps(t.params, sort_keys=True): t.value for t in study.trials}
     assert told == {json.dumps(e.config, sort_keys=True): e.score for e in history}

@@ -136,6 +136,7 @@ class HpoAgent:
         self.settings = settings or HpoSettings()
         self.on_trial = on_trial
         self.stats: dict[str, HpoStats] = {}
+        self._proposers: dict[str, llambo.Proposer] = {}
         # families given no more trials this run, with the reason (for the report)
         self.stopped: dict[str, str] = {}
         self._queues: dict[str, queue.SimpleQueue[tuple[str, dict[str, Any]]]] = {}
@@ -160,7 +161,7 @@ class HpoAgent:
             study_name=f"{self.task.name}-{family}",
             storage=self.storage,
             direction=direction,
-            sampler=optuna.samplers.TPESampler(seed=self.settings.seed, n_startup_trials=5),
+            sampler=llambo.make_sampler("tpe", self.settings.seed),
             load_if_exists=True,
         )
         stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -193,7 +194,7 @@ class HpoAgent:
 
         def work() -> None:
             for family in todo:
-                self._ask(family, "llm-warmstart", [])
+                self._ask(family, "llm-warmstart")
 
         self._start_llm(work)
 
@@ -211,10 +212,55 @@ class HpoAgent:
     def _llm_busy(self) -> bool:
         return self._llm_thread is not None and self._llm_thread.is_alive()
 
-    def _ask(self, family: str, kind: str, history: list[tuple[dict[str, Any], float]]) -> None:
-        stats = self.stats.setdefault(family, HpoStats())
+    def _proposer(self, family: str) -> llambo.Proposer:
+        """The family's LLM schedule (the component the HPO benchmark drives too)."""
+        if family not in self._proposers:
+            assert self.llm is not None
+            st = self.settings
+            proposer = llambo.Proposer(
+                self.llm,
+                llambo.Model.family(family),
+                prompt_context(self.task, self._profile),
+                greater_is_better=self.task.metric.greater_is_better,
+                warmstart=st.warmstart,
+                sample_every=st.sample_every,
+                sample_n=st.sample_n,
+                alpha=st.alpha,
+                history=st.history,
+                min_history=st.min_history,
+                seed=st.seed,
+            )
+            self._proposers[family] = proposer
+            self.stats[family] = proposer.stats
+        return self._proposers[family]
+
+    def _ask(
+        self,
+        family: str,
+        kind: str,
+        finished: int = 0,
+        scored: list[tuple[dict[str, Any], float]] | None = None,
+    ) -> None:
+        """One LLM request (run in the LLM thread); its configurations are queued for
+        the family's study."""
         try:
-            for config in self._propose(family, kind, history, stats):
+            proposer = self._proposer(family)
+            timeout = None
+            if self._deadline is not None:
+                timeout = self._deadline - time.monotonic()
+                if timeout < 2.0:
+                    proposer.stats.llm_errors.append(
+                        f"{kind}: not asked, the search was about to end"
+                    )
+                    return
+            configs = (
+                proposer.warm_start(timeout=timeout)
+                if kind == "llm-warmstart"
+                else proposer.sample(scored or [], finished=finished, timeout=timeout)
+            )
+            if proposer.stats.unavailable:
+                self._llm_off = True  # over budget or gone: stop asking
+            for config in configs:
                 self._queue(family).put((kind, config))
         except BaseException as e:  # a bug, or a test double's alarm: surface it
             self._crashed.append(e)
@@ -245,7 +291,6 @@ class HpoAgent:
         window = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
         studies = {f: self.study(f) for f in families}
         dists = {f: {p.name: p.distribution() for p in space(f)} for f in families}
-        since_sample = dict.fromkeys(families, 0)
         in_flight = dict.fromkeys(families, 0)
         lock = threading.Lock()
         self.prefetch_warmstart(list(families))
@@ -274,17 +319,18 @@ class HpoAgent:
             study = studies[family]
             stats = self.stats.setdefault(family, HpoStats())
             self._enqueue_ready(study, family, stats)
+            finished = _finished(study)
             if (
                 self.llm is not None
                 and not self._llm_off
                 and not self._llm_busy()
-                and since_sample[family] >= self.settings.sample_every
-                and _finished(study) >= self.settings.min_history
+                and self._proposer(family).sample_due(finished)
                 and (deadline is None or deadline - time.monotonic() > self.settings.llm_cutoff_s)
             ):
-                since_sample[family] = 0
-                history = self._history(study)
-                self._start_llm(lambda f=family, h=history: self._ask(f, "llm-sample", h))
+                scored = _scored(study)
+                self._start_llm(
+                    lambda f=family, n=finished, h=scored: self._ask(f, "llm-sample", n, h)
+                )
             trial = study.ask(dists[family])
             trial.set_user_attr(SOURCE_ATTR, trial.user_attrs.get(SOURCE_ATTR, "tpe"))
             in_flight[family] += 1
@@ -316,7 +362,6 @@ class HpoAgent:
                             in_flight[family] -= 1
                     with lock:
                         self._record(studies[family], trial, family, outcome)
-                        since_sample[family] += 1
                         if (
                             outcome.timed_out
                             and trial.user_attrs.get(SOURCE_ATTR) == "default"
@@ -389,45 +434,11 @@ class HpoAgent:
             study.enqueue_trial(config, user_attrs={SOURCE_ATTR: kind}, skip_if_exists=True)
             stats.enqueued += 1
 
-    def _history(self, study: optuna.Study) -> list[tuple[dict[str, Any], float]]:
-        """(configuration, score) of the best finished trials, best first."""
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        sign = self.task.metric.sign()
-        done.sort(key=lambda t: -sign * float(t.value))  # type: ignore[arg-type]
-        best = done[: self.settings.history]
-        return [(dict(t.params), float(t.value)) for t in best]  # type: ignore[arg-type]
 
-    def _propose(
-        self,
-        family: str,
-        kind: str,
-        history: list[tuple[dict[str, Any], float]],
-        stats: HpoStats,
-    ) -> list[dict[str, Any]]:
-        assert self.llm is not None
-        warm = kind == "llm-warmstart"
-        timeout = None
-        if self._deadline is not None:
-            timeout = self._deadline - time.monotonic()
-            if timeout < 2.0:
-                stats.llm_errors.append(f"{kind}: not asked, the search was about to end")
-                return []
-        configs = llambo.propose(
-            self.llm,
-            llambo.Model.family(family),
-            prompt_context(self.task, self._profile),
-            kind="warmstart" if warm else "sample",
-            n=self.settings.warmstart if warm else self.settings.sample_n,
-            history=history,
-            greater_is_better=self.task.metric.greater_is_better,
-            alpha=self.settings.alpha,
-            seed=self.settings.seed,
-            timeout=timeout,
-            stats=stats,
-        )
-        if stats.unavailable:
-            self._llm_off = True  # over budget or gone: stop asking
-        return configs
+def _scored(study: optuna.Study) -> list[tuple[dict[str, Any], float]]:
+    """(configuration, score) of every finished trial, for the LLM's examples."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [(dict(t.params), float(t.value)) for t in done]  # type: ignore[arg-type]
 
 
 def _completed_count(study: optuna.Study) -> int:

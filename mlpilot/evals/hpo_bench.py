@@ -15,11 +15,13 @@ drawn by the run's seed), so many seeds take seconds.
 Optimisers share one loop (:func:`optimise`): random search and Optuna's TPE (through
 ask/tell), a Gaussian-process optimiser with expected improvement (scikit-learn's
 GP; Optuna's GPSampler needs PyTorch, which mlpilot does not require), and mlpilot's
-LLAMBO mode (:class:`LlamboOptimiser`): the LLM proposes the initial points (warm
-start); then LLM steps — candidates aimed at s* = best + alpha * (best - worst) from
-the history, of which the GP's expected improvement picks one (the surrogate) — take
-turns with TPE steps, and TPE learns from every evaluation; when the LLM gives no new
-valid candidate, TPE decides.
+LLAMBO mode (:class:`LlamboOptimiser`), which is the HPO agent's own schedule driven
+one evaluation at a time: the same :class:`mlpilot.agents.llambo.Proposer` puts the
+LLM's warm start and, after every third evaluation, two candidates aimed at
+s* = best + alpha * (best - worst) into an Optuna study with the agent's TPE sampler,
+which proposes the rest and learns from every evaluation; when the LLM gives no new
+valid candidate, TPE decides. Random search and TPE are the same samplers as the
+agent's (:func:`mlpilot.agents.llambo.make_sampler`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import optuna
 import pandas as pd
 
 from mlpilot.agents import llambo
+from mlpilot.agents.hpo import HpoSettings
 from mlpilot.errors import ConfigError
 from mlpilot.evals.harness import append_jsonl, read_jsonl
 from mlpilot.llm import LLM
@@ -338,11 +341,7 @@ class OptunaOptimiser:
 
     def _study_for(self, problem: Problem, n_init: int, seed: int) -> optuna.Study:
         if self._study is None:
-            sampler = (
-                optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_init)
-                if self.name == "tpe"
-                else optuna.samplers.RandomSampler(seed=seed)
-            )
+            sampler = llambo.make_sampler(self.name, seed, n_init)  # the HPO agent's samplers
             direction = "maximize" if problem.greater_is_better else "minimize"
             self._study = optuna.create_study(direction=direction, sampler=sampler)
         return self._study
@@ -367,6 +366,9 @@ class OptunaOptimiser:
                 value=evaluation.score,
             )
         )
+
+
+DEFAULT_SETTINGS = HpoSettings()  # the HPO agent's LLM schedule, which llambo mode uses
 
 
 def _distributions(problem: Problem) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -446,100 +448,101 @@ class GpOptimiser:
 
 
 class LlamboOptimiser:
-    """mlpilot's LLAMBO mode, scheduled as the HPO agent schedules it: the LLM proposes
-    the initial points; after them, every ``sample_every``-th evaluation is the LLM
-    candidate (aimed at LLAMBO's target score) with the highest expected improvement
-    under a GP, and the others come from TPE, which learns from every evaluation, the
-    LLM's included. ``sample_every=1`` asks the LLM at every step (LLAMBO proper).
+    """The HPO agent's LLAMBO mode, driven one evaluation at a time: an Optuna study
+    with the agent's TPE sampler, into which the agent's :class:`llambo.Proposer`
+    enqueues the LLM's configurations: a warm start for the initial points, then
+    ``candidates`` configurations after every ``sample_every`` evaluations (TPE
+    proposes the rest and learns from every evaluation, the LLM's included). The one
+    difference from a run: the LLM's answers are waited for, where a run goes on
+    with TPE while the LLM thinks. ``sample_every=1`` asks at every step.
 
     Args:
         llm: the LLM.
         candidates: configurations asked for per LLM step.
         alpha: exploration factor of the target score.
         history: most evaluations shown to the LLM (the best ones).
-        sample_every: one LLM step in this many evaluations after the initial points.
+        sample_every: evaluations between LLM steps after the initial points.
     """
 
     def __init__(
         self,
         llm: LLM,
         *,
-        candidates: int = 4,
-        alpha: float = 0.1,
-        history: int = 15,
-        sample_every: int = 2,
+        candidates: int = DEFAULT_SETTINGS.sample_n,
+        alpha: float = DEFAULT_SETTINGS.alpha,
+        history: int = DEFAULT_SETTINGS.history,
+        sample_every: int = DEFAULT_SETTINGS.sample_every,
     ) -> None:
         if sample_every < 1:
             raise ConfigError(f"sample_every must be at least 1, not {sample_every}")
-        self.name = "llambo" if sample_every == 2 else f"llambo-every{sample_every}"
+        default = sample_every == DEFAULT_SETTINGS.sample_every
+        self.name = "llambo" if default else f"llambo-every{sample_every}"
         self.llm = llm
         self.candidates = candidates
         self.alpha = alpha
         self.history = history
         self.sample_every = sample_every
-        self.gp = GpOptimiser()
-        self.tpe = OptunaOptimiser("tpe")
-        self.stats = llambo.ProposalStats()
-        self._warm: list[dict[str, Any]] | None = None
-        self._asked_tpe = False
-        self._untold: list[Evaluation] = []  # the LLM's evaluations TPE has not seen
+        self.proposer: llambo.Proposer | None = None
+        self._study: optuna.Study | None = None
+        self._trial: optuna.Trial | None = None
+
+    @property
+    def stats(self) -> llambo.ProposalStats:
+        return self.proposer.stats if self.proposer is not None else llambo.ProposalStats()
+
+    def _start(self, problem: Problem, n_init: int, seed: int) -> optuna.Study:
+        direction = "maximize" if problem.greater_is_better else "minimize"
+        study = optuna.create_study(
+            direction=direction, sampler=llambo.make_sampler("tpe", seed, n_init)
+        )
+        self.proposer = llambo.Proposer(
+            self.llm,
+            problem.model,
+            problem.context,
+            greater_is_better=problem.greater_is_better,
+            warmstart=n_init,
+            sample_every=self.sample_every,
+            sample_n=self.candidates,
+            alpha=self.alpha,
+            history=self.history,
+            min_history=n_init,
+            seed=seed,
+        )
+        self._enqueue(study, self.proposer.warm_start(), "llm-warmstart")
+        return study
+
+    def _enqueue(self, study: optuna.Study, configs: list[dict[str, Any]], source: str) -> None:
+        assert self.proposer is not None
+        seen = {_key(t.params) for t in study.trials}
+        for config in configs:
+            if _key(config) in seen:
+                self.proposer.stats.duplicates += 1
+                continue
+            seen.add(_key(config))
+            study.enqueue_trial(config, user_attrs={"source": source}, skip_if_exists=True)
+            self.proposer.stats.enqueued += 1
 
     def suggest(
         self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
     ) -> tuple[dict[str, Any], str]:
-        self._asked_tpe = False
-        seen = {_key(e.config) for e in history}
-        if len(history) < n_init:
-            if self._warm is None:
-                self._warm = llambo.propose(
-                    self.llm,
-                    problem.model,
-                    problem.context,
-                    kind="warmstart",
-                    n=n_init,
-                    seed=seed,
-                    stats=self.stats,
-                )
-            while self._warm:
-                config = self._warm.pop(0)
-                if _key(config) not in seen:
-                    return config, "llm-warmstart"
-            return self._from_tpe(problem, history, n_init, seed)  # random before n_init
-        if (len(history) - n_init) % self.sample_every == 0:
-            sign = 1.0 if problem.greater_is_better else -1.0
-            best = sorted(history, key=lambda e: -sign * e.score)[: self.history]
-            proposals = llambo.propose(
-                self.llm,
-                problem.model,
-                problem.context,
-                kind="sample",
-                n=self.candidates,
-                history=[(e.config, e.score) for e in best],
-                greater_is_better=problem.greater_is_better,
-                alpha=self.alpha,
-                seed=seed * 1000 + len(history),
-                stats=self.stats,
+        if self._study is None:
+            self._study = self._start(problem, n_init, seed)
+        assert self.proposer is not None
+        waiting = self._study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+        if not waiting and self.proposer.sample_due(len(history)):
+            scored = [(e.config, e.score) for e in history]
+            self._enqueue(
+                self._study, self.proposer.sample(scored, finished=len(history)), "llm-sample"
             )
-            fresh = [c for c in proposals if _key(c) not in seen]
-            if fresh:
-                ei = self.gp.expected_improvement(problem, history, fresh)
-                return fresh[int(np.argmax(ei))], "llm-sample"
-        return self._from_tpe(problem, history, n_init, seed)
-
-    def _from_tpe(
-        self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
-    ) -> tuple[dict[str, Any], str]:
-        for evaluation in self._untold:  # TPE learns from the LLM's evaluations too
-            self.tpe.add(problem, evaluation, n_init, seed)
-        self._untold.clear()
-        self._asked_tpe = True
-        return self.tpe.suggest(problem, history, n_init, seed)
+        self._trial = self._study.ask(_distributions(problem))
+        source = self._trial.user_attrs.get("source")
+        if source is None:
+            source = "tpe" if len(history) >= n_init else "random"
+        return dict(self._trial.params), source
 
     def observe(self, evaluation: Evaluation) -> None:
-        if self._asked_tpe:
-            self.tpe.observe(evaluation)
-        else:
-            self._untold.append(evaluation)
+        assert self._study is not None and self._trial is not None
+        self._study.tell(self._trial, evaluation.score)
 
 
 def optimise(
@@ -612,7 +615,11 @@ def make_optimiser(name: str, llm: LLM | None) -> Optimiser:
     if name == "llambo" or name.startswith("llambo-every"):
         if llm is None:
             raise ConfigError(f"the {name} optimiser needs an LLM (--llm, or --replay DIR)")
-        every = name.removeprefix("llambo-every") if name != "llambo" else "2"
+        every = (
+            name.removeprefix("llambo-every")
+            if name != "llambo"
+            else str(DEFAULT_SETTINGS.sample_every)
+        )
         if not every.isdigit() or int(every) < 1:
             raise ConfigError(f"unknown optimiser {name!r}; llambo-everyN needs N >= 1")
         return LlamboOptimiser(llm, sample_every=int(every))

@@ -19,6 +19,7 @@ import optuna
 import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
+from mlpilot.agents.llambo import make_sampler  # the HPO agent's samplers
 from mlpilot.errors import ConfigError
 from mlpilot.evals.tasks import ID, EvalTask
 from mlpilot.sandbox import Sandbox
@@ -272,14 +273,6 @@ class SearchRunner:
             task.task, train, task.test(), self.family, best, seed, work / "submission.csv"
         )
         return Outcome(path, detail=f"best {best}")
-
-
-def make_sampler(kind: str, seed: int) -> optuna.samplers.BaseSampler:
-    if kind == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=5)
-    if kind == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ConfigError(f"unknown sampler {kind!r}; known: tpe, random")
 
 
 RUNNERS: dict[str, Callable[..., Runner]] = {
