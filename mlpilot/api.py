@@ -22,13 +22,14 @@ import pandas as pd
 from mlpilot.agents.context import RunContext
 from mlpilot.agents.graph import command_line, run_graph
 from mlpilot.agents.hpo import HpoSettings
-from mlpilot.agents.rundir import RunDir, RunMeta, write_atomic
+from mlpilot.agents.rundir import RunDir, RunMeta
 from mlpilot.agents.state import FinalModel, RunState, TrialRow
 from mlpilot.errors import ConfigError, MlpilotError
 from mlpilot.llm import LLM, Budget, LLMUnavailable, make_llm
 from mlpilot.sandbox import Sandbox, make_sandbox
 from mlpilot.task import TaskSpec
 from mlpilot.tools import model_io
+from mlpilot.tools.files import write_atomic
 from mlpilot.tools.model import PilotModel
 
 

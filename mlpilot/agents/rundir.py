@@ -21,8 +21,6 @@ What lives in a run directory::
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from mlpilot.errors import ConfigError
 from mlpilot.tools import model_io
+from mlpilot.tools.files import write_atomic
 
 RUN_JSON = "run.json"
 OPTUNA_DB = "optuna.db"
@@ -74,22 +73,6 @@ class RunMeta(BaseModel):
     holdout_score: float | None = None
     problem_type: str | None = None
     profile: dict[str, Any] | None = None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` so that a reader (or a resume after kill -9) sees the
-    old content or the new, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunDir:

@@ -9,12 +9,11 @@ job are never loaded: unpickling runs whatever code the file names.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from mlpilot.errors import MlpilotError
+from mlpilot.tools.files import write_atomic
 
 MODEL_FILE = "model.skops"  # what a job that saves its fitted pipeline writes
 
@@ -65,17 +64,7 @@ def dump(model: Any, path: Path) -> None:
     """Writes ``model`` to ``path`` in skops format, atomically (temp file + rename)."""
     import skops.io as sio
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(sio.dumps(model))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, sio.dumps(model))
 
 
 def load(path: Path, *, what: str = "model") -> Any:
