@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -416,3 +417,18 @@ def test_a_job_cannot_read_another_jobs_directory(sandbox: Sandbox) -> None:
     )
     assert second.ok, second.stderr
     assert "READ" not in second.stdout
+
+
+def test_a_python_or_checkout_under_tmp_is_bound_back_inside_bubblewrap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh clone or virtualenv in /tmp would otherwise vanish under the private /tmp.
+    from mlpilot.sandbox import isolation
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    monkeypatch.setattr(isolation, "_python_paths", lambda: [tmp_path])
+    args = isolation._bwrap_prefix(tmp_path / "job", network=False, root=True)
+    text = " ".join(args)
+    assert f"--ro-bind {tmp_path} {tmp_path}" in text
+    assert text.index("--tmpfs /tmp") < text.index(f"--ro-bind {tmp_path}")

@@ -211,8 +211,8 @@ def _bwrap_prefix(writable: Path, *, network: bool, root: bool) -> tuple[str, ..
                 args.extend(["--perms", "0755", "--dir", str(ancestor)])
         args.extend([option, str(path), str(path)])
 
-    for path in _python_paths():
-        if any(path.is_relative_to(h) for h in hidden):
+    for path in _python_paths():  # a checkout or virtualenv under /tmp or a home
+        if any(path.is_relative_to(m) for m in fresh):
             bind("--ro-bind", path)
     bind("--bind", Path(writable).resolve())
     # --as-pid-1: the runner is the namespace's init and kills what a job leaves behind
