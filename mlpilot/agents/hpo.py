@@ -20,7 +20,6 @@ is plain TPE.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import queue
 import threading
@@ -46,7 +45,7 @@ from mlpilot.tools.search_spaces import (
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SOURCE_ATTR = "source"  # user attribute: "default", "llm-warmstart", "llm-sample" or "tpe"
+SOURCE_ATTR = llambo.SOURCE_ATTR
 
 
 def trial_cores(local_llm: bool) -> int:
@@ -100,10 +99,6 @@ class HpoSettings:
 
 
 HpoStats = ProposalStats  # what happened to one family's LLM proposals, for the report
-
-
-def _key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 class HpoAgent:
@@ -421,18 +416,13 @@ class HpoAgent:
     # -- the LLM's part ------------------------------------------------------------
 
     def _enqueue_ready(self, study: optuna.Study, family: str, stats: HpoStats) -> None:
-        seen = {_key(t.params) for t in study.trials}
+        ready = []
         while True:
             try:
-                kind, config = self._queue(family).get_nowait()
+                ready.append(self._queue(family).get_nowait())
             except queue.Empty:
-                return
-            if _key(config) in seen:
-                stats.duplicates += 1
-                continue
-            seen.add(_key(config))
-            study.enqueue_trial(config, user_attrs={SOURCE_ATTR: kind}, skip_if_exists=True)
-            stats.enqueued += 1
+                break
+        llambo.enqueue(study, ready, stats)
 
 
 def _scored(study: optuna.Study) -> list[tuple[dict[str, Any], float]]:

@@ -189,6 +189,25 @@ def make_sampler(kind: str, seed: int, n_startup_trials: int = 5) -> Any:
     raise ConfigError(f"unknown sampler {kind!r}; known: tpe, random")
 
 
+SOURCE_ATTR = "source"  # user attribute: "default", "llm-warmstart", "llm-sample" or "tpe"
+
+
+def enqueue(
+    study: Any, proposals: Sequence[tuple[str, dict[str, Any]]], stats: ProposalStats
+) -> None:
+    """Puts each (source, configuration) the study has not seen into it, counting the
+    enqueued ones and the repeats in ``stats``."""
+    seen = {json.dumps(t.params, sort_keys=True, default=str) for t in study.trials}
+    for source, config in proposals:
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key in seen:
+            stats.duplicates += 1
+            continue
+        seen.add(key)
+        study.enqueue_trial(config, user_attrs={SOURCE_ATTR: source}, skip_if_exists=True)
+        stats.enqueued += 1
+
+
 class Proposer:
     """The LLM's part of one search, as one component: when to ask and what to put
     into the Optuna study. First a warm start of ``warmstart`` configurations; then,

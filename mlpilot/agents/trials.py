@@ -27,6 +27,7 @@ from mlpilot.sandbox.base import read_artifact
 from mlpilot.task import TaskSpec
 from mlpilot.tools import cv_job, model_io
 from mlpilot.tools.data import plain_numbers
+from mlpilot.tools.files import write_atomic
 from mlpilot.tools.metrics import predictions_for
 
 
@@ -129,13 +130,10 @@ class TrialRunner:
             if data_dir is None:
                 self._files[name] = content
                 continue
-            data_dir.mkdir(parents=True, exist_ok=True)
             path = data_dir / name
             if not path.exists() or path.read_bytes() != content:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_bytes(content)
-                tmp.chmod(0o644)  # readable by the sandbox's non-root user
-                tmp.replace(path)
+                write_atomic(path, content)
+                path.chmod(0o644)  # readable by the sandbox's non-root user
             self._files[name] = path
         self._code = code if code is not None else Path(cv_job.__file__).read_text()
         self.last_network_isolated = False

@@ -513,14 +513,7 @@ class LlamboOptimiser:
 
     def _enqueue(self, study: optuna.Study, configs: list[dict[str, Any]], source: str) -> None:
         assert self.proposer is not None
-        seen = {_key(t.params) for t in study.trials}
-        for config in configs:
-            if _key(config) in seen:
-                self.proposer.stats.duplicates += 1
-                continue
-            seen.add(_key(config))
-            study.enqueue_trial(config, user_attrs={"source": source}, skip_if_exists=True)
-            self.proposer.stats.enqueued += 1
+        llambo.enqueue(study, [(source, c) for c in configs], self.proposer.stats)
 
     def suggest(
         self, problem: Problem, history: list[Evaluation], n_init: int, seed: int
@@ -535,7 +528,7 @@ class LlamboOptimiser:
                 self._study, self.proposer.sample(scored, finished=len(history)), "llm-sample"
             )
         self._trial = self._study.ask(_distributions(problem))
-        source = self._trial.user_attrs.get("source")
+        source = self._trial.user_attrs.get(llambo.SOURCE_ATTR)
         if source is None:
             source = "tpe" if len(history) >= n_init else "random"
         return dict(self._trial.params), source
