@@ -23,7 +23,7 @@ from mlpilot.agents.context import RunContext
 from mlpilot.agents.graph import command_line, run_graph
 from mlpilot.agents.hpo import HpoSettings
 from mlpilot.agents.rundir import RunDir, RunMeta
-from mlpilot.agents.state import FinalModel, RunState, TrialRow
+from mlpilot.agents.state import FeatureSummary, FinalModel, RunState, TrialRow
 from mlpilot.errors import ConfigError, MlpilotError
 from mlpilot.llm import LLM, Budget, LLMUnavailable, make_llm
 from mlpilot.sandbox import Sandbox, make_sandbox
@@ -48,6 +48,7 @@ class RunResult:
     metric_display: str = ""
     checks: list[dict[str, Any]] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    features: FeatureSummary | None = None  # the feature step's outcome, if it ran
 
     def predict(self, frame: pd.DataFrame) -> Any:
         if self.model is None:
@@ -112,11 +113,19 @@ class Pilot:
         progress: Any = None,
         hpo: HpoSettings | None = None,
         drop: Sequence[str] = (),
+        description: str | Path | None = None,
+        features: bool | None = None,
     ) -> RunResult:
-        """Runs the request on ``data`` within ``time_budget`` seconds (wall clock);
-        ``drop`` names columns to leave out (a suspected leak, say)."""
+        """Runs the request on ``data`` within ``time_budget`` seconds (wall clock).
+
+        ``drop`` names columns to leave out (a suspected leak, say). ``description``
+        says what the data is (text, or a Path to a text/Markdown file): the feature
+        step reads it. ``features`` forces the feature step on (True) or off (False);
+        by default the planner decides (see :func:`mlpilot.agents.planner.feature_step`).
+        """
         if time_budget < 10:
             raise ConfigError(f"time_budget must be at least 10 seconds, but got {time_budget}")
+        description_text, description_file = _read_description(description)
         started = time.monotonic()
         task = TaskSpec.from_data(
             data, request=request, target=target, metric=metric, seed=seed, drop=drop
@@ -136,6 +145,9 @@ class Pilot:
             max_trials=max_trials,
             seed=seed,
             drop=list(drop),
+            description=description_text,
+            description_file=description_file,
+            features=features,
             llm=self.llm_spec if isinstance(self.llm_spec, str) else None,
             no_llm=self.llm_spec is False,
             api_base=self.api_base,
@@ -170,8 +182,12 @@ class Pilot:
             drop=meta.drop,
         )
         llm = self._make_llm(meta.time_budget)
-        settings = HpoSettings(**meta.hpo) if meta.hpo else HpoSettings.for_budget(
-            meta.time_budget, local_llm=llm is not None and llm.runs_locally
+        settings = (
+            HpoSettings(**meta.hpo)
+            if meta.hpo
+            else HpoSettings.for_budget(
+                meta.time_budget, local_llm=llm is not None and llm.runs_locally
+            )
         )
         return self._execute(task, run, meta, llm, settings, started, progress, resume=True)
 
@@ -218,7 +234,11 @@ class Pilot:
                 meta.llm,
                 self._sandbox_name(),
                 drop=meta.drop,
+                description=meta.description_file,
+                features=meta.features,
             ),
+            description=meta.description,
+            features=meta.features,
         )
         try:
             with run.clock(meta.spent_s):  # the spent time survives a kill at any instant
@@ -253,6 +273,18 @@ class Pilot:
         return LoadedRun(Path(run_dir))
 
 
+def _read_description(description: str | Path | None) -> tuple[str, str | None]:
+    """(the text, the file it came from) of a run's data description."""
+    if description is None:
+        return "", None
+    if isinstance(description, Path):
+        try:
+            return description.read_text(encoding="utf-8"), str(description.resolve())
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read the description file {str(description)!r}: {e}") from e
+    return str(description), None
+
+
 def _leaderboard(rows: list[TrialRow], verified: set[str]) -> pd.DataFrame:
     """Finished trials whose scores held, best first."""
     columns = ["key", "family", "source", "cv_score", "holdout_score", "seconds", "params"]
@@ -275,6 +307,7 @@ def _result(run: RunDir, state: RunState, ctx: RunContext) -> RunResult:
         metric_display=ctx.task.metric.display,
         checks=[c.as_row() for c in state.get("checks", [])],
         events=state.get("events", []),
+        features=state.get("features"),
     )
 
 

@@ -158,9 +158,7 @@ class ChatSession:
         if re.search(r"report|where", t):
             return f"The report is {r.report_path} (and report.html beside it)."
         if re.search(r"verif|check|leak", t):
-            return "\n".join(
-                f"{c['check']}: {_verdict(c)} — {c['detail']}" for c in r.checks
-            )
+            return "\n".join(f"{c['check']}: {_verdict(c)} — {c['detail']}" for c in r.checks)
         return (
             "I can tell you which features mattered, what it cost, the leaderboard, the "
             "verification checks or where the report is — or give me a new request."

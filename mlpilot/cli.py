@@ -85,6 +85,9 @@ class _RunProgress:
             self.step = "plan: " + ", ".join(plan["families"]) + f" ({plan['source']})"
         elif event == "family":
             self.step = f"tuning {data['family']}"
+        elif event == "features":
+            kept = ", ".join(data["kept"]) or "none kept yet"
+            self.step = f"engineering features: round {data['round']}, {kept}"
         elif event == "trial":
             self.done += 1
             self.failed += int(not data["ok"])
@@ -139,13 +142,39 @@ def run(
         list[str] | None,
         typer.Option("--drop", help="Leave this column out (repeat for more), e.g. a leak."),
     ] = None,
+    description: Annotated[
+        Path | None,
+        typer.Option(
+            "--description",
+            help="A text/Markdown file saying what the data is (the feature step reads it).",
+        ),
+    ] = None,
+    features: Annotated[
+        bool | None,
+        typer.Option(
+            "--features/--no-features",
+            help="Engineer features first, or never (default: the planner decides).",
+        ),
+    ] = None,
 ) -> None:
-    """Plan and run AutoML on a dataset: tune, ensemble, verify, report."""
+    """Plan and run AutoML on a dataset: engineer features, tune, ensemble, verify, report."""
     if resume is None and data is None:
         raise typer.BadParameter("give the training data with --data (or --resume RUN_DIR)")
+    if description is not None and not description.is_file():
+        raise typer.BadParameter(f"no description file at {description}")
     pilot = _pilot(llm, api_base, no_llm, sandbox, runs_dir)
     _run_and_print(
-        pilot, request, data, target, metric, time_budget, max_trials, resume, tuple(drop or ())
+        pilot,
+        request,
+        data,
+        target,
+        metric,
+        time_budget,
+        max_trials,
+        resume,
+        tuple(drop or ()),
+        description=description,
+        features=features,
     )
 
 
@@ -228,6 +257,9 @@ def _run_and_print(
     max_trials: int,
     resume: Path | None,
     drop: tuple[str, ...] = (),
+    *,
+    description: Path | None = None,
+    features: bool | None = None,
 ) -> None:
     """Runs (or resumes) with a live progress line, then prints the verified outcome."""
     from rich.live import Live
@@ -260,6 +292,8 @@ def _run_and_print(
                 max_trials=max_trials,
                 progress=progress,
                 drop=drop,
+                description=description,
+                features=features,
             )
     if pilot.llm_note:
         console.print(f"[yellow]{escape(pilot.llm_note)}[/]")

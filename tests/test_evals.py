@@ -337,13 +337,37 @@ def test_an_agent_run_never_sees_the_test_labels(tmp_path: Path) -> None:
 
 def test_search_baselines_tune_within_their_budget(tmp_path: Path) -> None:
     from mlpilot.evals.runners import make_runner
+    from mlpilot.tools import cv_job
 
     task = TASKS["penguins"]
     prepared = prepare(task, tmp_path / "tasks")
-    for name in ("random-gbm", "tpe-gbm"):
-        runner = make_runner(name, llm=False)  # mlpilot's options do not apply to baselines
-        work = tmp_path / name
-        work.mkdir()
-        outcome = runner(PublicTask(task, prepared.public), work, 0, 4.0)
-        assert "best {" in outcome.detail
-        assert grader.grade(task, outcome.submission, prepared.answers(), None).valid
+    spy = _SpySandbox()
+    try:
+        for name in ("random-gbm", "tpe-gbm"):
+            # llm is mlpilot's alone; the sandbox is where the baselines' trials run too
+            runner = make_runner(name, llm=False, sandbox=spy)
+            assert getattr(runner, "sandbox", None) is spy
+            work = tmp_path / name
+            work.mkdir()
+            before = len(spy.seen)
+            outcome = runner(PublicTask(task, prepared.public), work, 0, 4.0)
+            assert "best {" in outcome.detail
+            assert grader.grade(task, outcome.submission, prepared.answers(), None).valid
+            # the search is the HPO agent's: its trial job, in the sandbox, on host folds
+            jobs = spy.seen[before:]
+            assert jobs and all(code == Path(cv_job.__file__).read_text() for code, _, _ in jobs)
+            assert all("folds.npy" in files for _, files, _ in jobs)
+    finally:
+        spy.close()
+
+
+def test_the_reference_search_is_determined_by_its_seed(tmp_path: Path) -> None:
+    from mlpilot.evals.runners import search
+
+    task = TASKS["penguins"]
+    train = pd.read_csv(prepare(task, tmp_path / "tasks").train_csv)
+    first = search(task, train, "random", seed=0, max_trials=3, sandbox="local")
+    again = search(task, train, "random", seed=0, max_trials=3, sandbox="local")
+    other = search(task, train, "random", seed=1, max_trials=3, sandbox="local")
+    assert first and first == again  # no budget, one trial at a time: reproducible
+    assert other != first

@@ -44,6 +44,8 @@ class RunContext:
     progress: Progress | None = None
     command: str = ""
     trial_code: str | None = None
+    description: str = ""
+    features: bool | None = None
 
     @property
     def deadline(self) -> float:

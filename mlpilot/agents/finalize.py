@@ -5,6 +5,10 @@ A candidate (the ensemble, then the best single trials) becomes the final model 
 when every member's fold-by-fold re-run reproduces its recorded score, its refit
 comes back as a skops file of trusted types, and the refit's holdout predictions
 match the model's; otherwise the next candidate is tried.
+
+With engineered features, the final model is also refit without them and both are
+scored on the holdout on the host; if the model with features is worse, the one
+without is delivered and the report says the features were dropped.
 """
 
 from __future__ import annotations
@@ -16,12 +20,14 @@ from typing import Any
 
 import numpy as np
 from langgraph.runtime import Runtime
+from sklearn.pipeline import Pipeline
 
 from mlpilot.agents import leakage, verifier
 from mlpilot.agents.context import RunContext
 from mlpilot.agents.hpo import trial_rows
 from mlpilot.agents.state import FinalModel, RunState, SandboxInfo, TrialRow
 from mlpilot.agents.trials import TrialRunner
+from mlpilot.tools.featurize import FeatureBuilder
 from mlpilot.tools.metrics import predictions_for
 from mlpilot.tools.model import PilotModel, WeightedEnsemble
 
@@ -46,7 +52,15 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         candidates.append(("ensemble", ens.weights, ens.score))
     for row in done[:MAX_RERUN_SINGLES]:
         candidates.append((row.key, {row.key: 1.0}, row.cv_score))
-    runner = TrialRunner(ctx.sandbox, task, data_dir=ctx.run.sandbox_data, code=ctx.trial_code)
+    features = state.get("features")
+    feature_set = features.features if features is not None else None
+    runner = TrialRunner(
+        ctx.sandbox,
+        task,
+        data_dir=ctx.run.sandbox_data,
+        code=ctx.trial_code,
+        features=feature_set,
+    )
     verdicts: dict[str, verifier.RerunVerdict] = {}
     skipped: list[str] = []
     final = FinalModel()
@@ -84,17 +98,28 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         checks.append(check)
         if not check.ok:
             continue  # retried with the next candidate, never reported as a success
+        holdout = _holdout_score(task, model)
+        dropped = False
+        if feature_set is not None and features is not None:
+            plain = TrialRunner(
+                ctx.sandbox, task, data_dir=ctx.run.sandbox_data, code=ctx.trial_code
+            )
+            check, without = _compare_without_features(ctx, plain, weights, by_key, holdout)
+            checks.append(check)
+            if without is not None:
+                model, holdout = without
+                features = features.model_copy(update={"dropped": check.detail})
+                dropped = True
         ctx.run.save_model(model)
-        holdout = task.score_holdout(
-            predictions_for(task.metric, _raw_predictions(task, model), _classes(task, model))
-        )
         final = FinalModel(
             ok=True,
             label=label,
             weights=weights,
             cv_score=cv_score,
             holdout_score=holdout,
-            description=_describe(label, weights, by_key),
+            description=_describe(label, weights, by_key)
+            + (" with the engineered features" if feature_set and not dropped else "")
+            + (", refit without the engineered features" if dropped else ""),
         )
         break
     checks.append(verifier.check_reruns(list(verdicts.values()), skipped))
@@ -103,7 +128,9 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     checks.append(verifier.check_budget(ctx.elapsed(), ctx.time_budget_s, BUDGET_MARGIN_S))
     final = final.model_copy(update={"sandbox": SandboxInfo(**runner.last_sandbox)})
     excluded = {k for k, v in verdicts.items() if not v.ok}
+    out: RunState = {} if features is None else {"features": features}
     return {
+        **out,
         "final": final,
         "trials": rows,
         "checks": checks,
@@ -186,10 +213,51 @@ def _refit_candidate(
         if len(members) == 1
         else WeightedEnsemble(members, list(w), classification=task.is_classification)
     )
+    if runner.features:
+        builder = FeatureBuilder(runner.features["features"], runner.features.get("drop", []))
+        estimator = Pipeline([("features", builder.fit(task.X)), ("model", estimator)])
     model = PilotModel(estimator, task.feature_columns, task.target, task.problem_type)
     blended = sum(wi * h for wi, h in zip(w / w.sum(), holdouts, strict=True))
     claimed = task.score_holdout(predictions_for(task.metric, blended, classes))
     return model, claimed, ""
+
+
+def _holdout_score(task: Any, model: PilotModel) -> float:
+    return task.score_holdout(
+        predictions_for(task.metric, _raw_predictions(task, model), _classes(task, model))
+    )
+
+
+def _compare_without_features(
+    ctx: RunContext,
+    plain: TrialRunner,
+    weights: dict[str, float],
+    rows: dict[str, TrialRow],
+    with_features: float,
+) -> tuple[verifier.Check, tuple[PilotModel, float] | None]:
+    """The final model's configuration refit without the engineered features, both
+    scored on the holdout on the host. Returns the check and, when the model with
+    features is worse, the model without them with its holdout score."""
+    model, claimed, why = _refit_candidate(ctx, plain, weights, rows)
+    if model is None:
+        return verifier.Check("features vs none", True, f"no comparison: {why}", "warning"), None
+    check = verifier.verify_holdout(ctx.task, model, claimed)
+    if not check.ok:
+        return verifier.Check("features vs none", True, f"no comparison: {check.detail}"), None
+    without = _holdout_score(ctx.task, model)
+    metric = ctx.task.metric
+    name = metric.display
+    if metric.better(without, with_features):
+        detail = (
+            f"the model without engineered features scores better on the holdout "
+            f"({name} {without:.4f} against {with_features:.4f} with them): features dropped"
+        )
+        return verifier.Check("features vs none", True, detail, "warning"), (model, without)
+    detail = (
+        f"holdout {name} with the engineered features {with_features:.4f}, "
+        f"the same configuration without them {without:.4f}"
+    )
+    return verifier.Check("features vs none", True, detail), None
 
 
 def _raw_predictions(task: Any, model: PilotModel) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The run as a LangGraph: plan -> (hpo | ensemble)* -> finalize -> report.
+"""The run as a LangGraph: plan -> (features | hpo | ensemble)* -> finalize -> report.
 
 Nodes are ``RunState -> partial RunState`` (typed: :mod:`mlpilot.agents.state`);
 the task, LLM, sandbox and run directory come through the runtime context
@@ -24,13 +24,28 @@ from langgraph.runtime import Runtime
 
 from mlpilot.agents.context import RunContext
 from mlpilot.agents.ensemble import Member, greedy_ensemble
+from mlpilot.agents.feature_eval import Evaluator
+from mlpilot.agents.features import FeatureAgent, evaluator_family
 from mlpilot.agents.finalize import finalize_node
-from mlpilot.agents.hpo import HpoAgent, trial_cores, trial_rows
-from mlpilot.agents.planner import default_plan, make_plan
+from mlpilot.agents.hpo import HpoAgent, trial_cores, trial_limits, trial_rows
+from mlpilot.agents.planner import (
+    FEATURES_SHARE,
+    default_plan,
+    feature_step,
+    make_plan,
+    with_feature_step,
+)
 from mlpilot.agents.reporter import report_data, write_report
-from mlpilot.agents.state import CHECKPOINT_TYPES, EnsembleSummary, FamilySummary, RunState
+from mlpilot.agents.state import (
+    CHECKPOINT_TYPES,
+    EnsembleSummary,
+    FamilySummary,
+    FeatureSummary,
+    RunState,
+)
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.sandbox import Limits
+from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import profile_frame
 
 ENSEMBLE_MEMBERS = 20  # best trials offered to greedy selection
@@ -69,8 +84,56 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             max_trials=ctx.max_trials,
             reason=f"the LLM did not plan within its {share:.0f} s share of the budget",
         )
+    step, note = feature_step(
+        ctx.request,
+        task,
+        description=ctx.description,
+        has_llm=ctx.llm is not None,
+        time_budget_s=ctx.time_budget_s,
+        choice=ctx.features,
+    )
+    plan = with_feature_step(plan, step, note)
     ctx.emit("plan", plan=plan.model_dump())
     return {"plan": plan, "step": 0, "events": [f"planned: {plan.source}"]}
+
+
+def features_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
+    ctx = runtime.context
+    plan, step = state["plan"], state.get("step", 0)
+    share = plan.steps[step].share or FEATURES_SHARE
+    deadline = min(time.monotonic() + share * ctx.time_budget_s, ctx.deadline - 30.0)
+    assert ctx.llm is not None  # the planner plans no feature step without one
+    free = trial_cores(local_llm=False)  # the LLM waits while the evaluation runs
+    evaluator = Evaluator(
+        ctx.sandbox,
+        ctx.task,
+        evaluator_family(list(plan.families)),
+        limits=Limits(timeout_s=120, cpus=free),
+    )
+
+    def on_round(summary: FeatureSummary) -> None:
+        ctx.emit(
+            "features",
+            round=summary.rounds,
+            kept=[formula(f) for f in summary.kept],
+            score=summary.score,
+        )
+
+    summary = FeatureAgent(
+        ctx.llm,
+        evaluator,
+        ctx.task,
+        request=ctx.request,
+        description=ctx.description,
+        run_dir=ctx.run,
+        on_round=on_round,
+    ).run(deadline)
+    kept = ", ".join(formula(f) for f in summary.kept) or "none"
+    return {
+        "features": summary,
+        "step": step + 1,
+        "events": [f"features: {summary.rounds} rounds, kept {kept} ({summary.stopped})"],
+    }
 
 
 def route(state: RunState) -> str:
@@ -83,12 +146,14 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     ctx = runtime.context
     plan, step = state["plan"], state.get("step", 0)
     families = plan.steps[step].families or plan.families
+    features = state.get("features")
     runner = TrialRunner(
         ctx.sandbox,
         ctx.task,
         limits=_trial_limits(ctx),
         data_dir=ctx.run.sandbox_data,
         code=ctx.trial_code,
+        features=features.features if features is not None else None,
     )
 
     def on_trial(family: str, number: int, outcome: TrialOutcome) -> None:
@@ -130,10 +195,8 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 
 
 def _trial_limits(ctx: RunContext) -> Limits:
-    """Trials share the cores with a local LLM and with each other: oversubscribed
-    OpenMP slows fits a hundredfold."""
-    free = trial_cores(local_llm=ctx.llm is not None and ctx.llm.runs_locally)
-    return Limits(timeout_s=300, cpus=max(1, free // max(1, ctx.hpo_settings.parallel)))
+    local_llm = ctx.llm is not None and ctx.llm.runs_locally
+    return trial_limits(ctx.hpo_settings.parallel, local_llm=local_llm)
 
 
 def _best_value(study: optuna.Study) -> float | None:
@@ -200,13 +263,14 @@ def report_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 def build_graph() -> StateGraph:
     g = StateGraph(RunState, context_schema=RunContext)
     g.add_node("plan", plan_node)
+    g.add_node("features", features_node)
     g.add_node("hpo", hpo_node)
     g.add_node("ensemble", ensemble_node)
     g.add_node("finalize", finalize_node)
     g.add_node("report", report_node)
     g.add_edge(START, "plan")
-    steps = {"hpo": "hpo", "ensemble": "ensemble", "finalize": "finalize"}
-    for node in ("plan", "hpo", "ensemble"):
+    steps = {k: k for k in ("features", "hpo", "ensemble", "finalize")}
+    for node in ("plan", "features", "hpo", "ensemble"):
         g.add_conditional_edges(node, route, steps)
     g.add_edge("finalize", "report")
     g.add_edge("report", END)
@@ -236,6 +300,8 @@ def command_line(
     sandbox: str,
     *,
     drop: Sequence[str] = (),
+    description: str | None = None,
+    features: bool | None = None,
 ) -> str:
     parts = [
         "mlpilot",
@@ -254,4 +320,8 @@ def command_line(
         parts += ["--llm", llm]
     for column in drop:
         parts += ["--drop", column]
+    if description:
+        parts += ["--description", description]
+    if features is not None:
+        parts.append("--features" if features else "--no-features")
     return shlex.join(parts)

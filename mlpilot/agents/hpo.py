@@ -36,6 +36,7 @@ from mlpilot.agents.rundir import RunDir
 from mlpilot.agents.state import TrialRow
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM
+from mlpilot.sandbox import Limits
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, profile_frame, prompt_context
 from mlpilot.tools.search_spaces import (
@@ -57,6 +58,12 @@ def trial_cores(local_llm: bool) -> int:
     return max(1, (os.cpu_count() or 1) - (default_threads() if local_llm else 0))
 
 
+def trial_limits(parallel: int, *, local_llm: bool) -> Limits:
+    """A trial's limits: the cores left to trials, shared by the ``parallel`` trials
+    that run at once (oversubscribed OpenMP slows fits a hundredfold)."""
+    return Limits(timeout_s=300, cpus=max(1, trial_cores(local_llm) // max(1, parallel)))
+
+
 @dataclass(frozen=True)
 class HpoSettings:
     """How the LLM takes part.
@@ -74,7 +81,9 @@ class HpoSettings:
         parallel: trials run at once (the sandbox must have as many workers).
         trial_share: most of the search's time window one trial may take (a slow
             configuration is stopped rather than eating a short run's budget).
-        seed: TPE's seed.
+        sampler: the Optuna sampler behind the LLM (``llambo.make_sampler``'s names:
+            "tpe", or "random" for the random-search baseline).
+        seed: the sampler's seed.
     """
 
     warmstart: int = 5
@@ -87,6 +96,7 @@ class HpoSettings:
     defaults: bool = True
     parallel: int = 1
     trial_share: float = 1 / 3
+    sampler: str = "tpe"
     seed: int = 0
 
     @classmethod
@@ -156,7 +166,7 @@ class HpoAgent:
             study_name=f"{self.task.name}-{family}",
             storage=self.storage,
             direction=direction,
-            sampler=llambo.make_sampler("tpe", self.settings.seed),
+            sampler=llambo.make_sampler(self.settings.sampler, self.settings.seed),
             load_if_exists=True,
         )
         stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -327,7 +337,9 @@ class HpoAgent:
                     lambda f=family, n=finished, h=scored: self._ask(f, "llm-sample", n, h)
                 )
             trial = study.ask(dists[family])
-            trial.set_user_attr(SOURCE_ATTR, trial.user_attrs.get(SOURCE_ATTR, "tpe"))
+            trial.set_user_attr(
+                SOURCE_ATTR, trial.user_attrs.get(SOURCE_ATTR, self.settings.sampler)
+            )
             in_flight[family] += 1
             remaining = None
             if deadline is not None:

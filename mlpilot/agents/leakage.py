@@ -243,9 +243,7 @@ def ask_llm(llm: LLM, task: TaskSpec, *, timeout: float | None = None) -> list[F
     name = Literal[tuple(columns)]  # type: ignore[valid-type]
     suspect = create_model("Suspect", column=(name, ...), reason=(str, Field("", max_length=200)))
     answer = create_model("LeakReview", columns=(list[suspect], Field(max_length=10)))  # type: ignore[valid-type]
-    samples = {
-        c: ", ".join(map(str, task.X[c].dropna().astype(str).unique()[:3])) for c in columns
-    }
+    samples = {c: ", ".join(map(str, task.X[c].dropna().astype(str).unique()[:3])) for c in columns}
     message = prompts.render(
         "leakage",
         target=task.target,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +24,7 @@ from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, prompt_context
 from mlpilot.tools.search_spaces import DEFAULT_FAMILIES, FAMILY_NOTES, SPACES
 
-StepKind = Literal["hpo", "ensemble"]  # each kind is a node of the run's graph
+StepKind = Literal["features", "hpo", "ensemble"]  # each kind is a node of the run's graph
 Family = Literal[
     "hist_gradient_boosting", "random_forest", "extra_trees", "linear", "knn", "svm", "mlp"
 ]
@@ -31,10 +32,12 @@ RELEVANT = 4.0  # a recipe scoring below this does not fit the task (problem typ
 
 
 class Step(BaseModel):
-    """One step of a plan: tune ``families`` (``hpo``), or ensemble the trials so far."""
+    """One step of a plan: engineer features (``features``, with its ``share`` of the
+    time budget), tune ``families`` (``hpo``), or ensemble the trials so far."""
 
     kind: StepKind
     families: list[Family] = Field(default_factory=list, max_length=7)
+    share: float | None = Field(None, gt=0, lt=1)
 
 
 class Plan(BaseModel):
@@ -63,6 +66,82 @@ class PlanDraft(BaseModel):
 
     families: list[Family] = Field(min_length=1, max_length=5)
     rationale: str = Field("", max_length=300)
+
+
+FEATURES_SHARE = 0.25  # of the time budget, for a planned feature step
+# Below this budget a feature step is planned only when asked for: one round of the
+# embedded model (prompt, answer, repeated CV) takes most of a minute on two cores.
+MIN_FEATURES_BUDGET_S = 240.0
+_ASK_FEATURES = re.compile(
+    r"feature engineering|engineer\w*\s+(?:\w+\s+)?features|"
+    r"\b(?:better|new|more|find|add|create|derive|extra|good)\s+features",
+    re.IGNORECASE,
+)
+_NO_FEATURES = re.compile(
+    r"\b(?:no|without|skip|don'?t)\s+(?:\w+\s+)?features?|without feature engineering",
+    re.IGNORECASE,
+)
+# names that say nothing about what a column means: x1, V12, f_3, col7, feature_12
+_OPAQUE_NAME = re.compile(r"^(?:x|v|f|c|col|column|feature|feat|var|att|attr|a)[_\s-]?\d+$", re.I)
+
+
+def interpretable(columns: list[str]) -> bool:
+    """Whether most column names are words (what the LLM can reason about)."""
+    if not columns:
+        return False
+    words = [
+        c for c in columns if not _OPAQUE_NAME.match(c.strip()) and re.search(r"[a-z]{3}", c, re.I)
+    ]
+    return len(words) >= 0.6 * len(columns)
+
+
+def feature_step(
+    request: str,
+    task: TaskSpec,
+    *,
+    description: str,
+    has_llm: bool,
+    time_budget_s: float,
+    choice: bool | None = None,
+) -> tuple[Step | None, str]:
+    """Whether the run engineers features first, and why (for the plan's notes).
+
+    Planned when the user asks ("find better features", ``choice=True``), or by
+    default for tabular data with a description or interpretable column names and a
+    budget of at least ``MIN_FEATURES_BUDGET_S``; never without an LLM (it proposes
+    the features) or when the user says no (``choice=False``, "no feature engineering").
+    """
+    asked = choice is True or (choice is None and bool(_ASK_FEATURES.search(request)))
+    refused = choice is False or (choice is None and bool(_NO_FEATURES.search(request)))
+    if refused:
+        return None, "no feature step: the request says so"
+    if not has_llm:
+        return None, ("no feature step: it needs an LLM" if asked else "")
+    step = Step(kind="features", share=FEATURES_SHARE)
+    if asked:
+        return step, "feature step: asked for"
+    if task.modality != "tabular":
+        return None, ""
+    meaningful = description.strip() != "" or interpretable(list(task.feature_columns))
+    if not meaningful:
+        return None, "no feature step: the columns have no meaningful names and no description"
+    if time_budget_s < MIN_FEATURES_BUDGET_S:
+        return None, (
+            f"no feature step: {time_budget_s:.0f} s is short for it (planned from "
+            f"{MIN_FEATURES_BUDGET_S:.0f} s, or when asked for)"
+        )
+    return step, "feature step: tabular data with " + (
+        "a description" if description.strip() else "meaningful column names"
+    )
+
+
+def with_feature_step(plan: Plan, step: Step | None, note: str) -> Plan:
+    """``plan`` with the feature step first (if any) and ``note`` in its notes."""
+    steps = [s for s in plan.steps if s.kind != "features"]
+    if step is not None:
+        steps.insert(0, step)
+    notes = "; ".join(n for n in (plan.notes, note) if n)
+    return plan.model_copy(update={"steps": steps, "notes": notes})
 
 
 def load_recipes() -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from mlpilot.agents import verifier
 from mlpilot.agents.rundir import HISTORY_SVG, REPORT_HTML, REPORT_MD, RunDir
 from mlpilot.agents.state import RunState, SandboxInfo
+from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import PROBLEM_WORDS
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ def _env() -> Environment:
     )
     env.filters["fmt"] = lambda v: "-" if v is None else f"{v:.4f}"
     env.filters["e"] = html.escape
+    env.filters["formula"] = formula
     return env
 
 
@@ -135,6 +137,7 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "isolation": _isolation(final.sandbox or SandboxInfo()),
         "reruns": set(state.get("reruns", [])),
         "ensemble": state.get("ensemble"),
+        "features": state.get("features"),
         "checks": [c.as_row() for c in checks],
         "usage": ctx.llm.ledger.as_rows() if ctx.llm is not None else [],
         "llm_model": ctx.llm.model if ctx.llm is not None else None,

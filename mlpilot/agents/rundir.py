@@ -40,6 +40,7 @@ CHECKPOINTS_DB = "checkpoints.db"
 PREDICTIONS = "predictions"
 SANDBOX_DATA = "sandbox-data"
 DATA_COPY = "data.parquet"
+FEATURES = "features.json"  # the feature step's rounds so far (resumed from)
 MODEL = model_io.MODEL_FILE
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -59,6 +60,9 @@ class RunMeta(BaseModel):
     max_trials: int
     seed: int = 0
     drop: list[str] = Field(default_factory=list)
+    description: str = ""  # what the data is, in the user's words
+    description_file: str | None = None  # where it was read from, for the rerun command
+    features: bool | None = None  # engineer features: always, never, or as planned (None)
     llm: str | None = None
     no_llm: bool = False
     api_base: str | None = None
@@ -194,9 +198,7 @@ class RunDir:
         )
         write_atomic(self.predictions / f"{key}.npz", buf.getvalue())
 
-    def load_predictions(
-        self, key: str
-    ) -> tuple[np.ndarray, np.ndarray, list[Any] | None] | None:
+    def load_predictions(self, key: str) -> tuple[np.ndarray, np.ndarray, list[Any] | None] | None:
         """(out-of-fold, holdout, classes) of a trial, or None if it has none saved."""
         try:
             with np.load(self.predictions / f"{key}.npz", allow_pickle=False) as saved:
@@ -212,6 +214,17 @@ class RunDir:
 
     def load_model(self) -> Any:
         return model_io.load(self.model_path, what=f"model of run {self.path}")
+
+    # -- the feature step ---------------------------------------------------------------
+
+    def save_features(self, text: str) -> None:
+        """The feature step's progress (a FeatureSummary as JSON), written atomically
+        after every round."""
+        write_atomic(self.path / FEATURES, text.encode())
+
+    def load_features(self) -> str | None:
+        path = self.path / FEATURES
+        return path.read_text() if path.is_file() else None
 
     def write_text(self, name: str, text: str) -> Path:
         path = self.path / name

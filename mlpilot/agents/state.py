@@ -57,6 +57,44 @@ class EnsembleSummary(BaseModel):
     weights: dict[str, float]
 
 
+class FeatureRecord(BaseModel):
+    """One proposed feature and what became of it."""
+
+    round: int
+    formula: str  # how it is written, also its column name: "debt / income"
+    spec: dict[str, Any]  # {"op", "a", "b"}: what mlpilot.tools.featurize computes
+    family: str  # the operator family: unary, arithmetic, categorical, groupby, date, text
+    reason: str = ""  # the model's one-line reason
+    verdict: str  # "kept", "rejected" (by the noise gate), "invalid" (refused before measuring)
+    why: str = ""  # the gate's numbers, or what made it invalid
+    gain: float | None = None  # the block's mean CV gain (positive is better)
+    se: float | None = None  # its corrected standard error
+
+
+class FeatureSummary(BaseModel):
+    """The feature step's outcome: what it kept, everything it tried, what it cost."""
+
+    kept: list[dict[str, Any]] = Field(default_factory=list)  # feature specs, in order
+    records: list[FeatureRecord] = Field(default_factory=list)
+    rounds: int = 0
+    evaluator: str = ""  # the fast model gains are measured with
+    base_score: float | None = None  # its repeated-CV score without the kept features
+    score: float | None = None  # ... and with them
+    seconds: float = 0.0
+    tokens: int = 0
+    cost_usd: float = 0.0
+    stopped: str = ""  # why the step ended
+    notes: list[str] = Field(default_factory=list)  # errors fed back, in order
+    dropped: str = ""  # set when the verifier dropped the kept features, with the reason
+
+    @property
+    def features(self) -> dict[str, Any] | None:
+        """The feature set the trials and the final model use (None: no features)."""
+        if not self.kept or self.dropped:
+            return None
+        return {"features": [dict(f) for f in self.kept], "drop": []}
+
+
 class SandboxInfo(BaseModel):
     """Where the final model's jobs ran."""
 
@@ -87,6 +125,7 @@ class FinalModel(BaseModel):
 class RunState(TypedDict, total=False):
     plan: Plan
     step: int  # the next step of the plan to run
+    features: FeatureSummary | None
     hpo: dict[str, FamilySummary]
     ensemble: EnsembleSummary | None
     trials: list[TrialRow]  # every trial, best finished first (set once tuning is over)
@@ -110,6 +149,8 @@ CHECKPOINT_TYPES = [
         EnsembleSummary,
         SandboxInfo,
         FinalModel,
+        FeatureRecord,
+        FeatureSummary,
     )
 ]
 
@@ -117,6 +158,8 @@ __all__ = [
     "CHECKPOINT_TYPES",
     "EnsembleSummary",
     "FamilySummary",
+    "FeatureRecord",
+    "FeatureSummary",
     "FinalModel",
     "RunState",
     "SandboxInfo",

@@ -25,7 +25,7 @@ import pandas as pd
 from mlpilot.sandbox import ExecResult, Job, Limits, Sandbox, SandboxError
 from mlpilot.sandbox.base import read_artifact
 from mlpilot.task import TaskSpec
-from mlpilot.tools import cv_job, model_io
+from mlpilot.tools import cv_job, featurize, model_io
 from mlpilot.tools.data import plain_numbers
 from mlpilot.tools.files import write_atomic
 from mlpilot.tools.metrics import predictions_for
@@ -97,6 +97,9 @@ class TrialRunner:
             it they travel as bytes, written into each job's directory.
         code: the job's source (default: :mod:`mlpilot.tools.cv_job`); tests hand in
             jobs that misbehave (:mod:`mlpilot.testing.adversarial`).
+        features: engineered features every trial computes inside its pipeline, fitted
+            on each fold's training rows ({"features": [...], "drop": [...]}, see
+            :mod:`mlpilot.tools.featurize`); None for none.
     """
 
     def __init__(
@@ -108,10 +111,12 @@ class TrialRunner:
         limits: Limits | None = None,
         data_dir: Path | None = None,
         code: str | None = None,
+        features: dict[str, Any] | None = None,
     ) -> None:
         self.sandbox = sandbox
         self.task = task
         self.folds = folds
+        self.features = features
         self.limits = limits or Limits(timeout_s=300)
         self.fold_of_row = task.folds(folds)
         self._train = plain_numbers(task.train, skip=[task.target])
@@ -120,6 +125,13 @@ class TrialRunner:
             for c in task.feature_columns
             if c not in task.text_columns and not pd.api.types.is_numeric_dtype(self._train[c])
         }
+        if features:
+            # engineered categories are counted on all training rows too
+            built = featurize.FeatureBuilder(features["features"], features.get("drop", []))
+            frame = built.fit(self._train).transform(self._train)
+            for c in built.names_:
+                if c in frame and not pd.api.types.is_numeric_dtype(frame[c]):
+                    self.cardinality[c] = int(frame[c].nunique())
         data = {
             "train.parquet": _parquet(self._train),
             "holdout.parquet": _parquet(plain_numbers(task.holdout.features)),
@@ -135,6 +147,8 @@ class TrialRunner:
                 write_atomic(path, content)
                 path.chmod(0o644)  # readable by the sandbox's non-root user
             self._files[name] = path
+        if features:
+            self._files["featurize.py"] = Path(featurize.__file__).read_bytes()
         self._code = code if code is not None else Path(cv_job.__file__).read_text()
         self.last_network_isolated = False
         self.last_sandbox: dict[str, Any] = {}  # where the last job ran, for the report
@@ -160,6 +174,7 @@ class TrialRunner:
             "text_columns": list(task.text_columns),
             "seed": task.seed,
             "cardinality": self.cardinality,
+            **({"features": self.features} if self.features else {}),
             **options,
         }
         limits = self.limits
@@ -186,11 +201,11 @@ class TrialRunner:
         if not run.ok:
             return TrialOutcome(ok=False, reason=run.summary(), timed_out=run.timed_out, **base)
         try:
-            art = _outputs(run, ("oof.npy", "holdout_pred.npy", "result.json"))
-            oof = _load_npy(art["oof.npy"])
-            hold = _load_npy(art["holdout_pred.npy"])
+            art = job_outputs(run, ("oof.npy", "holdout_pred.npy", "result.json"))
+            oof = load_npy(art["oof.npy"])
+            hold = load_npy(art["holdout_pred.npy"])
             claimed = json.loads(art["result.json"])
-            classes = _classes(art)
+            classes = job_classes(art)
         except (KeyError, OSError, ValueError, SandboxError) as e:
             return TrialOutcome(ok=False, reason=f"the job's outputs are unreadable: {e}", **base)
         problem = check_predictions(task, oof, len(task.train), classes, "out-of-fold")
@@ -250,8 +265,8 @@ class TrialRunner:
             if not run.ok:
                 return k, f"fold {k}: {run.summary()}", None
             try:
-                art = _outputs(run, ("holdout_pred.npy",))
-                pred, classes = _load_npy(art["holdout_pred.npy"]), _classes(art)
+                art = job_outputs(run, ("holdout_pred.npy",))
+                pred, classes = load_npy(art["holdout_pred.npy"]), job_classes(art)
             except (KeyError, OSError, ValueError, SandboxError) as e:
                 return k, f"fold {k}: the job's outputs are unreadable: {e}", None
             problem = check_predictions(task, pred, int((~inside).sum()), classes, f"fold {k}")
@@ -285,10 +300,10 @@ class TrialRunner:
         if not run.ok:
             return RefitOutcome(ok=False, reason=run.summary(), **base)
         try:
-            art = _outputs(run, (model_io.MODEL_FILE, "holdout_pred.npy"))
+            art = job_outputs(run, (model_io.MODEL_FILE, "holdout_pred.npy"))
             model = model_io.loads(art[model_io.MODEL_FILE], what=f"{family} model from the job")
-            hold = _load_npy(art["holdout_pred.npy"])
-            classes = _classes(art)
+            hold = load_npy(art["holdout_pred.npy"])
+            classes = job_classes(art)
         except (KeyError, OSError, ValueError, SandboxError, model_io.UntrustedModel) as e:
             return RefitOutcome(ok=False, reason=f"the refit job's model is refused: {e}", **base)
         problem = check_predictions(
@@ -313,7 +328,7 @@ class FoldRerun:
     cv_score: float | None = None
 
 
-def _outputs(run: ExecResult, names: tuple[str, ...]) -> dict[str, bytes]:
+def job_outputs(run: ExecResult, names: tuple[str, ...]) -> dict[str, bytes]:
     """The job's named output files and the optional ``classes.json``, read without
     following links; a refused or missing file is an error that names it."""
     out: dict[str, bytes] = {}
@@ -328,11 +343,11 @@ def _outputs(run: ExecResult, names: tuple[str, ...]) -> dict[str, bytes]:
     return out
 
 
-def _load_npy(data: bytes) -> np.ndarray:
+def load_npy(data: bytes) -> np.ndarray:
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
-def _classes(art: dict[str, bytes]) -> tuple[Any, ...] | None:
+def job_classes(art: dict[str, bytes]) -> tuple[Any, ...] | None:
     if "classes.json" not in art:
         return None
     classes = json.loads(art["classes.json"])

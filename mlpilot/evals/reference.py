@@ -9,8 +9,9 @@ same pool):
   default settings;
 * ``random-<family>-s<k>`` for k = 0..SEEDS-1: random search of TRIALS
   configurations of the task's reference family (HistGradientBoosting; for text
-  tasks logistic/ridge regression on TF-IDF) in mlpilot's search space, scored by
-  3-fold CV, the best refit on all training rows.
+  tasks logistic/ridge regression on TF-IDF) in mlpilot's search space, by
+  mlpilot's own HPO agent (no LLM, one trial at a time, the run's 5 host folds; see
+  :func:`mlpilot.evals.runners.search`), the best refit on all training rows.
 
 ``dummy`` (the constant predictor of the training labels) anchors the normalised
 score and is not in the pool. The shipped file ``reference.json`` is made by
@@ -31,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mlpilot.evals.grader import grade, score
-from mlpilot.evals.runners import fit_and_submit, make_sampler, tune
+from mlpilot.evals.runners import fit_and_submit, search
 from mlpilot.evals.tasks import EvalTask, PreparedTask, constant_prediction
 
 SEEDS = 3
@@ -82,8 +83,7 @@ def build_task_reference(
     family = task.reference_family
     short = "gbm" if family == "hist_gradient_boosting" else family
     for seed in range(SEEDS):
-        sampler = make_sampler("random", seed)
-        best = tune(task, train, sampler, family=family, seed=seed, max_trials=TRIALS)
+        best = search(task, train, "random", family=family, seed=seed, max_trials=TRIALS)
         name = f"random-{short}-s{seed}"
         path = fit_and_submit(task, train, test, family, best, seed, work / f"{name}.csv")
         pool[name] = graded(path)

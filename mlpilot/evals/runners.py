@@ -17,16 +17,12 @@ from typing import Any, Protocol
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.model_selection import KFold, StratifiedKFold, cross_val_predict
 
-from mlpilot.agents.llambo import make_sampler  # the HPO agent's samplers
 from mlpilot.errors import ConfigError
 from mlpilot.evals.tasks import ID, EvalTask
 from mlpilot.sandbox import Sandbox
 from mlpilot.task import _inspect_column
 from mlpilot.tools.cv_job import DENSE_ONLY, build_estimator, build_pipeline
-from mlpilot.tools.metrics import predictions_for
-from mlpilot.tools.search_spaces import space
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -124,7 +120,7 @@ class MlpilotRunner:
         )
 
 
-# -- baselines: one model family, tuned or not, fitted in this process --------------
+# -- baselines: one model family, defaults or tuned by mlpilot's HPO agent --------------
 
 
 def features(train: pd.DataFrame, target: str) -> tuple[list[str], list[str]]:
@@ -151,34 +147,6 @@ def make_model(
     return build_pipeline(train[cols], text, estimator, dense=family in DENSE_ONLY)
 
 
-def cv_score(
-    task: EvalTask,
-    train: pd.DataFrame,
-    family: str,
-    params: dict[str, Any],
-    seed: int,
-    folds: int = 3,
-) -> float:
-    """The metric over ``folds``-fold out-of-fold predictions on the training rows."""
-    cols, _ = features(train, task.target)
-    X, y = train[cols], train[task.target]
-    model = make_model(task, train, family, params, seed)
-    metric = task.scorer
-    if task.problem_type == "regression":
-        split: Any = KFold(folds, shuffle=True, random_state=seed)
-        return metric(y.to_numpy(dtype=float), cross_val_predict(model, X, y, cv=split))
-    split = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    labels = y.astype(str)
-    proba = cross_val_predict(model, X, labels, cv=split, method="predict_proba")
-    classes = np.unique(labels)
-    if metric.needs == "proba":
-        return metric(
-            (labels == str(task.positive)).astype(int),
-            proba[:, list(classes).index(str(task.positive))],
-        )
-    return metric(labels.to_numpy(), predictions_for(metric, proba, classes))
-
-
 def fit_and_submit(
     task: EvalTask,
     train: pd.DataFrame,
@@ -196,40 +164,50 @@ def fit_and_submit(
     return write_submission(task, test, submission_values(task, model, test[cols]), path)
 
 
-def tune(
+def search(
     task: EvalTask,
     train: pd.DataFrame,
-    sampler: optuna.samplers.BaseSampler,
+    sampler: str,
     *,
     family: str = "hist_gradient_boosting",
     seed: int = 0,
     budget: float | None = None,
     max_trials: int = 10_000,
-    on_trial: Callable[[int, float], None] | None = None,
+    sandbox: str | Sandbox = "local-warm",
 ) -> dict[str, Any]:
-    """The best configuration of ``family`` found by ``sampler`` (3-fold CV) within
-    ``budget`` seconds or ``max_trials`` trials; the family's defaults if none finished."""
-    params = space(family)
-    deadline = None if budget is None else time.monotonic() + budget
-    study = optuna.create_study(
-        direction="maximize" if task.scorer.greater_is_better else "minimize", sampler=sampler
+    """The best configuration of ``family`` that mlpilot's HPO agent finds with
+    ``sampler`` ("tpe" or "random") and no LLM, within ``budget`` seconds or
+    ``max_trials`` trials; the family's defaults if none finished.
+
+    The search is the one a mlpilot run does, minus the LLM: the same agent, the
+    same trial jobs in the same sandbox, the host's folds (5) on the same 80% of the
+    training rows a run tunes on (the rest is the run's holdout, unused here).
+    With no budget and one trial at a time it is fully determined by ``seed``.
+    """
+    from mlpilot.agents.hpo import HpoAgent, HpoSettings, trial_limits
+    from mlpilot.agents.trials import TrialRunner
+    from mlpilot.sandbox import make_sandbox
+    from mlpilot.task import TaskSpec
+
+    spec = TaskSpec.from_data(
+        train.drop(columns=[ID]),
+        target=task.target,
+        metric=task.metric,
+        problem_type=task.problem_type,
+        seed=seed,
+        name=task.name,
     )
-    longest = 0.0  # a trial is not started unless the longest one so far still fits
-    for _ in range(max_trials):
-        if deadline is not None and time.monotonic() + longest >= deadline:
-            break
-        trial = study.ask({p.name: p.distribution() for p in params})
-        started = time.monotonic()
-        try:
-            value = cv_score(task, train, family, dict(trial.params), seed)
-        except Exception:  # a configuration that fails is a failed trial, not a failed run
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            continue
-        finally:
-            longest = max(longest, time.monotonic() - started)
-        study.tell(trial, value)
-        if on_trial is not None:
-            on_trial(trial.number, value)
+    parallel = 1 if budget is None else HpoSettings.for_budget(budget, local_llm=False).parallel
+    box = make_sandbox(sandbox, workers=parallel) if isinstance(sandbox, str) else sandbox
+    try:
+        settings = HpoSettings(defaults=False, sampler=sampler, seed=seed, parallel=parallel)
+        limits = trial_limits(parallel, local_llm=False)
+        agent = HpoAgent(TrialRunner(box, spec, limits=limits), None, settings=settings)
+        deadline = None if budget is None else time.monotonic() + budget
+        study = agent.optimize(family, n_trials=max_trials, deadline=deadline)
+    finally:
+        if isinstance(sandbox, str):
+            box.close()
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     return dict(study.best_params) if done else {}
 
@@ -250,24 +228,27 @@ class DefaultRunner:
 
 @dataclass
 class SearchRunner:
-    """Optuna tuning of one model family (TPE or random search) within the budget."""
+    """mlpilot's HPO agent without its LLM (TPE or random search) on one model family
+    within the budget; the best configuration refit on all training rows."""
 
     sampler: str = "tpe"
     family: str = "hist_gradient_boosting"
     max_trials: int = 10_000
+    sandbox: str | Sandbox = "local-warm"
     name: str = "tpe-gbm"
 
     def __call__(self, task: PublicTask, work: Path, seed: int, budget: float) -> Outcome:
         train = task.train()
         # Leave time for the final refit: a tenth of the budget.
-        best = tune(
+        best = search(
             task.task,
             train,
-            make_sampler(self.sampler, seed),
+            self.sampler,
             family=self.family,
             seed=seed,
             budget=0.9 * budget,
             max_trials=self.max_trials,
+            sandbox=self.sandbox,
         )
         path = fit_and_submit(
             task.task, train, task.test(), self.family, best, seed, work / "submission.csv"
@@ -284,9 +265,12 @@ RUNNERS: dict[str, Callable[..., Runner]] = {
 
 
 def make_runner(name: str, **options: Any) -> Runner:
-    """A runner by name; ``options`` (llm, sandbox) apply to mlpilot only."""
+    """A runner by name; of ``options``, ``llm`` applies to mlpilot only and
+    ``sandbox`` to mlpilot and the search baselines (where their trials run)."""
     if name not in RUNNERS:
         raise ConfigError(f"unknown runner {name!r}; known: {', '.join(RUNNERS)}")
-    if name != "mlpilot":
+    if name == "default-gbm":
         options = {}
+    elif name != "mlpilot":
+        options = {k: v for k, v in options.items() if k == "sandbox"}
     return RUNNERS[name](**options)

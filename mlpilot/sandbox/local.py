@@ -67,6 +67,8 @@ DEFAULT_PRELOAD = (
     "sklearn.metrics",
     "joblib",
 )
+
+
 def scrubbed_env(
     workdir: Path, limits: Limits, extra: Mapping[str, str], threads: int | None = None
 ) -> dict[str, str]:

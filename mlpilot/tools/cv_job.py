@@ -22,6 +22,12 @@ Outputs:
 ``cardinality`` (categories per column over all training rows, computed by the host)
 decides the encoding, so a job fitted on one fold's rows builds the same pipeline as
 one fitted on all of them.
+
+With ``"features"`` in the config ({"features": [...], "drop": [...]}), the pipeline
+starts with ``featurize.FeatureBuilder`` (``featurize.py`` is handed in next to this
+script), fitted with the rest on each fold's training rows; the saved model then
+leaves that first step out (the host builds it from the same features with its own
+copy of the module, so the file holds only scikit-learn's types).
 """
 
 from __future__ import annotations
@@ -173,8 +179,7 @@ def build_pipeline(
     categorical = [c for c in frame.columns if c not in text and c not in numeric]
     native = isinstance(estimator, NATIVE_CATEGORICAL)
     codes = isinstance(estimator, CATEGORY_CODES) and (
-        sum(min(nunique(c), ONE_HOT_MAX_CATEGORIES) for c in categorical)
-        > MAX_ONE_HOT_COLUMNS
+        sum(min(nunique(c), ONE_HOT_MAX_CATEGORIES) for c in categorical) > MAX_ONE_HOT_COLUMNS
     )
     parts = []
     if numeric:
@@ -221,13 +226,22 @@ def main() -> None:
     seed = int(config.get("seed", 0))
     estimator = build_estimator(config["family"], config.get("params", {}), classification, seed)
     dense = config["family"] in DENSE_ONLY
+    features = config.get("features")
+    builder, schema = None, X
+    if features:
+        import featurize  # handed in next to this script
+
+        builder = featurize.FeatureBuilder(features.get("features", []), features.get("drop", []))
+        schema = builder.fit(X).transform(X)  # the columns the model will see
     pipeline = build_pipeline(
-        X,
+        schema,
         config.get("text_columns", []),
         estimator,
         dense=dense,
         cardinality=config.get("cardinality"),
     )
+    if builder is not None:
+        pipeline = Pipeline([("features", builder), *pipeline.steps])
     method = "predict_proba" if classification else "predict"
     t0 = time.perf_counter()
     oof = None
@@ -243,7 +257,7 @@ def main() -> None:
     if config.get("save_model"):
         import skops.io  # loads on the host without running code (no pickle)
 
-        skops.io.dump(pipeline, "model.skops")
+        skops.io.dump(pipeline[1:] if builder is not None else pipeline, "model.skops")
     result = {"cv_seconds": cv_seconds, "fit_seconds": fit_seconds}
     if classification:
         classes = pipeline.classes_.tolist()

@@ -1,0 +1,365 @@
+"""The feature-engineering agent: the LLM proposes features from what the columns
+mean, the sandbox measures them, and a noise gate decides.
+
+Each round the LLM sees the request, the dataset's description, every column (kind,
+missing share, distinct values, samples, simple statistics), the target's summary
+(never its value per row), the operator vocabulary of :mod:`mlpilot.tools.featurize`
+and the history of kept and rejected proposals with their measured gains, and is told
+which operator families it has not tried. It answers with typed features over that
+vocabulary, under constrained decoding where the backend has it: the operator and
+both columns are enums, which is what a 1.5B model can do reliably.
+
+Every proposal is checked on the host before anything runs (unknown operator or
+column, a column of the wrong kind) and after its values are computed on the
+training rows (empty, constant, infinite, mostly divided by zero, a copy of a column,
+tracking the row order, or predicting the target near perfectly alone); what fails
+is recorded as invalid with the reason, which the next round's prompt repeats. The
+valid part of the block is measured by repeated, paired CV of a fast model in the
+sandbox (:mod:`mlpilot.agents.feature_eval`) and kept only if its mean gain exceeds
+its corrected standard error. An LLM error or an answer that stays invalid counts
+as a round; a slow LLM ends the step at its deadline with what was kept.
+
+Typed features are mlpilot's own code, so the delivered model computes them on the
+host (:class:`mlpilot.tools.featurize.FeatureBuilder`). The step's progress is saved
+after every round, so a killed run resumes from the last finished round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, create_model
+
+from mlpilot import prompts
+from mlpilot.agents import feature_eval
+from mlpilot.agents.feature_eval import Evaluator, Gain, check_spec, check_values, column_kinds
+from mlpilot.agents.rundir import RunDir
+from mlpilot.agents.state import FeatureRecord, FeatureSummary
+from mlpilot.llm import LLM, LLMError, LLMTimeout, StructuredOutputError, structured
+from mlpilot.task import TaskSpec
+from mlpilot.tools.featurize import FAMILIES, OPS, FeatureBuilder, formula
+
+log = logging.getLogger(__name__)
+
+ROUNDS = 10  # CAAFE's number of iterations
+BLOCK = 4  # most features one round may propose
+MAX_COLUMNS = 40  # most columns shown to the LLM
+SAMPLES = 5  # sample values shown per column
+HISTORY = 24  # most earlier proposals shown
+MIN_ROUND_S = 8.0  # no new round with less time than this left
+ROLE = "features"
+
+
+def answer_model(columns: list[str], n: int) -> type[BaseModel]:
+    """The answer's schema for this data: the operator and the columns are enums, so
+    constrained decoding can only name what exists."""
+    ops = Literal[tuple(OPS)]  # type: ignore[valid-type]
+    cols = Literal[tuple(columns)]  # type: ignore[valid-type]
+    idea = create_model(
+        "Feature",
+        op=(ops, ...),
+        a=(cols, ...),
+        b=(cols | None, None),
+        reason=(str, Field("", max_length=200)),
+    )
+    return create_model("FeatureBlock", features=(list[idea], Field(min_length=1, max_length=n)))
+
+
+def applicable_families(kinds: dict[str, set[str]]) -> list[str]:
+    """The operator families this data has columns for."""
+    have = set().union(*kinds.values()) if kinds else set()
+    numbers = sum("number" in k for k in kinds.values())
+    out = []
+    for family in FAMILIES:
+        needs = {
+            "unary": numbers >= 1,
+            "arithmetic": numbers >= 2,
+            "categorical": len(kinds) >= 1,
+            "groupby": numbers >= 1 and len(kinds) >= 2,
+            "date": "date" in have,
+            "text": "text" in have,
+        }[family]
+        if needs:
+            out.append(family)
+    return out
+
+
+def column_lines(task: TaskSpec, kinds: dict[str, set[str]]) -> list[str]:
+    """One line per column for the prompt (the first ``MAX_COLUMNS``)."""
+    lines = []
+    for col in list(task.feature_columns)[:MAX_COLUMNS]:
+        s = task.train[col]
+        kind = next(k for k in ("text", "date", "number", "any") if k in kinds[col])
+        kind = "category" if kind == "any" else kind
+        missing = float(s.isna().mean())
+        samples = [str(v)[:40] for v in s.dropna().unique()[:SAMPLES]]
+        line = f"{col}: {kind}, {missing:.0%} missing, {s.nunique()} distinct, e.g. {samples}"
+        if kind == "number":
+            x = pd.to_numeric(s, errors="coerce")
+            line += f"; min {x.min():.4g}, median {x.median():.4g}, max {x.max():.4g}"
+        lines.append(line)
+    return lines
+
+
+def target_summary(task: TaskSpec) -> str:
+    y = task.y
+    if task.is_classification:
+        counts = y.astype(str).value_counts()
+        return "classes " + ", ".join(f"{k}: {v} rows" for k, v in counts.head(10).items())
+    x = pd.to_numeric(y, errors="coerce")
+    return f"a number, min {x.min():.4g}, median {x.median():.4g}, max {x.max():.4g}"
+
+
+class FeatureAgent:
+    """Runs the feature rounds for one task.
+
+    Args:
+        llm: proposes the features.
+        evaluator: measures blocks in the sandbox.
+        task: the task (its training rows only are used).
+        request: the user's words.
+        description: what the data is, in the user's words (may be empty).
+        run_dir: where progress is saved after every round (None: nowhere).
+        rounds: most rounds.
+        on_round: called after each round with the summary so far.
+    """
+
+    def __init__(
+        self,
+        llm: LLM,
+        evaluator: Evaluator,
+        task: TaskSpec,
+        *,
+        request: str = "",
+        description: str = "",
+        run_dir: RunDir | None = None,
+        rounds: int = ROUNDS,
+        on_round: Callable[[FeatureSummary], None] | None = None,
+    ) -> None:
+        self.llm = llm
+        self.evaluator = evaluator
+        self.task = task
+        self.request = request
+        self.description = description
+        self.run_dir = run_dir
+        self.rounds = rounds
+        self.on_round = on_round
+        self.kinds = column_kinds(task)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self, deadline: float) -> FeatureSummary:
+        """Rounds until ``rounds`` are done or ``deadline`` (time.monotonic) is near."""
+        started = time.monotonic()
+        summary = self._resume()
+        before = summary.model_copy()
+        summary.evaluator = self.evaluator.family
+        tokens0 = self._usage()
+        base = self._measure([summary.kept], deadline)
+        if isinstance(base, str):
+            summary.stopped = f"the evaluation without new features failed: {base}"
+            return self._save(summary, started, tokens0, before)
+        base_scores = base[0]
+        summary.base_score = summary.base_score if summary.kept else float(base_scores.mean())
+        summary.score = float(base_scores.mean())
+        feedback = ""
+        while summary.rounds < self.rounds:
+            left = deadline - time.monotonic()
+            if left < MIN_ROUND_S:
+                summary.stopped = "the step's share of the time budget is spent"
+                break
+            summary.rounds += 1
+            n = summary.rounds
+            try:
+                block = self._ask(summary, feedback, timeout=left)
+            except LLMTimeout:
+                summary.stopped = "the LLM did not answer within the step's share of the time"
+                self._save(summary, started, tokens0, before)
+                break
+            except StructuredOutputError as e:
+                feedback = f"the answer was not valid JSON of the asked form ({e})"[:300]
+                summary.notes.append(f"round {n}: {feedback}")
+                self._save(summary, started, tokens0, before)
+                continue
+            except LLMError as e:
+                summary.stopped = f"the LLM is unavailable: {type(e).__name__}: {e}"[:300]
+                self._save(summary, started, tokens0, before)
+                break
+            valid, records = self._check(block, summary, n)
+            feedback = "; ".join(f"{r.formula}: {r.why}" for r in records if r.verdict == "invalid")
+            if valid:
+                measured = self._measure([[*summary.kept, *valid]], deadline)
+                if isinstance(measured, str):
+                    summary.notes.append(f"round {n}: {measured}")
+                    feedback = measured
+                    for r in records:
+                        if r.verdict == "":
+                            r.verdict, r.why = "invalid", measured
+                else:
+                    gain = feature_eval.paired_gain(self.task.metric, base_scores, measured[0])
+                    self._judge(records, gain)
+                    if gain.passes:
+                        summary.kept.extend(valid)
+                        base_scores = measured[0]
+                        summary.score = float(base_scores.mean())
+            summary.records.extend(records)
+            self._save(summary, started, tokens0, before)
+        else:
+            summary.stopped = f"all {self.rounds} rounds done"
+        return self._save(summary, started, tokens0, before)
+
+    # -- one round ---------------------------------------------------------------------
+
+    def _ask(self, summary: FeatureSummary, feedback: str, *, timeout: float) -> list[dict]:
+        columns = list(self.task.feature_columns)
+        model = answer_model(columns, BLOCK)
+        tried = {r.family for r in summary.records}
+        families = applicable_families(self.kinds)
+        untried = [f for f in families if f not in tried]
+        prompt = prompts.render(
+            "features",
+            problem=self.task.problem_type,
+            target=self.task.target,
+            target_summary=target_summary(self.task),
+            metric=self.task.metric.display,
+            request=self.request,
+            description=self.description.strip()[:3000],
+            n_rows=len(self.task.train),
+            columns=column_lines(self.task, self.kinds),
+            ops=[
+                (name, op)
+                for name, op in OPS.items()
+                if op.family in applicable_families(self.kinds)
+            ],
+            history=_history(summary),
+            feedback=feedback,
+            n=BLOCK,
+            untried=untried,
+        )
+        answer = structured(
+            self.llm,
+            [
+                {"role": "system", "content": prompts.render("system")},
+                {"role": "user", "content": prompt},
+            ],
+            model,
+            role=ROLE,
+            max_retries=1,  # an invalid answer is fed back once; then the round is over
+            temperature=0.7,
+            seed=summary.rounds,
+            max_tokens=80 * BLOCK,
+            timeout=timeout,
+        )
+        return [f.model_dump() for f in answer.features]  # type: ignore[attr-defined]
+
+    def _check(
+        self, block: list[dict], summary: FeatureSummary, n: int
+    ) -> tuple[list[dict], list[FeatureRecord]]:
+        """The block's valid features (specs) and a record for every proposal (valid
+        ones with an empty verdict, to be judged)."""
+        seen = {formula(f) for f in summary.kept} | {r.formula for r in summary.records}
+        valid: list[dict] = []
+        records = []
+        X = self.task.X
+        for idea in block:
+            op = OPS.get(str(idea.get("op")))
+            spec = {"op": idea.get("op"), "a": idea.get("a")}
+            if op is not None and op.binary:
+                spec["b"] = idea.get("b")
+            why = check_spec(spec, self.kinds)
+            name = formula(spec) if op is not None else str(idea.get("op"))
+            if why is None and name in seen:
+                why = "already tried"
+            if why is None:
+                try:
+                    values = FeatureBuilder([spec]).fit(X).transform(X)[name].to_numpy()
+                except Exception as e:
+                    why = f"could not be computed: {type(e).__name__}: {e}"[:200]
+                else:
+                    if values.dtype != object:
+                        values = values.astype(float)
+                    why = check_values(name, values, spec, self.task, X)
+            seen.add(name)
+            records.append(
+                FeatureRecord(
+                    round=n,
+                    formula=name,
+                    spec=spec,
+                    family=op.family if op is not None else "unknown",
+                    reason=str(idea.get("reason") or "")[:200],
+                    verdict="invalid" if why else "",
+                    why=why or "",
+                )
+            )
+            if why is None:
+                valid.append(spec)
+        return valid, records
+
+    @staticmethod
+    def _judge(records: list[FeatureRecord], gain: Gain) -> None:
+        kept = gain.passes
+        why = f"block gain {gain.mean:+.4f} ± {gain.se:.4f} " + (
+            "> its standard error: kept" if kept else "does not exceed its standard error"
+        )
+        for r in records:
+            if r.verdict == "":
+                r.verdict = "kept" if kept else "rejected"
+                r.why, r.gain, r.se = why, gain.mean, gain.se
+
+    def _measure(self, blocks: list[list[dict]], deadline: float) -> list[np.ndarray] | str:
+        variants = [feature_eval.build_variant(b, []) for b in blocks]
+        return self.evaluator.run(variants, timeout_s=max(5.0, deadline - time.monotonic()))
+
+    # -- progress ----------------------------------------------------------------------
+
+    def _resume(self) -> FeatureSummary:
+        if self.run_dir is not None:
+            saved = self.run_dir.load_features()
+            if saved:
+                try:
+                    return FeatureSummary.model_validate_json(saved)
+                except ValueError:
+                    log.warning("the saved feature step is unreadable; starting it again")
+        return FeatureSummary()
+
+    def _usage(self) -> tuple[int, float]:
+        usage = self.llm.ledger.by_role.get(ROLE)
+        return (0, 0.0) if usage is None else (usage.total_tokens, usage.cost_usd)
+
+    def _save(
+        self,
+        summary: FeatureSummary,
+        started: float,
+        usage0: tuple[int, float],
+        before: FeatureSummary,
+    ) -> FeatureSummary:
+        tokens, cost = self._usage()
+        summary.tokens = before.tokens + tokens - usage0[0]
+        summary.cost_usd = before.cost_usd + cost - usage0[1]
+        summary.seconds = before.seconds + time.monotonic() - started
+        if self.run_dir is not None:
+            self.run_dir.save_features(summary.model_dump_json())
+        if self.on_round is not None:
+            self.on_round(summary)
+        return summary
+
+
+def _history(summary: FeatureSummary) -> list[str]:
+    lines = []
+    for r in summary.records[-HISTORY:]:
+        if r.verdict == "invalid":
+            lines.append(f"{r.formula}: invalid ({r.why})")
+        else:
+            lines.append(f"{r.formula}: {r.verdict}, gain {r.gain:+.4f} ± {r.se:.4f}")
+    return lines
+
+
+def evaluator_family(families: list[str]) -> str:
+    """The fast model gains are measured with: linear where the plan leads with it
+    (text, or linear-friendly data), else gradient boosting."""
+    return "linear" if families and families[0] == "linear" else "hist_gradient_boosting"

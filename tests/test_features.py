@@ -1,0 +1,440 @@
+"""The feature-engineering agent: typed features (fit on training rows, applied row by
+row), every bad proposal refused with a reason, the noise gate, the agent's rounds with
+the scripted LLM, and a whole run whose model computes the features on raw rows."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlpilot.agents.feature_eval import (
+    Evaluator,
+    check_spec,
+    check_values,
+    column_kinds,
+    paired_gain,
+)
+from mlpilot.agents.features import FeatureAgent, answer_model, applicable_families
+from mlpilot.agents.planner import feature_step, interpretable
+from mlpilot.llm import LLM, LLMTimeout
+from mlpilot.sandbox import make_sandbox
+from mlpilot.task import TaskSpec
+from mlpilot.testing import ScriptedLLM
+from mlpilot.tools.featurize import OPS, FeatureBuilder, formula
+from mlpilot.tools.metrics import get_metric
+
+
+def balance_scale() -> pd.DataFrame:
+    """All 625 rows of the balance-scale data, from its definition: the side with the
+    larger weight × distance goes down."""
+    rows = []
+    for lw, ld, rw, rd in itertools.product(range(1, 6), repeat=4):
+        left, right = lw * ld, rw * rd
+        tip = "L" if left > right else ("R" if right > left else "B")
+        rows.append(
+            {
+                "left_weight": lw,
+                "left_distance": ld,
+                "right_weight": rw,
+                "right_distance": rd,
+                "balance": tip,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2020-01-01")
+    return pd.DataFrame(
+        {
+            "income": rng.lognormal(10, 1, n).round(2),
+            "debt": np.where(rng.random(n) < 0.1, 0.0, rng.lognormal(9, 1, n).round(2)),
+            "age": rng.integers(18, 90, n),
+            "city": rng.choice(["Oslo", "Lima", "Pune", "Kobe"], n),
+            "plan": rng.choice(["basic", "plus", None], n),
+            "signup": [
+                (start + pd.Timedelta(days=int(d))).strftime("%Y-%m-%d")
+                for d in rng.integers(0, 900, n)
+            ],
+            "note": rng.choice(
+                [
+                    "late payment twice this year",
+                    "always on time",
+                    "asked for a larger credit line please",
+                ],
+                n,
+            ),
+            "target": rng.integers(0, 2, n),
+        }
+    )
+
+
+def every_op(frame: pd.DataFrame) -> list[dict]:
+    columns = {
+        "number": ("income", "debt"),
+        "any": ("city", "plan"),
+        "date": ("signup",),
+        "text": ("note",),
+    }
+    specs = []
+    for name, op in OPS.items():
+        a = columns[op.kinds[0]][0]
+        spec = {"op": name, "a": a}
+        if op.binary:
+            second = columns[op.kinds[1]]
+            spec["b"] = second[1] if len(second) > 1 and second[0] == a else second[0]
+            if spec["b"] == a:
+                spec["b"] = columns[op.kinds[1]][-1]
+        specs.append(spec)
+    return specs
+
+
+# -- typed features -------------------------------------------------------------------
+
+
+def test_every_operator_gives_a_row_the_same_value_alone_or_in_any_batch() -> None:
+    frame = mixed_frame()
+    train, new = frame.iloc[:200], frame.iloc[200:].drop(columns=["target"])
+    specs = every_op(frame)
+    builder = FeatureBuilder(specs).fit(train.drop(columns=["target"]))
+    batch = builder.transform(new)
+    shuffled = builder.transform(new.sample(frac=1.0, random_state=1)).loc[new.index]
+    names = [formula(s) for s in specs]
+    assert len(names) == len(OPS)
+    for i in range(0, len(new), 7):
+        alone = builder.transform(new.iloc[[i]])
+        for name in names:
+            a, b = alone[name].iloc[0], batch[name].iloc[i]
+            assert (pd.isna(a) and pd.isna(b)) or a == b, (name, a, b)
+    pd.testing.assert_frame_equal(shuffled[names], batch[names])
+
+
+def test_fitted_state_comes_from_the_training_rows_only() -> None:
+    train = pd.DataFrame({"city": ["a", "a", "b", "b", "b"], "x": [1.0, 3.0, 10.0, 20.0, 30.0]})
+    builder = FeatureBuilder(
+        [
+            {"op": "group_mean", "a": "x", "b": "city"},
+            {"op": "frequency", "a": "city"},
+            {"op": "group_count", "a": "city"},
+            {"op": "bin", "a": "x"},
+        ]
+    ).fit(train)
+    new = pd.DataFrame({"city": ["a", "zz"], "x": [1000.0, 2.0]})
+    out = builder.transform(new)
+    assert out["mean(x by city)"].tolist() == [2.0, 64.0 / 5]  # unseen city: the overall mean
+    assert out["freq(city)"].tolist() == [0.4, 0.0]
+    assert out["count(by city)"].tolist() == [2.0, 0.0]
+    assert out["bin10(x)"].iloc[0] == out["bin10(x)"].max()  # beyond every training edge
+
+
+def test_the_same_numbers_whatever_the_columns_dtype() -> None:
+    # the job sees floats (plain_numbers), a user's CSV may give ints or nullable ints
+    ints = pd.DataFrame({"g": [1, 2, 2, 3], "x": [1, 2, 3, 4]})
+    floats = ints.astype(float)
+    nullable = ints.astype("Int64")
+    specs = [{"op": "group_mean", "a": "x", "b": "g"}, {"op": "combine", "a": "g", "b": "x"}]
+    outs = [FeatureBuilder(specs).fit(f).transform(f) for f in (ints, floats, nullable)]
+    for out in outs[1:]:
+        for name in ("mean(x by g)", "g & x"):
+            assert out[name].tolist() == outs[0][name].tolist()
+
+
+# -- bad proposals ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def credit() -> TaskSpec:
+    frame = mixed_frame(400)
+    frame["zeros"] = 0.0
+    frame.loc[0, "zeros"] = 1.0  # not constant, so the column is kept
+    frame["huge"] = 1e200 * (1 + np.arange(len(frame)) % 3)
+    return TaskSpec.from_data(frame, target="target")
+
+
+def _why(task: TaskSpec, spec: dict) -> str | None:
+    kinds = column_kinds(task)
+    why = check_spec(spec, kinds)
+    if why:
+        return why
+    name = formula(spec)
+    values = FeatureBuilder([spec]).fit(task.X).transform(task.X)[name].to_numpy()
+    if values.dtype != object:
+        values = values.astype(float)
+    return check_values(name, values, spec, task, task.X)
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({"op": "divide", "a": "income", "b": "salary"}, "unknown column 'salary'"),
+        ({"op": "cube", "a": "income"}, "unknown operator 'cube'"),
+        ({"op": "log", "a": "city"}, "log needs a number column, but 'city' holds categories"),
+        ({"op": "year", "a": "income"}, "year needs a date column"),
+        ({"op": "text_length", "a": "city"}, "needs a text column"),
+        ({"op": "multiply", "a": "income", "b": "income"}, "with itself"),
+        ({"op": "divide", "a": "income", "b": "zeros"}, "divides by zero"),
+        ({"op": "square", "a": "huge"}, "infinite"),
+        ({"op": "abs", "a": "income"}, "the same values as the column 'income'"),
+        ({"op": "min", "a": "income", "b": "huge"}, "the same values as the column 'income'"),
+        ({"op": "weekday", "a": "note"}, "needs a date column"),
+    ],
+)
+def test_a_bad_proposal_is_refused_with_its_reason(credit, spec, expected) -> None:
+    why = _why(credit, spec)
+    assert why is not None and expected in why, why
+
+
+def test_a_constant_feature_and_a_row_order_feature_are_refused(credit) -> None:
+    X = credit.X
+    n = len(X)
+    spec = {"op": "add", "a": "income", "b": "debt"}
+    assert "constant" in check_values("c", np.full(n, 3.0), spec, credit, X)
+    assert "row order" in check_values("r", np.arange(n, dtype=float), spec, credit, X)
+    assert "missing on every" in check_values("m", np.full(n, np.nan), spec, credit, X)
+
+
+def test_a_feature_that_is_the_answer_is_refused() -> None:
+    frame = balance_scale()
+    binary = frame[frame.balance != "B"]
+    task = TaskSpec.from_data(binary, target="balance")
+    X = task.X
+    honest = {"op": "multiply", "a": "left_weight", "b": "left_distance"}
+    assert _why(task, honest) is None  # the left torque alone: informative, not the answer
+    gap = X.left_weight * X.left_distance - X.right_weight * X.right_distance
+    why = check_values("gap", gap.to_numpy(float), honest, task, X)
+    assert why is not None and "almost perfectly" in why  # its sign is the label
+
+
+def test_the_answer_schema_only_admits_the_datas_columns_and_operators() -> None:
+    model = answer_model(["a", "b"], 3)
+    ok = model.model_validate({"features": [{"op": "add", "a": "a", "b": "b", "reason": "x"}]})
+    assert ok.features[0].op == "add"  # type: ignore[attr-defined]
+    for bad in (
+        {"features": [{"op": "add", "a": "a", "b": "nope"}]},
+        {"features": [{"op": "cube", "a": "a"}]},
+        {"features": [{"op": "log", "a": "a"}] * 4},
+        {"features": []},
+    ):
+        with pytest.raises(ValueError):
+            model.model_validate(bad)
+    schema = json.dumps(model.model_json_schema())
+    assert '"enum"' in schema  # constrained decoding sees the choices
+
+
+# -- measuring --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    box = make_sandbox("local-warm")
+    yield box
+    box.close()
+
+
+def test_a_pure_noise_feature_is_rejected_across_seeds(sandbox) -> None:
+    rng = np.random.default_rng(0)
+    n = 500
+    x = rng.normal(size=(n, 3))
+    frame = pd.DataFrame(
+        {
+            "signal": x[:, 0],
+            "noise_a": rng.normal(size=n),
+            "noise_b": rng.normal(size=n),
+            "target": (x[:, 0] + 0.8 * rng.normal(size=n) > 0).astype(int),
+        }
+    )
+    noise = [{"op": "multiply", "a": "noise_a", "b": "noise_b"}, {"op": "log", "a": "noise_b"}]
+    gains = []
+    for seed in range(5):
+        task = TaskSpec.from_data(frame, target="target", metric="roc_auc", seed=seed)
+        scores = Evaluator(sandbox, task, "hist_gradient_boosting").run(
+            [{"features": [], "drop": []}, {"features": noise, "drop": []}]
+        )
+        assert not isinstance(scores, str), scores
+        gain = paired_gain(task.metric, scores[0], scores[1])
+        gains.append(gain)
+        assert not gain.passes, (seed, gain)
+    # the gate is not trivially closed: its error is a real, positive number
+    assert all(g.se > 0 for g in gains)
+
+
+def test_the_torque_products_pass_the_gate_on_balance_scale(sandbox) -> None:
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    torque = [
+        {"op": "multiply", "a": "left_weight", "b": "left_distance"},
+        {"op": "multiply", "a": "right_weight", "b": "right_distance"},
+    ]
+    scores = Evaluator(sandbox, task, "hist_gradient_boosting").run(
+        [{"features": [], "drop": []}, {"features": torque, "drop": []}]
+    )
+    assert not isinstance(scores, str), scores
+    gain = paired_gain(task.metric, scores[0], scores[1])
+    assert gain.passes and gain.mean > 0.02, gain
+
+
+def test_the_gain_is_signed_by_the_metrics_direction() -> None:
+    base = np.array([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]])
+    lower = base - np.array([[0.1, 0.12, 0.09], [0.11, 0.1, 0.1]])
+    assert paired_gain(get_metric("rmse"), base, lower).passes  # lower RMSE is a gain
+    assert not paired_gain(get_metric("accuracy"), base, lower).passes
+
+
+# -- the agent --------------------------------------------------------------------------
+
+
+def _reply(*features: tuple) -> str:
+    out = []
+    for f in features:
+        op, a = f[0], f[1]
+        out.append({"op": op, "a": a, "b": f[2] if len(f) > 2 else None, "reason": f"because {op}"})
+    return json.dumps({"features": out})
+
+
+def test_the_agent_keeps_what_helps_and_feeds_back_what_failed(sandbox, tmp_path) -> None:
+    from mlpilot.agents.rundir import RunDir
+
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    fake = ScriptedLLM(
+        [
+            _reply(
+                ("multiply", "left_weight", "left_distance"),
+                ("multiply", "right_weight", "right_distance"),
+            ),
+            "this is not json",  # invalid, re-asked once ...
+            "still not json",  # ... and the round is over
+            _reply(("log", "left_weight"), ("divide", "left_weight", "left_weight")),
+            LLMTimeout("too slow"),
+        ]
+    )
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    agent = FeatureAgent(
+        LLM(fake), Evaluator(sandbox, task, "hist_gradient_boosting"), task, run_dir=run
+    )
+    summary = agent.run(time.monotonic() + 300)
+    assert fake.remaining == 0
+    assert summary.rounds == 4
+    assert [formula(f) for f in summary.kept] == [
+        "left_weight * left_distance",
+        "right_weight * right_distance",
+    ]
+    verdicts = {r.formula: r.verdict for r in summary.records}
+    assert verdicts["left_weight * left_distance"] == "kept"
+    assert verdicts["left_weight / left_weight"] == "invalid"
+    assert "did not answer" in summary.stopped
+    assert summary.score > summary.base_score + 0.02
+    # round 3's prompt carries round 2's error and round 1's measured gain
+    third = fake.calls[3].messages[-1]["content"]
+    assert "could not be used" in third and "left_weight * left_distance: kept, gain +" in third
+    # the log and its families: untried families are named to the model
+    assert "Operator families not tried yet" in fake.calls[0].messages[-1]["content"]
+    assert "\n- balance" not in fake.calls[0].messages[-1]["content"]  # no per-row labels
+    # progress is on disk after every round; a new agent resumes from it
+    saved = json.loads((run.path / "features.json").read_text())
+    assert saved["rounds"] == 4 and len(saved["kept"]) == 2
+    again = FeatureAgent(
+        LLM(ScriptedLLM([])),
+        Evaluator(sandbox, task, "hist_gradient_boosting"),
+        task,
+        run_dir=run,
+        rounds=4,
+    ).run(time.monotonic() + 60)
+    assert again.rounds == 4 and again.kept == summary.kept  # nothing re-asked
+
+
+# -- the plan ---------------------------------------------------------------------------
+
+
+def test_the_planner_plans_features_when_asked_or_when_the_data_has_meaning(credit) -> None:
+    def planned(request: str, **kw) -> bool:
+        options = {"description": "", "has_llm": True, "time_budget_s": 600.0, **kw}
+        return feature_step(request, credit, **options)[0] is not None
+
+    assert planned("find better features and tune a model", time_budget_s=60)
+    assert planned("tune a model")  # meaningful names and a long enough budget
+    assert not planned("tune a model", time_budget_s=60)
+    assert not planned("tune a model without feature engineering")
+    assert not planned("find better features", has_llm=False)
+    assert not planned("find better features", choice=False)
+    assert planned("tune a model", choice=True, time_budget_s=30)
+    assert interpretable(["income", "debt", "age"]) and not interpretable(["x1", "x2", "V3"])
+    assert set(applicable_families(column_kinds(credit))) == {
+        "unary",
+        "arithmetic",
+        "categorical",
+        "groupby",
+        "date",  # ("note" is too short to count as text: a category here)
+    }
+
+
+def test_feature_step_needs_a_description_or_meaningful_names() -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 3)), columns=["x1", "x2", "x3"])
+    frame["target"] = rng.integers(0, 2, 60)
+    task = TaskSpec.from_data(frame, target="target")
+    opts = {"has_llm": True, "time_budget_s": 600.0}
+    assert feature_step("tune", task, description="", **opts)[0] is None
+    assert feature_step("tune", task, description="sensor readings", **opts)[0] is not None
+
+
+# -- a whole run --------------------------------------------------------------------------
+
+PLAN = json.dumps({"families": ["hist_gradient_boosting", "linear"], "rationale": "test"})
+TORQUE = _reply(
+    ("multiply", "left_weight", "left_distance"), ("multiply", "right_weight", "right_distance")
+)
+NO_LEAKS = '{"columns": []}'
+
+
+def test_a_run_engineers_features_and_its_model_computes_them_on_raw_rows(tmp_path) -> None:
+    from mlpilot import Pilot
+    from mlpilot.agents.hpo import HpoSettings
+
+    frame = balance_scale()
+    description = tmp_path / "balance.md"
+    description.write_text(
+        "A balance scale tips to the side with the larger weight times distance."
+    )
+    fake = ScriptedLLM([PLAN, TORQUE, LLMTimeout("slow"), NO_LEAKS])
+    result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
+        "find better features and tune a model, predict balance",
+        frame,
+        time_budget=60,
+        hpo=HpoSettings(warmstart=0, sample_every=10**6),
+        description=description,
+    )
+    assert result.status == "finished", result.events
+    assert fake.remaining == 0
+    assert description.read_text() in fake.calls[1].messages[-1]["content"]
+    features = result.features
+    assert features is not None and not features.dropped
+    assert [formula(f) for f in features.kept] == [
+        "left_weight * left_distance",
+        "right_weight * right_distance",
+    ]
+    checks = {c["check"]: c for c in result.checks}
+    assert checks["final holdout score"]["ok"]
+    assert "features vs none" in checks, checks
+    # the saved model computes the features itself from raw rows, alone or in a batch
+    from mlpilot.api import Pilot as P
+
+    loaded = P.load(result.run_dir)
+    raw = frame.drop(columns=["balance"]).sample(50, random_state=0)
+    batch = loaded.model.predict_proba(raw)
+    alone = np.vstack([loaded.model.predict_proba(raw.iloc[[i]]) for i in range(len(raw))])
+    # the features are identical; the model's float arithmetic may differ in the last bit
+    builder = loaded.model.estimator.named_steps["features"]
+    rows = pd.concat([builder.transform(raw.iloc[[i]]) for i in range(len(raw))])
+    pd.testing.assert_frame_equal(rows, builder.transform(raw))
+    np.testing.assert_allclose(batch, alone, rtol=1e-9, atol=1e-12)
+    assert (loaded.predict(raw) == frame.loc[raw.index, "balance"]).mean() > 0.9
+    report = result.report_path.read_text()
+    assert "## Engineered features" in report
+    assert "| 1 | `left_weight * left_distance` | arithmetic | kept |" in report
+    assert "because multiply" in report  # the model's reason is shown
