@@ -163,7 +163,10 @@ def test_dropping_an_unknown_column_or_the_target_is_a_clear_error() -> None:
     from mlpilot.errors import DataError
 
     frame = _crash_like(200, 0.9)
-    with pytest.raises(DataError, match="cannot drop column 'vehicle_stat': no such column; did you mean 'vehicle_status'"):
+    with pytest.raises(
+        DataError,
+        match="cannot drop column 'vehicle_stat': no such column; did you mean 'vehicle_status'",
+    ):
         TaskSpec.from_data(frame, target="injured", drop=["vehicle_stat"])
     with pytest.raises(DataError, match="cannot drop the target column 'injured'"):
         TaskSpec.from_data(frame, target="injured", drop=["injured"])
