@@ -438,3 +438,84 @@ def test_a_run_engineers_features_and_its_model_computes_them_on_raw_rows(tmp_pa
     assert "## Engineered features" in report
     assert "| 1 | `left_weight * left_distance` | arithmetic | kept |" in report
     assert "because multiply" in report  # the model's reason is shown
+
+
+DRIVER = """
+import json, sys, time
+from pathlib import Path
+from mlpilot import Pilot
+from mlpilot.agents.hpo import HpoSettings
+from mlpilot.llm import LLM, LLMTimeout
+from mlpilot.testing import ScriptedLLM
+
+mode, data, run_dir, seen = sys.argv[1:5]
+replies = json.loads(Path(data).with_suffix(".json").read_text())
+
+def hang(messages, params):
+    time.sleep(600)  # killed here, in round 2
+
+def record(messages, params):
+    Path(seen).write_text(messages[-1]["content"])
+    raise LLMTimeout("the step ends here")
+
+if mode == "start":
+    fake = ScriptedLLM([replies["plan"], replies["torque"], hang])
+    Pilot(llm=LLM(fake), runs_dir=Path(run_dir).parent).run(
+        "find better features and tune a model, predict balance", data,
+        time_budget=60, hpo=HpoSettings(warmstart=0, sample_every=10**6), run_dir=run_dir,
+    )
+else:
+    fake = ScriptedLLM([record, replies["leaks"]])
+    result = Pilot(llm=LLM(fake), runs_dir=Path(run_dir).parent).resume(run_dir)
+    print(json.dumps({"status": result.status, "remaining": fake.remaining,
+                      "features": result.features.model_dump()}))
+"""
+
+
+def test_a_run_killed_during_the_feature_step_resumes_from_its_last_round(tmp_path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    data = tmp_path / "balance.csv"
+    balance_scale().to_csv(data, index=False)
+    data.with_suffix(".json").write_text(
+        json.dumps({"plan": PLAN, "torque": TORQUE, "leaks": NO_LEAKS})
+    )
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    run_dir, seen = tmp_path / "runs" / "run", tmp_path / "seen.txt"
+    args = [str(data), str(run_dir), str(seen)]
+    proc = subprocess.Popen(
+        [sys.executable, str(driver), "start", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    saved = run_dir / "features.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if saved.exists() and json.loads(saved.read_text())["records"]:
+            time.sleep(1.0)  # round 1 is measured and saved; round 2 waits for the LLM
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = json.loads(saved.read_text())
+    assert [r["verdict"] for r in before["records"]] == ["kept", "kept"], before
+    done = subprocess.run(
+        [sys.executable, str(driver), "resume", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["status"] == "finished" and out["remaining"] == 0
+    # round 1 was not asked again: the resumed prompt already shows its measured gain
+    assert "left_weight * left_distance: kept, gain +" in seen.read_text()
+    features = out["features"]
+    assert features["kept"] == before["kept"] and features["rounds"] == 2
+    assert "did not answer" in features["stopped"]
+    assert "Engineered features" in (run_dir / "report.md").read_text()

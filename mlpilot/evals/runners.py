@@ -105,6 +105,7 @@ class MlpilotRunner:
             time_budget=budget,
             seed=seed,
             run_dir=work / "run",
+            description=task.description(),
         )
         if result.model is None:
             raise RuntimeError(f"the run ended without a verified model ({result.status})")
