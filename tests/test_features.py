@@ -4,7 +4,6 @@ the scripted LLM, and a whole run whose model computes the features on raw rows.
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
 
@@ -25,27 +24,9 @@ from mlpilot.llm import LLM, LLMTimeout
 from mlpilot.sandbox import make_sandbox
 from mlpilot.task import TaskSpec
 from mlpilot.testing import ScriptedLLM
+from mlpilot.testing.datasets import balance_scale
 from mlpilot.tools.featurize import OPS, FeatureBuilder, formula
 from mlpilot.tools.metrics import get_metric
-
-
-def balance_scale() -> pd.DataFrame:
-    """All 625 rows of the balance-scale data, from its definition: the side with the
-    larger weight × distance goes down."""
-    rows = []
-    for lw, ld, rw, rd in itertools.product(range(1, 6), repeat=4):
-        left, right = lw * ld, rw * rd
-        tip = "L" if left > right else ("R" if right > left else "B")
-        rows.append(
-            {
-                "left_weight": lw,
-                "left_distance": ld,
-                "right_weight": rw,
-                "right_distance": rd,
-                "balance": tip,
-            }
-        )
-    return pd.DataFrame(rows)
 
 
 def mixed_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
@@ -447,6 +428,7 @@ from mlpilot import Pilot
 from mlpilot.agents.hpo import HpoSettings
 from mlpilot.llm import LLM, LLMTimeout
 from mlpilot.testing import ScriptedLLM
+from mlpilot.testing.datasets import balance_scale
 
 mode, data, run_dir, seen = sys.argv[1:5]
 replies = json.loads(Path(data).with_suffix(".json").read_text())

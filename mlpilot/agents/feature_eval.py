@@ -120,7 +120,7 @@ def check_values(
     order = _row_order(values)
     inputs = [c for c in (spec.get("a"), spec.get("b")) if c]
     if order >= ROW_ORDER and all(
-        _row_order(featurize.numbers(X[c])) < ROW_ORDER for c in inputs if c in X
+        _row_order(_as_order(X[c])) < ROW_ORDER for c in inputs if c in X
     ):
         return f"follows the row order (Spearman ρ {order:.3f} with the row number)"
     alone = _strength_alone(pd.Series(values, index=task.train.index), task)
@@ -130,6 +130,14 @@ def check_values(
             "a leak or the answer itself, refused"
         )
     return None
+
+
+def _as_order(s: pd.Series) -> np.ndarray:
+    """A column as numbers to compare with the row number: its values, or for
+    categories their sorted codes (data sorted by a category tracks the row order too)."""
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return featurize.numbers(s)
+    return pd.Series(featurize.keys(s)).rank(method="dense").to_numpy(dtype=float)
 
 
 def _row_order(values: np.ndarray) -> float:

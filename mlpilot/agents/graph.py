@@ -102,7 +102,9 @@ def features_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     plan, step = state["plan"], state.get("step", 0)
     share = plan.steps[step].share or FEATURES_SHARE
     deadline = min(time.monotonic() + share * ctx.time_budget_s, ctx.deadline - 30.0)
-    assert ctx.llm is not None  # the planner plans no feature step without one
+    if ctx.llm is None:  # a resumed run whose LLM is gone: tune on the data as it is
+        summary = FeatureSummary(stopped="no LLM when the step ran (a resumed run)")
+        return {"features": summary, "step": step + 1, "events": ["features: no LLM"]}
     free = trial_cores(local_llm=False)  # the LLM waits while the evaluation runs
     evaluator = Evaluator(
         ctx.sandbox,
