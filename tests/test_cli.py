@@ -173,3 +173,20 @@ def test_every_command_has_a_help_page() -> None:
         done = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "120"})
         assert done.exit_code == 0, (path, done.output, done.exception)
         assert "Usage" in done.output
+
+
+def test_a_missing_description_file_is_named_before_anything_runs(tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("a,b,y\n1,2,0\n2,3,1\n3,4,0\n4,5,1\n")
+    done = cli("run", "tune", "--data", str(data), "--description", str(tmp_path / "nope.md"))
+    assert done.returncode == 2
+    assert "no description file at" in done.stdout + done.stderr
+
+
+def test_the_rerun_command_carries_the_description_and_the_feature_choice() -> None:
+    from mlpilot.agents.graph import command_line
+
+    line = command_line(
+        "find features", "d.csv", "y", 60, None, "local", description="/x/d.md", features=False
+    )
+    assert "--description /x/d.md" in line and line.endswith("--no-features")

@@ -261,3 +261,33 @@ def test_mlpilot_run_with_the_docker_sandbox_reports_like_a_local_run(tmp_path: 
     assert len(Pilot.load(run_dir).predict(frame)) == 5
     # The data went in through read-only mounts, not copies.
     assert (run_dir / "sandbox-data" / "train.parquet").exists()
+
+
+def test_trials_and_feature_measurements_compute_features_in_the_container(
+    warm: DockerSandbox,
+) -> None:
+    # the job gets featurize.py next to its script: the image has no mlpilot installed
+    from mlpilot.agents.feature_eval import Evaluator
+    from mlpilot.agents.trials import TrialRunner
+    from mlpilot.task import TaskSpec
+    from mlpilot.testing.datasets import balance_scale
+
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    torque = [
+        {"op": "multiply", "a": "left_weight", "b": "left_distance"},
+        {"op": "multiply", "a": "right_weight", "b": "right_distance"},
+    ]
+    runner = TrialRunner(warm, task, features={"features": torque, "drop": []})
+    plain = TrialRunner(warm, task)
+    with_features = runner.run("linear", {"C": 100.0})
+    without = plain.run("linear", {"C": 100.0})
+    assert with_features.ok and without.ok, (with_features.reason, without.reason)
+    assert with_features.cv_score > without.cv_score + 0.02  # the torques were computed
+    refit = runner.refit("linear", {"C": 100.0})
+    assert refit.ok, refit.reason
+    assert "features" not in refit.model.named_steps  # the host adds its own copy
+    scores = Evaluator(warm, task, "hist_gradient_boosting").run(
+        [{"features": [], "drop": []}, {"features": torque, "drop": []}]
+    )
+    assert not isinstance(scores, str), scores
+    assert scores[1].mean() > scores[0].mean()
