@@ -501,3 +501,28 @@ def test_a_run_killed_during_the_feature_step_resumes_from_its_last_round(tmp_pa
     assert features["kept"] == before["kept"] and features["rounds"] == 2
     assert "did not answer" in features["stopped"]
     assert "Engineered features" in (run_dir / "report.md").read_text()
+
+
+def test_features_refused_as_leaks_are_flagged_by_the_verifier() -> None:
+    from mlpilot.agents.features import FeatureAgent
+    from mlpilot.agents.state import FeatureSummary
+    from mlpilot.agents.verifier import check_feature_leaks
+
+    frame = balance_scale()
+    frame = frame[frame.balance != "B"].assign(
+        left_torque=lambda f: f.left_weight * f.left_distance,
+        right_torque=lambda f: f.right_weight * f.right_distance,
+    )
+    task = TaskSpec.from_data(frame, target="balance")
+    agent = FeatureAgent(LLM(ScriptedLLM([])), None, task)  # type: ignore[arg-type]
+    block = [
+        {"op": "subtract", "a": "left_torque", "b": "right_torque", "reason": "the answer"},
+        {"op": "log", "a": "left_weight", "b": None, "reason": "honest"},
+    ]
+    valid, records = agent._check(block, FeatureSummary(), 1)
+    assert [r.verdict for r in records] == ["refused", ""]
+    assert valid == [{"op": "log", "a": "left_weight"}]
+    check = check_feature_leaks(records)
+    assert not check.ok and check.severity == "warning"
+    assert "left_torque - right_torque" in check.detail
+    assert check_feature_leaks(records[1:]).ok

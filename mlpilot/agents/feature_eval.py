@@ -39,6 +39,9 @@ MAX_EVAL_ROWS = 4000  # rows the evaluator uses (a seeded sample of larger data)
 DATE_SHARE = 0.8  # share of non-missing values that must parse as dates
 ROW_ORDER = 0.99  # |Spearman ρ| with the row number that marks a row-order feature
 MAX_DIVIDE_BY_ZERO = 0.5  # share of rows a division may leave missing
+# how the reasons of refusals that suggest a leak begin (the verifier flags them)
+ROW_ORDER_REASON = "follows the row order"
+ANSWER_REASON = "predicts the target almost perfectly on its own"
 
 
 # -- what columns are -------------------------------------------------------------------
@@ -122,14 +125,16 @@ def check_values(
     if order >= ROW_ORDER and all(
         _row_order(_as_order(X[c])) < ROW_ORDER for c in inputs if c in X
     ):
-        return f"follows the row order (Spearman ρ {order:.3f} with the row number)"
+        return f"{ROW_ORDER_REASON} (Spearman ρ {order:.3f} with the row number)"
     alone = _strength_alone(pd.Series(values, index=task.train.index), task)
     if alone is not None and alone >= NEAR_PERFECT:
-        return (
-            f"predicts {task.target!r} almost perfectly on its own (strength {alone:.3f}): "
-            "a leak or the answer itself, refused"
-        )
+        return f"{ANSWER_REASON} (strength {alone:.3f}): a leak, or the answer itself"
     return None
+
+
+def suggests_leak(why: str) -> bool:
+    """Whether a refusal's reason says the feature may leak (row order, the answer)."""
+    return why.startswith((ROW_ORDER_REASON, ANSWER_REASON))
 
 
 def _as_order(s: pd.Series) -> np.ndarray:

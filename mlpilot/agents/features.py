@@ -37,7 +37,14 @@ from pydantic import BaseModel, Field, create_model
 
 from mlpilot import prompts
 from mlpilot.agents import feature_eval
-from mlpilot.agents.feature_eval import Evaluator, Gain, check_spec, check_values, column_kinds
+from mlpilot.agents.feature_eval import (
+    Evaluator,
+    Gain,
+    check_spec,
+    check_values,
+    column_kinds,
+    suggests_leak,
+)
 from mlpilot.agents.rundir import RunDir
 from mlpilot.agents.state import FeatureRecord, FeatureSummary
 from mlpilot.llm import LLM, LLMError, LLMTimeout, StructuredOutputError, structured
@@ -191,7 +198,9 @@ class FeatureAgent:
                 self._save(summary, started, tokens0, before)
                 break
             valid, records = self._check(block, summary, n)
-            feedback = "; ".join(f"{r.formula}: {r.why}" for r in records if r.verdict == "invalid")
+            feedback = "; ".join(
+                f"{r.formula}: {r.why}" for r in records if r.verdict in ("invalid", "refused")
+            )
             if valid:
                 measured = self._measure([[*summary.kept, *valid]], deadline)
                 if isinstance(measured, str):
@@ -292,7 +301,7 @@ class FeatureAgent:
                     spec=spec,
                     family=op.family if op is not None else "unknown",
                     reason=str(idea.get("reason") or "")[:200],
-                    verdict="invalid" if why else "",
+                    verdict=("refused" if suggests_leak(why) else "invalid") if why else "",
                     why=why or "",
                 )
             )
@@ -352,8 +361,8 @@ class FeatureAgent:
 def _history(summary: FeatureSummary) -> list[str]:
     lines = []
     for r in summary.records[-HISTORY:]:
-        if r.verdict == "invalid":
-            lines.append(f"{r.formula}: invalid ({r.why})")
+        if r.verdict in ("invalid", "refused"):
+            lines.append(f"{r.formula}: {r.verdict} ({r.why})")
         else:
             lines.append(f"{r.formula}: {r.verdict}, gain {r.gain:+.4f} ± {r.se:.4f}")
     return lines

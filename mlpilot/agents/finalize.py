@@ -125,6 +125,8 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     checks.append(verifier.check_reruns(list(verdicts.values()), skipped))
     findings = leakage.find_leaks(task, model=_model_strength(ctx, done)) + review(ctx.remaining())
     checks.append(leakage.leakage_check(findings, rerun=ctx.command))
+    if features is not None:
+        checks.append(verifier.check_feature_leaks(features.records))
     checks.append(verifier.check_budget(ctx.elapsed(), ctx.time_budget_s, BUDGET_MARGIN_S))
     final = final.model_copy(update={"sandbox": SandboxInfo(**runner.last_sandbox)})
     excluded = {k for k, v in verdicts.items() if not v.ok}

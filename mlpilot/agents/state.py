@@ -65,7 +65,9 @@ class FeatureRecord(BaseModel):
     spec: dict[str, Any]  # {"op", "a", "b"}: what mlpilot.tools.featurize computes
     family: str  # the operator family: unary, arithmetic, categorical, groupby, date, text
     reason: str = ""  # the model's one-line reason
-    verdict: str  # "kept", "rejected" (by the noise gate), "invalid" (refused before measuring)
+    # "kept", "rejected" (by the noise gate), "invalid" (not computable or not a usable
+    # input), "refused" (a possible leak: tracks the row order, or is the answer itself)
+    verdict: str
     why: str = ""  # the gate's numbers, or what made it invalid
     gain: float | None = None  # the block's mean CV gain (positive is better)
     se: float | None = None  # its corrected standard error

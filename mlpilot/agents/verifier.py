@@ -123,6 +123,22 @@ def verify_holdout(task: TaskSpec, model: Any, claimed: float | None) -> Check:
     )
 
 
+def check_feature_leaks(records: Sequence[Any]) -> Check:
+    """Engineered features refused as possible leaks (they follow the row order, or
+    predict the target almost perfectly alone): a doubt about the data, not about the
+    model, which never used them."""
+    refused = [r for r in records if r.verdict == "refused"]
+    if not refused:
+        return Check("engineered-feature leaks", True, "no proposed feature looked like a leak")
+    detail = "; ".join(f"{r.formula}: {r.why}" for r in refused[:5])
+    return Check(
+        "engineered-feature leaks",
+        False,
+        f"{len(refused)} proposed feature(s) refused, never used: {detail}",
+        "warning",
+    )
+
+
 def check_budget(elapsed_s: float, budget_s: float, margin_s: float) -> Check:
     ok = elapsed_s <= budget_s + margin_s
     return Check(
