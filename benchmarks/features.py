@@ -14,8 +14,10 @@ test rows: ROC AUC (two classes), accuracy (more), RMSE (regression).
 ``mlpilot`` runs the feature agent (:mod:`mlpilot.agents.features`) with the given
 LLM (default: the embedded model) on the training rows, ``--rounds`` rounds within
 ``--budget`` seconds; its kept features are then fitted on all training rows.
-``autofeat`` (``pip install autofeat``) is AutoFeatClassifier/Regressor with two
-feature-engineering steps on the one-hot-encoded training rows.
+``autofeat`` is AutoFeatClassifier/Regressor 2.1.3 with two feature-engineering
+steps (its own one-hot encoding of categories), in a virtual environment of its own
+that the script creates on first use (``benchmarks/.peers/autofeat``: its pins,
+numpy < 2 and pandas < 3, cannot share mlpilot's environment).
 """
 
 from __future__ import annotations
@@ -153,19 +155,39 @@ def no_features(train: pd.DataFrame, test: pd.DataFrame, target: str, **_: objec
     return Outcome(score, [], [], time.perf_counter() - t0)
 
 
+AUTOFEAT = ["autofeat==2.1.3"]
+AUTOFEAT_SCRIPT = """
+import sys
+import pandas as pd
+from autofeat import AutoFeatClassifier, AutoFeatRegressor
+
+folder, target, problem = sys.argv[1:4]
+train = pd.read_csv(folder + "/train.csv")
+test = pd.read_csv(folder + "/test.csv")
+X, y = train.drop(columns=[target]), train[target]
+categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+cls = AutoFeatRegressor if problem == "regression" else AutoFeatClassifier
+model = cls(feateng_steps=2, categorical_cols=categorical or None, n_jobs=1, verbose=0)
+labels = y if problem == "regression" else pd.Series(pd.factorize(y.astype(str))[0])
+model.fit_transform(X, labels.to_numpy()).to_csv(folder + "/train_out.csv", index=False)
+model.transform(test).to_csv(folder + "/test_out.csv", index=False)
+"""
+
+
 def autofeat(train: pd.DataFrame, test: pd.DataFrame, target: str, **_: object) -> Outcome:
-    from autofeat import AutoFeatClassifier, AutoFeatRegressor
+    """autofeat in its own environment (see benchmarks/peers.py), on the same rows."""
+    import tempfile
+
+    from peers import run_peer
 
     t0 = time.perf_counter()
     X, y = train.drop(columns=[target]), train[target]
-    X_test = test.drop(columns=[target])
-    categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
-    problem = kind(y)
-    cls = AutoFeatRegressor if problem == "regression" else AutoFeatClassifier
-    model = cls(feateng_steps=2, categorical_cols=categorical or None, n_jobs=1, verbose=0)
-    labels = y if problem == "regression" else pd.Series(pd.factorize(y.astype(str))[0])
-    Xa = model.fit_transform(X.reset_index(drop=True), labels.to_numpy())
-    Xa_test = model.transform(X_test.reset_index(drop=True))
+    with tempfile.TemporaryDirectory() as folder:
+        train.to_csv(f"{folder}/train.csv", index=False)
+        test.drop(columns=[target]).to_csv(f"{folder}/test.csv", index=False)
+        run_peer("autofeat", AUTOFEAT, AUTOFEAT_SCRIPT, folder, target, kind(y), timeout=1800)
+        Xa = pd.read_csv(f"{folder}/train_out.csv")
+        Xa_test = pd.read_csv(f"{folder}/test_out.csv")
     new = [c for c in Xa.columns if c not in X.columns]
     score = downstream(Xa, y.reset_index(drop=True), Xa_test, test[target].reset_index(drop=True))
     return Outcome(score, [str(c) for c in new], [], time.perf_counter() - t0)

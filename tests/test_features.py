@@ -526,3 +526,124 @@ def test_features_refused_as_leaks_are_flagged_by_the_verifier() -> None:
     assert not check.ok and check.severity == "warning"
     assert "left_torque - right_torque" in check.detail
     assert check_feature_leaks(records[1:]).ok
+
+
+# -- free code ----------------------------------------------------------------------------
+
+TORQUE_CODE = """# the torque on each side
+def fit(train):
+    return {}
+
+def transform(df, state):
+    return pd.DataFrame({"left_torque": df.left_weight * df.left_distance,
+                         "right_torque": df.right_weight * df.right_distance})
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("def fit(train):\n  return {}\n", "missing: ['transform']"),
+        ("def fit(train) return", "does not parse"),
+        (
+            "import os\ndef fit(t):\n  return {}\ndef transform(d, s):\n  return d",
+            "imports 'os'",
+        ),
+        (
+            "def fit(t):\n  return {'x': open('/etc/passwd').read()}\n"
+            "def transform(d, s):\n  return d",
+            "uses 'open'",
+        ),
+        (
+            "def fit(t):\n  return {'x': pd.read_csv('/etc/hosts')}\n"
+            "def transform(d, s):\n  return d",
+            "may not read or write files",
+        ),
+        (
+            "def fit(t):\n  return {'x': t.__class__}\ndef transform(d, s):\n  return d",
+            "'__class__'",
+        ),
+    ],
+)
+def test_free_code_that_reaches_for_files_or_imports_is_refused_before_it_runs(
+    code, expected
+) -> None:
+    from mlpilot.agents.feature_code import check_code
+
+    why = check_code(code)
+    assert why is not None and expected in why, why
+    assert check_code(TORQUE_CODE) is None
+
+
+def _code_agent(sandbox, task, code: str, limits=None):
+    from mlpilot.agents.state import FeatureSummary
+    from mlpilot.sandbox import Limits
+
+    evaluator = Evaluator(sandbox, task, "hist_gradient_boosting", limits=limits or Limits(60))
+    agent = FeatureAgent(LLM(ScriptedLLM([])), evaluator, task, free_code=True)
+    base = evaluator.run([{"features": [], "drop": []}])
+    assert not isinstance(base, str), base
+    return agent._try_code(code, FeatureSummary(), base[0], 1, time.monotonic() + 60)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("    return df.head(5)[['left_weight']].rename(columns=str.upper)", "5 rows"),
+        (
+            "    return pd.DataFrame({'z': df.left_weight - df.left_weight.mean()})",
+            "depends on the batch",
+        ),
+        ("    return pd.DataFrame({'c': df.left_weight * 0 + 1.0})", "constant"),
+        ("    return pd.DataFrame({'r': np.arange(len(df)) + state['n']})", "row order"),
+    ],
+)
+def test_free_code_that_misbehaves_in_the_sandbox_is_refused_with_its_reason(
+    sandbox, body, expected
+) -> None:
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    code = f"def fit(train):\n    return {{'n': 0}}\n\ndef transform(df, state):\n{body}\n"
+    record = _code_agent(sandbox, task, code)
+    assert record.verdict in ("invalid", "refused") and expected in record.why, record.why
+
+
+def test_free_code_that_loops_or_eats_memory_is_stopped_by_the_sandbox(sandbox) -> None:
+    from mlpilot.sandbox import Limits
+
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    loop = (
+        "def fit(train):\n    while True:\n        pass\n\ndef transform(df, s):\n    return df\n"
+    )
+    record = _code_agent(sandbox, task, loop, Limits(timeout_s=8))
+    assert record.verdict == "invalid" and "out of time" in record.why, record.why
+    hog = (
+        "def fit(train):\n    x = np.ones((20000, 100000))\n    return {'s': float(x.sum())}\n"
+        "\ndef transform(df, s):\n    return df\n"
+    )
+    record = _code_agent(sandbox, task, hog, Limits(timeout_s=30, memory_mb=1024))
+    assert record.verdict == "invalid", record
+    assert "memory" in record.why.lower(), record.why
+
+
+def test_free_code_that_helps_is_measured_but_never_delivered(sandbox, tmp_path) -> None:
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    marker = tmp_path / "written-by-the-code.npy"
+    code = TORQUE_CODE.replace(
+        "    return {}", f"    np.save({str(marker)!r}, np.zeros(1))\n    return {{}}"
+    )
+    record = _code_agent(sandbox, task, code)
+    assert record.verdict == "helps" and record.gain > 0.02, record
+    assert "restate the idea with the typed operators" in record.why
+    assert not marker.exists()  # it ran in the sandbox, not in this process
+
+
+def test_the_agent_asks_to_restate_helpful_code_with_typed_operators(sandbox) -> None:
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    fake = ScriptedLLM([json.dumps({"features": [], "code": TORQUE_CODE}), LLMTimeout("slow")])
+    evaluator = Evaluator(sandbox, task, "hist_gradient_boosting")
+    summary = FeatureAgent(LLM(fake), evaluator, task).run(time.monotonic() + 120)
+    assert [r.verdict for r in summary.records] == ["helps"]
+    assert summary.kept == []  # free code is never part of the model
+    second = fake.calls[1].messages[-1]["content"]
+    assert "code: the torque on each side" in second and "restate" in second
+    assert "fit(train) -> state" in fake.calls[0].messages[-1]["content"]  # the contract

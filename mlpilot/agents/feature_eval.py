@@ -14,6 +14,7 @@ one-standard-error rule on pure noise would keep a block most of the time.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -270,6 +271,9 @@ class Evaluator:
         self.y = task.y.iloc[self.rows].reset_index(drop=True)
         frame = plain_numbers(task.train.iloc[self.rows].reset_index(drop=True), skip=[task.target])
         self._train = _parquet(frame)
+        # the free code's new columns on all sampled training rows, by variant, from
+        # the last run (for the host's checks)
+        self.last_code: dict[int, pd.DataFrame] = {}
 
     def run(
         self, variants: list[dict[str, Any]], timeout_s: float | None = None
@@ -316,12 +320,17 @@ class Evaluator:
         if not run.ok:
             return f"the evaluation failed: {run.summary()}"[:600]
         names = tuple(f"oof_{i}.npy" for i in range(len(variants)))
+        coded = {i: f"code_{i}.parquet" for i, v in enumerate(variants) if v.get("code")}
         try:
-            art = job_outputs(run, names)
+            art = job_outputs(run, (*names, *coded.values()))
             classes = job_classes(art)
             oofs = [load_npy(art[name]) for name in names]
+            self.last_code = {i: pd.read_parquet(io.BytesIO(art[f])) for i, f in coded.items()}
         except (KeyError, OSError, ValueError, SandboxError) as e:
             return f"the evaluation's outputs are unreadable: {e}"
+        for frame in self.last_code.values():
+            if len(frame) != len(self.rows):
+                return f"the code gave {len(frame)} rows for {len(self.rows)}"
         y = self.y.to_numpy()
         scores = []
         for oof in oofs:

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field, create_model
 
 from mlpilot import prompts
 from mlpilot.agents import feature_eval
+from mlpilot.agents.feature_code import check_code, summarize
 from mlpilot.agents.feature_eval import (
     Evaluator,
     Gain,
@@ -62,9 +63,10 @@ MIN_ROUND_S = 8.0  # no new round with less time than this left
 ROLE = "features"
 
 
-def answer_model(columns: list[str], n: int) -> type[BaseModel]:
+def answer_model(columns: list[str], n: int, *, code: bool = False) -> type[BaseModel]:
     """The answer's schema for this data: the operator and the columns are enums, so
-    constrained decoding can only name what exists."""
+    constrained decoding can only name what exists. With ``code``, the answer may
+    instead (or also) hold free feature code (:mod:`mlpilot.agents.feature_code`)."""
     ops = Literal[tuple(OPS)]  # type: ignore[valid-type]
     cols = Literal[tuple(columns)]  # type: ignore[valid-type]
     idea = create_model(
@@ -74,7 +76,15 @@ def answer_model(columns: list[str], n: int) -> type[BaseModel]:
         b=(cols | None, None),
         reason=(str, Field("", max_length=200)),
     )
-    return create_model("FeatureBlock", features=(list[idea], Field(min_length=1, max_length=n)))
+    if not code:
+        return create_model(
+            "FeatureBlock", features=(list[idea], Field(min_length=1, max_length=n))
+        )
+    return create_model(
+        "FeatureBlock",
+        features=(list[idea], Field(default_factory=list, max_length=n)),
+        code=(str | None, None),
+    )
 
 
 def applicable_families(kinds: dict[str, set[str]]) -> list[str]:
@@ -134,6 +144,9 @@ class FeatureAgent:
         run_dir: where progress is saved after every round (None: nowhere).
         rounds: most rounds.
         on_round: called after each round with the summary so far.
+        free_code: let the LLM answer with free feature code too (measured in the
+            sandbox, never delivered); default: for LLMs that do not run on this
+            machine (a 1.5B local model writes the typed form reliably, code less so).
     """
 
     def __init__(
@@ -147,6 +160,7 @@ class FeatureAgent:
         run_dir: RunDir | None = None,
         rounds: int = ROUNDS,
         on_round: Callable[[FeatureSummary], None] | None = None,
+        free_code: bool | None = None,
     ) -> None:
         self.llm = llm
         self.evaluator = evaluator
@@ -156,6 +170,7 @@ class FeatureAgent:
         self.run_dir = run_dir
         self.rounds = rounds
         self.on_round = on_round
+        self.free_code = (not llm.runs_locally) if free_code is None else free_code
         self.kinds = column_kinds(task)
 
     # -- the loop ----------------------------------------------------------------------
@@ -197,7 +212,8 @@ class FeatureAgent:
                 summary.stopped = f"the LLM is unavailable: {type(e).__name__}: {e}"[:300]
                 self._save(summary, started, tokens0, before)
                 break
-            valid, records = self._check(block, summary, n)
+            ideas, code = block
+            valid, records = self._check(ideas, summary, n)
             feedback = "; ".join(
                 f"{r.formula}: {r.why}" for r in records if r.verdict in ("invalid", "refused")
             )
@@ -216,6 +232,13 @@ class FeatureAgent:
                         summary.kept.extend(valid)
                         base_scores = measured[0]
                         summary.score = float(base_scores.mean())
+            if code:
+                record = self._try_code(code, summary, base_scores, n, deadline)
+                records.append(record)
+                if record.verdict != "rejected":
+                    feedback = "; ".join(
+                        x for x in (feedback, f"{record.formula}: {record.why}") if x
+                    )
             summary.records.extend(records)
             self._save(summary, started, tokens0, before)
         else:
@@ -224,9 +247,11 @@ class FeatureAgent:
 
     # -- one round ---------------------------------------------------------------------
 
-    def _ask(self, summary: FeatureSummary, feedback: str, *, timeout: float) -> list[dict]:
+    def _ask(
+        self, summary: FeatureSummary, feedback: str, *, timeout: float
+    ) -> tuple[list[dict], str | None]:
         columns = list(self.task.feature_columns)
-        model = answer_model(columns, BLOCK)
+        model = answer_model(columns, BLOCK, code=self.free_code)
         tried = {r.family for r in summary.records}
         families = applicable_families(self.kinds)
         untried = [f for f in families if f not in tried]
@@ -249,6 +274,7 @@ class FeatureAgent:
             feedback=feedback,
             n=BLOCK,
             untried=untried,
+            code=self.free_code,
         )
         answer = structured(
             self.llm,
@@ -261,10 +287,59 @@ class FeatureAgent:
             max_retries=1,  # an invalid answer is fed back once; then the round is over
             temperature=0.7,
             seed=summary.rounds,
-            max_tokens=80 * BLOCK,
+            max_tokens=80 * BLOCK + (600 if self.free_code else 0),
             timeout=timeout,
         )
-        return [f.model_dump() for f in answer.features]  # type: ignore[attr-defined]
+        ideas = [f.model_dump() for f in answer.features]  # type: ignore[attr-defined]
+        code = getattr(answer, "code", None)
+        return ideas, (code.strip() or None) if isinstance(code, str) else None
+
+    def _try_code(
+        self,
+        code: str,
+        summary: FeatureSummary,
+        base_scores: np.ndarray,
+        n: int,
+        deadline: float,
+    ) -> FeatureRecord:
+        """Checks, measures and judges one free-code proposal (never kept: see
+        :mod:`mlpilot.agents.feature_code`)."""
+        record = FeatureRecord(
+            round=n, formula=summarize(code), spec={"code": code}, family="code", verdict=""
+        )
+        why = check_code(code)
+        if why is None:
+            variant = {**feature_eval.build_variant(summary.kept, []), "code": code}
+            left = max(5.0, deadline - time.monotonic())
+            measured = self.evaluator.run([variant], timeout_s=left)
+            if isinstance(measured, str):
+                why = measured
+            else:
+                columns = self.evaluator.last_code.get(0, pd.DataFrame())
+                why = "the code added no columns" if columns.empty else None
+                X = self.evaluator.X
+                for col in columns.columns:
+                    values = columns[col].to_numpy()
+                    if values.dtype != object:
+                        values = values.astype(float)
+                    sub = _subtask(self.task, self.evaluator.rows)
+                    why = why or check_values(col, values, {"op": "code"}, sub, X)
+                if why is None:
+                    gain = feature_eval.paired_gain(self.task.metric, base_scores, measured[0])
+                    record.gain, record.se = gain.mean, gain.se
+                    if gain.passes:
+                        record.verdict = "helps"
+                        record.why = (
+                            f"gain {gain.mean:+.4f} ± {gain.se:.4f}, but free code is never "
+                            "delivered: restate the idea with the typed operators"
+                        )
+                    else:
+                        record.verdict = "rejected"
+                        record.why = f"gain {gain.mean:+.4f} ± {gain.se:.4f}: not above its error"
+                    return record
+        record.verdict = "refused" if why and suggests_leak(why) else "invalid"
+        record.why = why or ""
+        return record
 
     def _check(
         self, block: list[dict], summary: FeatureSummary, n: int
@@ -356,6 +431,16 @@ class FeatureAgent:
         if self.on_round is not None:
             self.on_round(summary)
         return summary
+
+
+def _subtask(task: TaskSpec, rows: np.ndarray) -> TaskSpec:
+    """``task`` restricted to the evaluator's sampled training rows (for checks on
+    columns the sandbox computed for those rows)."""
+    import dataclasses
+
+    if len(rows) == len(task.train):
+        return task
+    return dataclasses.replace(task, train=task.train.iloc[rows].reset_index(drop=True))
 
 
 def _history(summary: FeatureSummary) -> list[str]:

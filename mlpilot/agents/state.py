@@ -62,11 +62,12 @@ class FeatureRecord(BaseModel):
 
     round: int
     formula: str  # how it is written, also its column name: "debt / income"
-    spec: dict[str, Any]  # {"op", "a", "b"}: what mlpilot.tools.featurize computes
-    family: str  # the operator family: unary, arithmetic, categorical, groupby, date, text
+    spec: dict[str, Any]  # {"op", "a", "b"} for mlpilot.tools.featurize, or {"code"}
+    family: str  # unary, arithmetic, categorical, groupby, date, text; "code" for free code
     reason: str = ""  # the model's one-line reason
     # "kept", "rejected" (by the noise gate), "invalid" (not computable or not a usable
-    # input), "refused" (a possible leak: tracks the row order, or is the answer itself)
+    # input), "refused" (a possible leak: tracks the row order, or is the answer itself),
+    # "helps" (free code that passed the gate: reported, never delivered)
     verdict: str
     why: str = ""  # the gate's numbers, or what made it invalid
     gain: float | None = None  # the block's mean CV gain (positive is better)

@@ -43,7 +43,9 @@ def eval_suite(
             help="mlpilot's LLM (litellm model string, embedded or embedded/NAME); 'none' for none."
         ),
     ] = None,
-    sandbox: Annotated[str, typer.Option(help="mlpilot's sandbox kind.")] = "local-warm",
+    sandbox: Annotated[
+        str, typer.Option(help="Where mlpilot's and the search baselines' trials run.")
+    ] = "local-warm",
     reference: Annotated[
         Path | None,
         typer.Option(help="Reference leaderboards (default: the file shipped with mlpilot)."),
