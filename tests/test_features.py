@@ -194,7 +194,9 @@ def test_a_feature_that_is_the_answer_is_refused() -> None:
 
 def test_the_answer_schema_only_admits_the_datas_columns_and_operators() -> None:
     model = answer_model(["a", "b"], 3)
-    ok = model.model_validate({"features": [{"op": "add", "a": "a", "b": "b", "reason": "x"}]})
+    ok = model.model_validate(
+        {"features": [{"op": "add", "a": "a", "b": "b", "reason": "the sum of both"}]}
+    )
     assert ok.features[0].op == "add"  # type: ignore[attr-defined]
     for bad in (
         {"features": [{"op": "add", "a": "a", "b": "nope"}]},
@@ -313,8 +315,9 @@ def test_the_agent_keeps_what_helps_and_feeds_back_what_failed(sandbox, tmp_path
     # round 3's prompt carries round 2's error and round 1's measured gain
     third = fake.calls[3].messages[-1]["content"]
     assert "could not be used" in third and "left_weight * left_distance: kept, gain +" in third
-    # the log and its families: untried families are named to the model
-    assert "Operator families not tried yet" in fake.calls[0].messages[-1]["content"]
+    # from the second round on, the families not tried yet are named to the model
+    assert "Operator families not tried yet" not in fake.calls[0].messages[-1]["content"]
+    assert "not tried yet: unary, categorical, groupby" in fake.calls[1].messages[-1]["content"]
     assert "\n- balance" not in fake.calls[0].messages[-1]["content"]  # no per-row labels
     # progress is on disk after every round; a new agent resumes from it
     saved = json.loads((run.path / "features.json").read_text())
@@ -595,7 +598,8 @@ def _code_agent(sandbox, task, code: str, limits=None):
             "depends on the batch",
         ),
         ("    return pd.DataFrame({'c': df.left_weight * 0 + 1.0})", "constant"),
-        ("    return pd.DataFrame({'r': np.arange(len(df)) + state['n']})", "row order"),
+        ("    return pd.DataFrame({'r': np.arange(len(df)) + state['n']})", "depends on the batch"),
+        ("    return df[['left_weight']]", "existing columns"),
     ],
 )
 def test_free_code_that_misbehaves_in_the_sandbox_is_refused_with_its_reason(
@@ -620,21 +624,25 @@ def test_free_code_that_loops_or_eats_memory_is_stopped_by_the_sandbox(sandbox) 
         "def fit(train):\n    x = np.ones((20000, 100000))\n    return {'s': float(x.sum())}\n"
         "\ndef transform(df, s):\n    return df\n"
     )
-    record = _code_agent(sandbox, task, hog, Limits(timeout_s=30, memory_mb=1024))
+    record = _code_agent(sandbox, task, hog, Limits(timeout_s=30, memory_mb=4096))
     assert record.verdict == "invalid", record
     assert "memory" in record.why.lower(), record.why
 
 
 def test_free_code_that_helps_is_measured_but_never_delivered(sandbox, tmp_path) -> None:
     task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    record = _code_agent(sandbox, task, TORQUE_CODE)
+    assert record.verdict == "helps" and record.gain > 0.02, record
+    assert "restate the idea with the typed operators" in record.why
+    # code that passes the static check still runs only in the sandbox: a write to a
+    # host path lands nowhere on the host
     marker = tmp_path / "written-by-the-code.npy"
     code = TORQUE_CODE.replace(
         "    return {}", f"    np.save({str(marker)!r}, np.zeros(1))\n    return {{}}"
     )
     record = _code_agent(sandbox, task, code)
-    assert record.verdict == "helps" and record.gain > 0.02, record
-    assert "restate the idea with the typed operators" in record.why
-    assert not marker.exists()  # it ran in the sandbox, not in this process
+    assert not marker.exists()
+    assert record.verdict == "invalid" and "No such file or directory" in record.why
 
 
 def test_the_agent_asks_to_restate_helpful_code_with_typed_operators(sandbox) -> None:
@@ -647,3 +655,51 @@ def test_the_agent_asks_to_restate_helpful_code_with_typed_operators(sandbox) ->
     second = fake.calls[1].messages[-1]["content"]
     assert "code: the torque on each side" in second and "restate" in second
     assert "fit(train) -> state" in fake.calls[0].messages[-1]["content"]  # the contract
+
+
+def test_the_verifier_delivers_the_model_without_features_when_they_hurt(sandbox, tmp_path):
+    from mlpilot.agents.context import RunContext
+    from mlpilot.agents.finalize import _compare_without_features
+    from mlpilot.agents.rundir import RunDir
+    from mlpilot.agents.state import TrialRow
+    from mlpilot.agents.trials import TrialRunner
+
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    ctx = RunContext(
+        task=task,
+        llm=None,
+        sandbox=sandbox,
+        run=run,
+        request="",
+        time_budget_s=120,
+        max_trials=10,
+        started=time.monotonic(),
+    )
+    row = TrialRow(
+        key="linear-0",
+        family="linear",
+        number=0,
+        params={"C": 1.0},
+        source="default",
+        seconds=0.5,
+        reason="",
+        state="COMPLETE",
+        cv_score=0.9,
+        holdout_score=0.9,
+        started=0.0,
+    )
+    plain = TrialRunner(sandbox, task)
+    # a model with features that scored 0.5 on the holdout: the plain refit wins
+    check, without = _compare_without_features(
+        ctx, plain, {"linear-0": 1.0}, {"linear-0": row}, 0.5
+    )
+    assert without is not None and "features dropped" in check.detail
+    model, score = without
+    assert score > 0.5 and "features" not in getattr(model.estimator, "named_steps", {})
+    # ... and one that scored 1.0 keeps its features
+    check, without = _compare_without_features(
+        ctx, plain, {"linear-0": 1.0}, {"linear-0": row}, 1.0
+    )
+    assert without is None and "without them" in check.detail

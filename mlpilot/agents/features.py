@@ -69,12 +69,12 @@ def answer_model(columns: list[str], n: int, *, code: bool = False) -> type[Base
     instead (or also) hold free feature code (:mod:`mlpilot.agents.feature_code`)."""
     ops = Literal[tuple(OPS)]  # type: ignore[valid-type]
     cols = Literal[tuple(columns)]  # type: ignore[valid-type]
-    idea = create_model(
+    idea = create_model(  # the reason first: the model names the quantity, then the operator
         "Feature",
+        reason=(str, Field(..., min_length=8, max_length=200)),
         op=(ops, ...),
         a=(cols, ...),
         b=(cols | None, None),
-        reason=(str, Field("", max_length=200)),
     )
     if not code:
         return create_model(
@@ -265,11 +265,7 @@ class FeatureAgent:
             description=self.description.strip()[:3000],
             n_rows=len(self.task.train),
             columns=column_lines(self.task, self.kinds),
-            ops=[
-                (name, op)
-                for name, op in OPS.items()
-                if op.family in applicable_families(self.kinds)
-            ],
+            ops=[(f, _op_lines(f)) for f in families],
             history=_history(summary),
             feedback=feedback,
             n=BLOCK,
@@ -285,7 +281,8 @@ class FeatureAgent:
             model,
             role=ROLE,
             max_retries=1,  # an invalid answer is fed back once; then the round is over
-            temperature=0.7,
+            # the first round is the model's best guess; later ones explore
+            temperature=0.0 if not summary.records else 0.7,
             seed=summary.rounds,
             max_tokens=80 * BLOCK + (600 if self.free_code else 0),
             timeout=timeout,
@@ -441,6 +438,11 @@ def _subtask(task: TaskSpec, rows: np.ndarray) -> TaskSpec:
     if len(rows) == len(task.train):
         return task
     return dataclasses.replace(task, train=task.train.iloc[rows].reset_index(drop=True))
+
+
+def _op_lines(family: str) -> list[str]:
+    """The family's operators as the prompt lists them: ``multiply (a * b)``."""
+    return [f"{name} ({op.help})" for name, op in OPS.items() if op.family == family]
 
 
 def _history(summary: FeatureSummary) -> list[str]:

@@ -38,19 +38,19 @@ _NUM, _TWO, _GROUP = ("number",), ("number", "number"), ("number", "any")
 
 OPS: dict[str, Op] = {
     # unary: a number in, a number out
-    "log": Op("unary", False, _NUM, "log({a})", "sign(a)*log(1+|a|)"),
-    "sqrt": Op("unary", False, _NUM, "sqrt({a})", "sign(a)*sqrt(|a|)"),
+    "log": Op("unary", False, _NUM, "log({a})", "sign(a)·log(1+|a|)"),
+    "sqrt": Op("unary", False, _NUM, "sqrt({a})", "sign(a)·sqrt(|a|)"),
     "abs": Op("unary", False, _NUM, "abs({a})", "|a|"),
-    "square": Op("unary", False, _NUM, "{a}^2", "a*a"),
-    "reciprocal": Op("unary", False, _NUM, "1/{a}", "1/a (missing where a is 0)"),
+    "square": Op("unary", False, _NUM, "{a}^2", "a²"),
+    "reciprocal": Op("unary", False, _NUM, "1/{a}", "1 / a, missing where a is 0"),
     "bin": Op("unary", False, _NUM, "bin10({a})", "decile of a on the training rows"),
     # binary arithmetic on two numbers
-    "add": Op("arithmetic", True, _TWO, "{a} + {b}", "a+b"),
-    "subtract": Op("arithmetic", True, _TWO, "{a} - {b}", "a-b"),
-    "multiply": Op("arithmetic", True, _TWO, "{a} * {b}", "a*b"),
-    "divide": Op("arithmetic", True, _TWO, "{a} / {b}", "a/b (missing where b is 0)"),
-    "min": Op("arithmetic", True, _TWO, "min({a}, {b})", "the smaller"),
-    "max": Op("arithmetic", True, _TWO, "max({a}, {b})", "the larger"),
+    "add": Op("arithmetic", True, _TWO, "{a} + {b}", "a + b"),
+    "subtract": Op("arithmetic", True, _TWO, "{a} - {b}", "a - b"),
+    "multiply": Op("arithmetic", True, _TWO, "{a} * {b}", "a * b"),
+    "divide": Op("arithmetic", True, _TWO, "{a} / {b}", "a / b, missing where b is 0"),
+    "min": Op("arithmetic", True, _TWO, "min({a}, {b})", "the smaller of a, b"),
+    "max": Op("arithmetic", True, _TWO, "max({a}, {b})", "the larger of a, b"),
     # categories
     "frequency": Op("categorical", False, ("any",), "freq({a})", "share of rows with a's value"),
     "combine": Op("categorical", True, ("any", "any"), "{a} & {b}", "the pair as one category"),
