@@ -155,7 +155,8 @@ def no_features(train: pd.DataFrame, test: pd.DataFrame, target: str, **_: objec
     return Outcome(score, [], [], time.perf_counter() - t0)
 
 
-AUTOFEAT = ["autofeat==2.1.3"]
+# autofeat 2.1.3 calls check_array(force_all_finite=...), gone from scikit-learn 1.8
+AUTOFEAT = ["autofeat==2.1.3", "scikit-learn<1.6"]
 AUTOFEAT_SCRIPT = """
 import sys
 import pandas as pd
