@@ -15,7 +15,9 @@ test rows: ROC AUC (two classes), accuracy (more), RMSE (regression).
 LLM (default: the embedded model) on the training rows, ``--rounds`` rounds within
 ``--budget`` seconds; its kept features are then fitted on all training rows.
 ``autofeat`` is AutoFeatClassifier/Regressor 2.1.3 with two feature-engineering
-steps (its own one-hot encoding of categories), in a virtual environment of its own
+steps (its own one-hot encoding of categories; missing values filled with the
+training rows' median or most common value, which autofeat needs), in a virtual
+environment of its own
 that the script creates on first use (``benchmarks/.peers/autofeat``: its pins,
 numpy < 2 and pandas < 3, cannot share mlpilot's environment).
 """
@@ -167,6 +169,9 @@ train = pd.read_csv(folder + "/train.csv")
 test = pd.read_csv(folder + "/test.csv")
 X, y = train.drop(columns=[target]), train[target]
 categorical = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+# autofeat refuses missing values: the training rows' median / most common value
+fill = {c: (X[c].mode().iloc[0] if c in categorical else X[c].median()) for c in X.columns}
+X, test = X.fillna(fill), test.fillna(fill)
 cls = AutoFeatRegressor if problem == "regression" else AutoFeatClassifier
 model = cls(feateng_steps=2, categorical_cols=categorical or None, n_jobs=1, verbose=0)
 labels = y if problem == "regression" else pd.Series(pd.factorize(y.astype(str))[0])
