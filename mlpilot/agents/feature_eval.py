@@ -15,6 +15,7 @@ one-standard-error rule on pure noise would keep a block most of the time.
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +25,12 @@ import numpy as np
 import pandas as pd
 
 from mlpilot.agents.leakage import NEAR_PERFECT, feature_strength
-from mlpilot.agents.trials import job_classes, job_outputs, load_npy
+from mlpilot.agents.trials import job_classes, job_outputs, load_npy, npy_bytes, parquet_bytes
 from mlpilot.sandbox import Job, Limits, Sandbox, SandboxError
 from mlpilot.task import TaskSpec
 from mlpilot.tools import cv_job, featurize
 from mlpilot.tools.data import plain_numbers
-from mlpilot.tools.featurize import OPS, FeatureBuilder, formula
+from mlpilot.tools.featurize import OPS, FeatureBuilder
 from mlpilot.tools.metrics import Metric, predictions_for
 
 # the job's script: not imported here (it imports its neighbours as the sandbox lays them out)
@@ -270,7 +271,7 @@ class Evaluator:
         self.X = task.X.iloc[self.rows].reset_index(drop=True)
         self.y = task.y.iloc[self.rows].reset_index(drop=True)
         frame = plain_numbers(task.train.iloc[self.rows].reset_index(drop=True), skip=[task.target])
-        self._train = _parquet(frame)
+        self._train = parquet_bytes(frame)
         # the free code's new columns on all sampled training rows, by variant, from
         # the last run (for the host's checks)
         self.last_code: dict[int, pd.DataFrame] = {}
@@ -298,9 +299,9 @@ class Evaluator:
             "variants": variants,
         }
         files: dict[str, bytes | Path] = {
-            "config.json": _json(config),
+            "config.json": json.dumps(config, default=str),
             "train.parquet": self._train,
-            "folds.npy": _npy(self.folds),
+            "folds.npy": npy_bytes(self.folds),
             "cv_job.py": Path(cv_job.__file__).read_bytes(),
             "featurize.py": Path(featurize.__file__).read_bytes(),
         }
@@ -342,29 +343,3 @@ class Evaluator:
 
 def build_variant(features: list[dict[str, Any]], drop: list[str]) -> dict[str, Any]:
     return {"features": [dict(f) for f in features], "drop": list(drop)}
-
-
-def describe(spec: dict[str, Any]) -> str:
-    return formula(spec)
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    frame.to_parquet(buf, index=False)
-    return buf.getvalue()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
-
-
-def _json(value: Any) -> bytes:
-    import json
-
-    return json.dumps(value, default=str).encode()

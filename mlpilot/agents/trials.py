@@ -61,13 +61,15 @@ class TrialOutcome:
     timed_out: bool = False
 
 
-def _parquet(frame: pd.DataFrame) -> bytes:
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """A frame as the Parquet bytes a job reads."""
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     return buf.getvalue()
 
 
-def _npy(array: np.ndarray) -> bytes:
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An array as ``.npy`` bytes (no pickles)."""
     buf = io.BytesIO()
     np.save(buf, array, allow_pickle=False)
     return buf.getvalue()
@@ -133,9 +135,9 @@ class TrialRunner:
                 if c in frame and not pd.api.types.is_numeric_dtype(frame[c]):
                     self.cardinality[c] = int(frame[c].nunique())
         data = {
-            "train.parquet": _parquet(self._train),
-            "holdout.parquet": _parquet(plain_numbers(task.holdout.features)),
-            "folds.npy": _npy(self.fold_of_row),
+            "train.parquet": parquet_bytes(self._train),
+            "holdout.parquet": parquet_bytes(plain_numbers(task.holdout.features)),
+            "folds.npy": npy_bytes(self.fold_of_row),
         }
         self._files: dict[str, bytes | Path] = {}
         for name, content in data.items():
@@ -256,8 +258,8 @@ class TrialRunner:
         def one(k: int) -> tuple[int, np.ndarray | str, tuple[Any, ...] | None]:
             inside = self.fold_of_row != k
             files: dict[str, bytes | Path] = {
-                "train.parquet": _parquet(self._train[inside].reset_index(drop=True)),
-                "holdout.parquet": _parquet(
+                "train.parquet": parquet_bytes(self._train[inside].reset_index(drop=True)),
+                "holdout.parquet": parquet_bytes(
                     self._train.loc[~inside, list(task.feature_columns)].reset_index(drop=True)
                 ),
             }
