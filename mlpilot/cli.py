@@ -471,9 +471,10 @@ def inspect(
         console.print(f"[yellow]warning:[/] {escape(warning)}")
 
 
-from mlpilot.evals.cli import eval_app  # noqa: E402
+from mlpilot.evals.cli import audit_command, eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
+app.command("audit")(audit_command)
 
 sandbox_app = typer.Typer(
     help="The Docker sandbox: build its image, make an offline base, check it.",

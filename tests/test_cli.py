@@ -190,3 +190,40 @@ def test_the_rerun_command_carries_the_description_and_the_feature_choice() -> N
         "find features", "d.csv", "y", 60, None, "local", description="/x/d.md", features=False
     )
     assert "--description /x/d.md" in line and line.endswith("--no-features")
+
+
+def test_audit_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "audit"
+    for args, message in (
+        (("--datasets", "999"), "takes 1 to"),
+        (("--datasets", "MASS/nothing"), "no audit dataset 'MASS/nothing'"),
+        (("--conditions", "typed,guess"), "unknown conditions ['guess']"),
+        (("--replay", str(tmp_path / "none")), "holds no audit"),
+    ):
+        done = cli("audit", *args, "--out", str(out))
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and "Traceback" not in done.stderr
+    assert not out.exists()
+
+
+def test_audit_replays_a_recorded_audit_from_the_command_line(tmp_path: Path) -> None:
+    from mlpilot.evals import audit
+    from mlpilot.llm import LLM
+    from mlpilot.testing import ScriptedLLM
+    from mlpilot.testing.auditing import biased_reply
+
+    folder = tmp_path / "audit"
+    settings = audit.AuditSettings(
+        llms=["embedded"],
+        datasets=["MASS/crabs"],
+        seeds=1,
+        conditions=("typed", "code"),
+        reference=False,
+        accuracy=False,
+    )
+    fake = ScriptedLLM([biased_reply("multiply")] * 2, model="embedded/qwen")
+    audit.run_audit(settings, folder, make=lambda _: LLM(fake))
+    done = cli("audit", "--replay", str(folder), "--out", str(tmp_path / "again"))
+    assert done.returncode == 0, done.stderr
+    assert "| embedded | typed |" in done.stdout and "multiply" in done.stdout
+    assert (tmp_path / "again" / "summary.md").read_text() == (folder / "summary.md").read_text()

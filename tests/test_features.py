@@ -18,8 +18,16 @@ from mlpilot.agents.feature_eval import (
     column_kinds,
     paired_gain,
 )
-from mlpilot.agents.features import FeatureAgent, answer_model, applicable_families
+from mlpilot.agents.features import (
+    FeatureAgent,
+    answer_model,
+    applicable_families,
+    prefer_operator,
+    same_as,
+    untried_pairs,
+)
 from mlpilot.agents.planner import feature_step, interpretable
+from mlpilot.agents.state import FeatureRecord, FeatureSummary
 from mlpilot.llm import LLM, LLMTimeout
 from mlpilot.sandbox import make_sandbox
 from mlpilot.task import TaskSpec
@@ -94,6 +102,35 @@ def test_every_operator_gives_a_row_the_same_value_alone_or_in_any_batch() -> No
             a, b = alone[name].iloc[0], batch[name].iloc[i]
             assert (pd.isna(a) and pd.isna(b)) or a == b, (name, a, b)
     pd.testing.assert_frame_equal(shuffled[names], batch[names])
+
+
+def test_a_feature_may_build_on_an_earlier_one_row_by_row() -> None:
+    frame = mixed_frame()
+    train, new = (
+        frame.iloc[:200].drop(columns=["target"]),
+        frame.iloc[200:].drop(columns=["target"]),
+    )
+    ratio = {"op": "divide", "a": "debt", "b": "income"}
+    specs = [
+        ratio,
+        {"op": "log", "a": "debt / income"},
+        {"op": "group_mean", "a": "debt / income", "b": "city"},
+        {"op": "subtract", "a": "debt / income", "b": "mean(debt / income by city)"},
+    ]
+    builder = FeatureBuilder(specs).fit(train)
+    out = builder.transform(new)
+    assert formula(specs[3]) == "(debt / income) - mean(debt / income by city)"
+    r = new.debt / new.income.where(new.income != 0)
+    by_city = (train.debt / train.income).groupby(train.city).mean()
+    assert np.allclose(out["log(debt / income)"], np.sign(r) * np.log1p(r.abs()), equal_nan=True)
+    assert np.allclose(out[formula(specs[3])], r - new.city.map(by_city), equal_nan=True)
+    for i in (0, 5, 50):  # alone or in the batch
+        alone = builder.transform(new.iloc[[i]])
+        assert np.allclose(
+            alone.iloc[0][[formula(f) for f in specs]].astype(float),
+            out.iloc[i][[formula(f) for f in specs]].astype(float),
+            equal_nan=True,
+        )
 
 
 def test_fitted_state_comes_from_the_training_rows_only() -> None:
@@ -192,6 +229,60 @@ def test_a_feature_that_is_the_answer_is_refused() -> None:
     assert why is not None and "almost perfectly" in why  # its sign is the label
 
 
+def test_the_data_picks_the_arithmetic_operator_for_the_pair_the_model_named() -> None:
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    X = task.X
+
+    def prefer(op: str, a: str, b: str, seen: set[str] | frozenset = frozenset()) -> str | None:
+        better = prefer_operator({"op": op, "a": a, "b": b}, task, X, set(seen))
+        return None if better is None else formula(better)
+
+    # a weight divided by its distance: the pair is right, the operator is not
+    assert prefer("divide", "left_weight", "left_distance") == "left_weight * left_distance"
+    assert prefer("multiply", "left_weight", "right_weight") == "left_weight - right_weight"
+    assert prefer("subtract", "left_weight", "right_weight") is None  # already the best
+    assert prefer("add", "left_weight", "left_distance") is None  # within the margin
+    assert prefer("combine", "left_weight", "left_distance") is None  # not arithmetic
+    # a sibling tried before (in either order) is not proposed again: the next one is
+    tried = {same_as({"op": "multiply", "a": "left_distance", "b": "left_weight"})}
+    assert prefer("divide", "left_weight", "left_distance", tried) == "left_weight + left_distance"
+    # the agent measures the data's choice and records the model's
+    agent = FeatureAgent(LLM(ScriptedLLM([])), None, task)  # type: ignore[arg-type]
+    idea = {"op": "divide", "a": "right_weight", "b": "right_distance", "reason": "lever"}
+    valid, records = agent._check([idea], FeatureSummary(), 1)
+    assert [formula(f) for f in valid] == ["right_weight * right_distance"]
+    assert records[0].formula == "right_weight * right_distance"
+    assert records[0].proposed == "right_weight / right_distance"
+    assert records[0].reason == "lever"
+    # the same feature with its columns swapped is already tried (for a * b, not a - b)
+    summary = FeatureSummary(records=records, kept=valid)
+    again = [
+        {"op": "multiply", "a": "right_distance", "b": "right_weight", "reason": "the same"},
+        {"op": "subtract", "a": "right_distance", "b": "right_weight", "reason": "not the same"},
+    ]
+    _, records = agent._check(again, summary, 2)
+    assert (records[0].verdict, records[0].why) == ("invalid", "already tried")
+    assert records[1].verdict == ""
+
+
+def test_the_column_pairs_not_combined_yet_put_pairs_sharing_a_word_first() -> None:
+    task = TaskSpec.from_data(balance_scale(), target="balance")
+    kinds = column_kinds(task)
+    columns = list(task.feature_columns)
+    assert untried_pairs(columns, kinds, [], 3) == [
+        ("left_weight", "left_distance"),
+        ("left_weight", "right_weight"),
+        ("left_distance", "right_distance"),
+    ]
+    spec = {"op": "multiply", "a": "right_distance", "b": "left_distance"}  # either order
+    done = FeatureRecord(round=1, formula=formula(spec), spec=spec, family="x", verdict="kept")
+    assert ("left_distance", "right_distance") not in untried_pairs(columns, kinds, [done], 9)
+    assert len(untried_pairs(columns, kinds, [done], 9)) == 5
+    unary = {"op": "log", "a": "left_weight"}
+    log = FeatureRecord(round=1, formula="log", spec=unary, family="unary", verdict="kept")
+    assert len(untried_pairs(columns, kinds, [log], 9)) == 6
+
+
 def test_the_answer_schema_only_admits_the_datas_columns_and_operators() -> None:
     model = answer_model(["a", "b"], 3)
     ok = model.model_validate(
@@ -279,6 +370,76 @@ def _reply(*features: tuple) -> str:
     return json.dumps({"features": out})
 
 
+def test_a_good_feature_in_a_failed_block_is_kept_alone_only_beyond_two_standard_errors(
+    sandbox,
+) -> None:
+    rng = np.random.default_rng(3)
+    n = 500
+    frame = pd.DataFrame({c: rng.uniform(1, 5, n).round(2) for c in ("x1", "x2", "n1", "n2")})
+    frame["n3"] = rng.uniform(1, 5, n).round(2)
+    frame["y"] = (frame.x1 > frame.x2).astype(int)  # a diagonal: trees need x1 - x2
+    task = TaskSpec.from_data(frame, target="y", metric="accuracy")
+    agent = FeatureAgent(
+        LLM(ScriptedLLM([])), Evaluator(sandbox, task, "hist_gradient_boosting"), task
+    )
+    summary = FeatureSummary()
+    base = agent._measure([[]], time.monotonic() + 300)[0]  # type: ignore[index]
+    good = {"op": "subtract", "a": "x1", "b": "x2"}
+    noise = [{"op": "add", "a": "n1", "b": "n2"}, {"op": "subtract", "a": "n3", "b": "n1"}]
+
+    def records(specs: list[dict]) -> list[FeatureRecord]:
+        return [
+            FeatureRecord(
+                round=1,
+                formula=formula(f),
+                spec=f,
+                family="arithmetic",
+                verdict="rejected",
+                why="block gain",
+            )
+            for f in specs
+        ]
+
+    mixed = records([noise[0], good, noise[1]])
+    kept = agent._singles([noise[0], good, noise[1]], mixed, summary, base, time.monotonic() + 300)
+    assert kept is not None and kept[0] == good
+    assert [r.verdict for r in mixed] == ["rejected", "kept", "rejected"]
+    assert "; alone " in mixed[0].why and "kept alone" in mixed[1].why
+    assert mixed[1].gain > 2 * mixed[1].se
+    only_noise = records(noise)
+    assert agent._singles(noise, only_noise, summary, base, time.monotonic() + 300) is None
+    assert [r.verdict for r in only_noise] == ["rejected", "rejected"]
+
+
+def test_the_agent_offers_kept_features_as_columns_for_later_proposals(sandbox) -> None:
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    torque = "(left_weight * left_distance) - (right_weight * right_distance)"
+    fake = ScriptedLLM(
+        [
+            _reply(
+                ("multiply", "left_weight", "left_distance"),
+                ("multiply", "right_weight", "right_distance"),
+            ),
+            _reply(
+                ("subtract", "left_weight * left_distance", "right_weight * right_distance"),
+                ("add", "left_weight * left_distance", "left_weight * left_distance"),
+            ),
+        ]
+    )
+    agent = FeatureAgent(
+        LLM(fake), Evaluator(sandbox, task, "hist_gradient_boosting"), task, rounds=2
+    )
+    summary = agent.run(time.monotonic() + 300)
+    second = fake.calls[1].messages[-1]["content"]
+    assert "- left_weight * left_distance: kept feature" in second
+    schema = json.dumps(fake.calls[1].params["response_format"])
+    assert "right_weight * right_distance" in schema  # a column the answer may name
+    verdicts = {r.formula: r.verdict for r in summary.records}
+    assert verdicts[torque] == "refused"  # the sign of the torque gap is the label itself
+    same = "(left_weight * left_distance) + (left_weight * left_distance)"
+    assert verdicts[same] == "invalid"
+
+
 def test_the_agent_keeps_what_helps_and_feeds_back_what_failed(sandbox, tmp_path) -> None:
     from mlpilot.agents.rundir import RunDir
 
@@ -315,9 +476,18 @@ def test_the_agent_keeps_what_helps_and_feeds_back_what_failed(sandbox, tmp_path
     # round 3's prompt carries round 2's error and round 1's measured gain
     third = fake.calls[3].messages[-1]["content"]
     assert "could not be used" in third and "left_weight * left_distance: kept, gain +" in third
-    # from the second round on, the families not tried yet are named to the model
-    assert "Operator families not tried yet" not in fake.calls[0].messages[-1]["content"]
-    assert "not tried yet: unary, categorical, groupby" in fake.calls[1].messages[-1]["content"]
+    # from the second round on, the families not tried yet and the column pairs not
+    # combined yet are named to the model
+    first, second = (fake.calls[i].messages[-1]["content"] for i in (0, 1))
+    assert "families not tried yet" not in first and "pairs not combined" not in first
+    assert "families not tried yet: unary, categorical, groupby" in second
+    assert (
+        "pairs not combined yet (what does each pair mean together?): "
+        "(left_weight * left_distance) & (right_weight * right_distance); "
+        "left_weight & right_weight; left_weight & (right_weight * right_distance); "
+        "left_distance & right_distance; left_distance & (right_weight * right_distance); "
+        "right_weight & (left_weight * left_distance)\n"
+    ) in second
     assert "\n- balance" not in fake.calls[0].messages[-1]["content"]  # no per-row labels
     # progress is on disk after every round; a new agent resumes from it
     saved = json.loads((run.path / "features.json").read_text())

@@ -128,7 +128,7 @@ def check_values(
         _row_order(_as_order(X[c])) < ROW_ORDER for c in inputs if c in X
     ):
         return f"{ROW_ORDER_REASON} (Spearman ρ {order:.3f} with the row number)"
-    alone = _strength_alone(pd.Series(values, index=task.train.index), task)
+    alone = strength_alone(pd.Series(values, index=task.train.index), task)
     if alone is not None and alone >= NEAR_PERFECT:
         return f"{ANSWER_REASON} (strength {alone:.3f}): a leak, or the answer itself"
     return None
@@ -155,7 +155,7 @@ def _row_order(values: np.ndarray) -> float:
     return 0.0 if np.isnan(rho) else abs(float(rho))
 
 
-def _strength_alone(s: pd.Series, task: TaskSpec) -> float | None:
+def strength_alone(s: pd.Series, task: TaskSpec) -> float | None:
     """A feature's strength alone: 2·|AUC − ½| or |ρ| (see :mod:`leakage`); for many
     classes the out-of-fold accuracy of the majority class per decile, over that of
     the most common class."""

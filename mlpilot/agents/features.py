@@ -27,6 +27,7 @@ after every round, so a killed run resumes from the last finished round.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Literal
@@ -50,7 +51,7 @@ from mlpilot.agents.rundir import RunDir
 from mlpilot.agents.state import FeatureRecord, FeatureSummary
 from mlpilot.llm import LLM, LLMError, LLMTimeout, StructuredOutputError, structured
 from mlpilot.task import TaskSpec
-from mlpilot.tools.featurize import FAMILIES, OPS, FeatureBuilder, formula
+from mlpilot.tools.featurize import FAMILIES, OPS, FeatureBuilder, formula, operand
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +60,24 @@ BLOCK = 4  # most features one round may propose
 MAX_COLUMNS = 40  # most columns shown to the LLM
 SAMPLES = 5  # sample values shown per column
 HISTORY = 24  # most earlier proposals shown
+PAIRS = 6  # most not-yet-combined column pairs named per round
+# the arithmetic operators the data may choose between for a pair the model named
+SIBLINGS = ("add", "subtract", "multiply", "divide")
+PREFER_MARGIN = 0.05  # how much stronger alone a sibling must be to replace the model's
+
 MIN_ROUND_S = 8.0  # no new round with less time than this left
+SINGLE_Z = 2.0  # a feature kept alone from a failed block: gain > this many SEs
 ROLE = "features"
 
 
-def answer_model(columns: list[str], n: int, *, code: bool = False) -> type[BaseModel]:
+def answer_model(
+    columns: list[str], n: int, *, code: bool = False, ops_named: list[str] | None = None
+) -> type[BaseModel]:
     """The answer's schema for this data: the operator and the columns are enums, so
     constrained decoding can only name what exists. With ``code``, the answer may
-    instead (or also) hold free feature code (:mod:`mlpilot.agents.feature_code`)."""
-    ops = Literal[tuple(OPS)]  # type: ignore[valid-type]
+    instead (or also) hold free feature code (:mod:`mlpilot.agents.feature_code`).
+    ``ops_named``: the operator names to offer (default: all of :data:`OPS`)."""
+    ops = Literal[tuple(ops_named or OPS)]  # type: ignore[valid-type]
     cols = Literal[tuple(columns)]  # type: ignore[valid-type]
     idea = create_model(  # the reason first: the model names the quantity, then the operator
         "Feature",
@@ -114,13 +124,112 @@ def column_lines(task: TaskSpec, kinds: dict[str, set[str]]) -> list[str]:
         kind = next(k for k in ("text", "date", "number", "any") if k in kinds[col])
         kind = "category" if kind == "any" else kind
         missing = float(s.isna().mean())
-        samples = [str(v)[:40] for v in s.dropna().unique()[:SAMPLES]]
+        samples = [_short(v) for v in s.dropna().unique()[:SAMPLES]]
         line = f"{col}: {kind}, {missing:.0%} missing, {s.nunique()} distinct, e.g. {samples}"
         if kind == "number":
             x = pd.to_numeric(s, errors="coerce")
             line += f"; min {x.min():.4g}, median {x.median():.4g}, max {x.max():.4g}"
         lines.append(line)
     return lines
+
+
+def name_words(column: str) -> set[str]:
+    """The words of a column name: ``left_weight`` and ``LeftWeight`` give left, weight."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", column)
+    return {w.lower() for w in re.split(r"[^A-Za-z0-9]+", spaced) if len(w) > 1}
+
+
+def untried_pairs(
+    columns: list[str], kinds: dict[str, set[str]], records: list[FeatureRecord], k: int
+) -> list[tuple[str, str]]:
+    """Up to ``k`` pairs of number columns that no proposal has combined yet.
+
+    LLMs pair the columns that look alike (both weights, both distances) and miss the
+    pairs that describe one thing together (a side's weight and its distance). The
+    prompt names pairs not combined yet so later rounds cover the others: pairs whose
+    names share more words first (often one object's properties), then the rest, in
+    the order of the columns (kept features count as columns; a kept feature is not
+    paired with its own inputs).
+    """
+    used = {frozenset((r.spec.get("a"), r.spec.get("b"))) for r in records if r.spec.get("b")}
+    numeric = [c for c in columns[:MAX_COLUMNS] if "number" in kinds.get(c, set())]
+    pairs = [
+        (a, b)
+        for i, a in enumerate(numeric)
+        for b in numeric[i + 1 :]
+        if frozenset((a, b)) not in used and a not in b and b not in a  # not a kept one's input
+    ]
+    pairs.sort(key=lambda p: -len(name_words(p[0]) & name_words(p[1])))  # stable
+    return pairs[:k]
+
+
+COMMUTATIVE = frozenset({"add", "multiply", "min", "max", "combine"})
+
+
+def same_as(spec: dict) -> str:
+    """A key equal for features that compute the same thing: ``a * b`` and ``b * a``."""
+    a, b = spec.get("a"), spec.get("b")
+    if spec.get("op") in COMMUTATIVE and b is not None and str(b) < str(a):
+        a, b = b, a
+    return f"{spec.get('op')}|{a}|{b}" if "code" not in spec else f"code|{spec['code']}"
+
+
+def prefer_operator(spec: dict, task: TaskSpec, X: pd.DataFrame, seen: set[str]) -> dict | None:
+    """Another arithmetic operator on the model's two columns, where it is clearly the
+    stronger feature alone on the training rows; None to keep the model's choice.
+
+    The model's knowledge is in which columns belong together; its choice of operator
+    leans to the simple ones (Küken et al. 2024: addition over everything else), and
+    a small model often names the right pair with the wrong operator (a weight divided
+    by its distance, where the scale turns on their product). So for ``add``,
+    ``subtract``, ``multiply`` and ``divide`` the four are computed, each is checked
+    like a proposal, and the strongest alone (2·|AUC − ½|, |Spearman ρ|, or the gain
+    in accuracy of its deciles) replaces the model's when it is stronger by at least
+    ``PREFER_MARGIN``. The gate then measures the one chosen; the record keeps both.
+    """
+    if spec["op"] not in SIBLINGS:
+        return None
+    strength: dict[str, float] = {}
+    for op in SIBLINGS:
+        candidate = {"op": op, "a": spec["a"], "b": spec["b"]}
+        name = formula(candidate)
+        if op != spec["op"] and same_as(candidate) in seen:
+            continue
+        try:
+            values = FeatureBuilder([candidate]).fit(X).transform(X)[name].to_numpy(float)
+        except (TypeError, ValueError):
+            continue
+        if check_values(name, values, candidate, task, X) is not None:
+            continue
+        alone = feature_eval.strength_alone(pd.Series(values, index=task.train.index), task)
+        if alone is not None:
+            strength[op] = alone
+    if spec["op"] not in strength or not strength:
+        return None
+    best = max(strength, key=strength.__getitem__)
+    mine = strength[spec["op"]]
+    if best == spec["op"] or strength[best] < mine + PREFER_MARGIN:
+        return None
+    return {"op": best, "a": spec["a"], "b": spec["b"]}
+
+
+def kept_lines(X: pd.DataFrame, names: list[str]) -> list[str]:
+    """Prompt lines for the kept features, which later proposals may use as columns."""
+    lines = []
+    for name in names:
+        s = X[name]
+        line = f"{name}: kept feature, {s.isna().mean():.0%} missing, {s.nunique()} distinct"
+        if pd.api.types.is_numeric_dtype(s):
+            line += f"; min {s.min():.4g}, median {s.median():.4g}, max {s.max():.4g}"
+        lines.append(line)
+    return lines
+
+
+def _short(value: object) -> str:
+    """A sample value as the prompt shows it: floats to 4 significant digits."""
+    if isinstance(value, float | np.floating):
+        return f"{float(value):.4g}"
+    return str(value)[:40]
 
 
 def target_summary(task: TaskSpec) -> str:
@@ -147,6 +256,8 @@ class FeatureAgent:
         free_code: let the LLM answer with free feature code too (measured in the
             sandbox, never delivered); default: for LLMs that do not run on this
             machine (a 1.5B local model writes the typed form reliably, code less so).
+        diversity: from the second round on, name the operator families and the
+            column pairs not tried yet (off: the audit's comparison without it).
     """
 
     def __init__(
@@ -161,6 +272,7 @@ class FeatureAgent:
         rounds: int = ROUNDS,
         on_round: Callable[[FeatureSummary], None] | None = None,
         free_code: bool | None = None,
+        diversity: bool = True,
     ) -> None:
         self.llm = llm
         self.evaluator = evaluator
@@ -171,6 +283,7 @@ class FeatureAgent:
         self.rounds = rounds
         self.on_round = on_round
         self.free_code = (not llm.runs_locally) if free_code is None else free_code
+        self.diversity = diversity
         self.kinds = column_kinds(task)
 
     # -- the loop ----------------------------------------------------------------------
@@ -218,6 +331,7 @@ class FeatureAgent:
                 f"{r.formula}: {r.why}" for r in records if r.verdict in ("invalid", "refused")
             )
             if valid:
+                t0 = time.monotonic()
                 measured = self._measure([[*summary.kept, *valid]], deadline)
                 if isinstance(measured, str):
                     summary.notes.append(f"round {n}: {measured}")
@@ -232,6 +346,15 @@ class FeatureAgent:
                         summary.kept.extend(valid)
                         base_scores = measured[0]
                         summary.score = float(base_scores.mean())
+                    elif len(valid) > 1 and (
+                        deadline - time.monotonic()
+                        > (time.monotonic() - t0) * len(valid) + MIN_ROUND_S
+                    ):
+                        single = self._singles(valid, records, summary, base_scores, deadline)
+                        if single is not None:
+                            summary.kept.append(single[0])
+                            base_scores = single[1]
+                            summary.score = float(base_scores.mean())
             if code:
                 record = self._try_code(code, summary, base_scores, n, deadline)
                 records.append(record)
@@ -247,14 +370,33 @@ class FeatureAgent:
 
     # -- one round ---------------------------------------------------------------------
 
+    def _augmented(self, kept: list[dict]) -> tuple[pd.DataFrame, dict[str, set[str]]]:
+        """The training rows with the kept features as columns, and every column's
+        kinds: a later proposal may build on a kept feature (``(a * b) - (c * d)``)."""
+        X = self.task.X
+        if not kept:
+            return X, self.kinds
+        X = FeatureBuilder(kept).fit(X).transform(X)
+        kinds = dict(self.kinds)
+        for f in kept:
+            name = formula(f)
+            numeric = pd.api.types.is_numeric_dtype(X[name])
+            kinds[name] = {"any", "number"} if numeric else {"any"}
+        return X, kinds
+
     def _ask(
         self, summary: FeatureSummary, feedback: str, *, timeout: float
     ) -> tuple[list[dict], str | None]:
-        columns = list(self.task.feature_columns)
+        built = [formula(f) for f in summary.kept][:MAX_COLUMNS]
+        columns = [*self.task.feature_columns, *built]
+        X, kinds = self._augmented(summary.kept)
         model = answer_model(columns, BLOCK, code=self.free_code)
         tried = {r.family for r in summary.records}
         families = applicable_families(self.kinds)
-        untried = [f for f in families if f not in tried]
+        untried = [f for f in families if f not in tried] if self.diversity else []
+        # from the second round on: the pairs no proposal has combined yet
+        pairs = untried_pairs(columns, kinds, summary.records, PAIRS)
+        pairs = pairs if summary.records and self.diversity else []
         prompt = prompts.render(
             "features",
             problem=self.task.problem_type,
@@ -264,12 +406,13 @@ class FeatureAgent:
             request=self.request,
             description=self.description.strip()[:3000],
             n_rows=len(self.task.train),
-            columns=column_lines(self.task, self.kinds),
+            columns=column_lines(self.task, self.kinds) + kept_lines(X, built),
             ops=[(f, _op_lines(f)) for f in families],
             history=_history(summary),
             feedback=feedback,
             n=BLOCK,
             untried=untried,
+            pairs=[f"{operand(a)} & {operand(b)}" for a, b in pairs],
             code=self.free_code,
         )
         answer = structured(
@@ -343,18 +486,18 @@ class FeatureAgent:
     ) -> tuple[list[dict], list[FeatureRecord]]:
         """The block's valid features (specs) and a record for every proposal (valid
         ones with an empty verdict, to be judged)."""
-        seen = {formula(f) for f in summary.kept} | {r.formula for r in summary.records}
+        seen = {same_as(f) for f in summary.kept} | {same_as(r.spec) for r in summary.records}
         valid: list[dict] = []
         records = []
-        X = self.task.X
+        X, kinds = self._augmented(summary.kept)  # kept features are columns too
         for idea in block:
             op = OPS.get(str(idea.get("op")))
             spec = {"op": idea.get("op"), "a": idea.get("a")}
             if op is not None and op.binary:
                 spec["b"] = idea.get("b")
-            why = check_spec(spec, self.kinds)
+            why = check_spec(spec, kinds)
             name = formula(spec) if op is not None else str(idea.get("op"))
-            if why is None and name in seen:
+            if why is None and same_as(spec) in seen:
                 why = "already tried"
             if why is None:
                 try:
@@ -365,7 +508,13 @@ class FeatureAgent:
                     if values.dtype != object:
                         values = values.astype(float)
                     why = check_values(name, values, spec, self.task, X)
-            seen.add(name)
+            proposed = ""
+            if why is None:
+                better = prefer_operator(spec, self.task, X, seen)
+                if better is not None:
+                    proposed, spec = name, better
+                    name = formula(spec)
+            seen.add(same_as(spec))
             records.append(
                 FeatureRecord(
                     round=n,
@@ -373,6 +522,7 @@ class FeatureAgent:
                     spec=spec,
                     family=op.family if op is not None else "unknown",
                     reason=str(idea.get("reason") or "")[:200],
+                    proposed=proposed,
                     verdict=("refused" if suggests_leak(why) else "invalid") if why else "",
                     why=why or "",
                 )
@@ -391,6 +541,37 @@ class FeatureAgent:
             if r.verdict == "":
                 r.verdict = "kept" if kept else "rejected"
                 r.why, r.gain, r.se = why, gain.mean, gain.se
+
+    def _singles(
+        self,
+        valid: list[dict],
+        records: list[FeatureRecord],
+        summary: FeatureSummary,
+        base_scores: np.ndarray,
+        deadline: float,
+    ) -> tuple[dict, np.ndarray] | None:
+        """After a block failed: each of its features alone. A good feature proposed
+        next to poor ones is kept when its own gain exceeds ``SINGLE_Z`` standard
+        errors (stricter than a block's one: the best of several is chosen)."""
+        measured = self._measure([[*summary.kept, f] for f in valid], deadline)
+        if isinstance(measured, str):
+            return None
+        gains = [feature_eval.paired_gain(self.task.metric, base_scores, m) for m in measured]
+        by_name = {r.formula: r for r in records if r.verdict == "rejected"}
+        for spec, g in zip(valid, gains, strict=True):
+            r = by_name.get(formula(spec))
+            if r is not None:
+                r.why += f"; alone {g.mean:+.4f} ± {g.se:.4f}"
+        best = max(range(len(valid)), key=lambda i: gains[i].mean)
+        g = gains[best]
+        if not (g.mean > 0 and g.mean > SINGLE_Z * g.se):
+            return None
+        r = by_name.get(formula(valid[best]))
+        if r is not None:
+            r.verdict = "kept"
+            r.gain, r.se = g.mean, g.se
+            r.why += f" > {SINGLE_Z:g} standard errors: kept alone"
+        return valid[best], measured[best]
 
     def _measure(self, blocks: list[list[dict]], deadline: float) -> list[np.ndarray] | str:
         variants = [feature_eval.build_variant(b, []) for b in blocks]
@@ -448,10 +629,11 @@ def _op_lines(family: str) -> list[str]:
 def _history(summary: FeatureSummary) -> list[str]:
     lines = []
     for r in summary.records[-HISTORY:]:
+        name = f"{r.formula} (proposed as {r.proposed})" if r.proposed else r.formula
         if r.verdict in ("invalid", "refused"):
-            lines.append(f"{r.formula}: {r.verdict} ({r.why})")
+            lines.append(f"{name}: {r.verdict} ({r.why})")
         else:
-            lines.append(f"{r.formula}: {r.verdict}, gain {r.gain:+.4f} ± {r.se:.4f}")
+            lines.append(f"{name}: {r.verdict}, gain {r.gain:+.4f} ± {r.se:.4f}")
     return lines
 
 

@@ -65,6 +65,9 @@ class FeatureRecord(BaseModel):
     spec: dict[str, Any]  # {"op", "a", "b"} for mlpilot.tools.featurize, or {"code"}
     family: str  # unary, arithmetic, categorical, groupby, date, text; "code" for free code
     reason: str = ""  # the model's one-line reason
+    # the model's own formula where the data chose another arithmetic operator on the
+    # same columns (see mlpilot.agents.features.prefer_operator); "" otherwise
+    proposed: str = ""
     # "kept", "rejected" (by the noise gate), "invalid" (not computable or not a usable
     # input), "refused" (a possible leak: tracks the row order, or is the answer itself),
     # "helps" (free code that passed the gate: reported, never delivered)

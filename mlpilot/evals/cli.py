@@ -194,3 +194,94 @@ def eval_hpo(
     (out / bench / "summary.md").write_text(text + "\n")
     typer.echo(text)  # plain markdown
     console.print(f"results: {out / bench}")
+
+
+def audit_command(
+    llm: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--llm",
+            help="An LLM to audit (litellm model string, embedded or embedded/NAME); repeat "
+            "for several side by side (default: embedded).",
+        ),
+    ] = None,
+    datasets: Annotated[
+        str,
+        typer.Option(help="How many of the audit's datasets (the first N), or names a,b,c."),
+    ] = "25",
+    seeds: Annotated[int, typer.Option(help="Seeds 0..N-1 per dataset and condition.")] = 3,
+    conditions: Annotated[
+        str,
+        typer.Option(
+            help="Comma-separated: typed, blind, code; agent and agent-plain run the feature "
+            "agent with and without its diversity prompting (slow)."
+        ),
+    ] = "typed,blind,code",
+    features: Annotated[int, typer.Option(help="Features asked for per answer.")] = 5,
+    out: Annotated[
+        Path | None, typer.Option(help="The audit folder (default mlpilot-audit/).")
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(help="Reproduce the audit in this folder from its recorded answers."),
+    ] = None,
+    reference: Annotated[
+        bool, typer.Option(help="Run the data-driven reference search and the accuracy check.")
+    ] = True,
+    sandbox: Annotated[str, typer.Option(help="Where the reference and CV jobs run.")] = (
+        "local-warm"
+    ),
+) -> None:
+    """Measure which feature operators an LLM suggests against what the data rewards.
+    Every answer is recorded; rerun the same command to resume."""
+    import json
+
+    from mlpilot.evals.audit import AuditSettings, run_audit
+    from mlpilot.llm import make_llm
+
+    if replay is not None:
+        meta_file = replay / "audit.json"
+        if not meta_file.exists():
+            raise typer.BadParameter(
+                f"{replay} holds no audit (no audit.json)", param_hint="--replay"
+            )
+        settings = AuditSettings(**json.loads(meta_file.read_text())["settings"])
+        settings.conditions = tuple(settings.conditions)
+        folder = out or replay.with_name(replay.name + "-replay")
+    else:
+        picked: list[str] | int = (
+            int(datasets) if datasets.isdigit() else [d.strip() for d in datasets.split(",")]
+        )
+        from mlpilot.evals.audit import select
+
+        try:
+            names = [d.name for d in select(picked)]
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--datasets") from e
+        chosen = tuple(c.strip() for c in conditions.split(",") if c.strip())
+        bad = [c for c in chosen if c not in ("typed", "blind", "code", "agent", "agent-plain")]
+        if bad:
+            raise typer.BadParameter(f"unknown conditions {bad}", param_hint="--conditions")
+        settings = AuditSettings(
+            llms=llm or ["embedded"],
+            datasets=names,
+            seeds=seeds,
+            conditions=chosen,
+            n_features=features,
+            reference=reference,
+            accuracy=reference,
+        )
+        folder = out or Path("mlpilot-audit")
+    try:
+        summary = run_audit(
+            settings,
+            folder,
+            make=lambda spec: make_llm(spec),
+            replay=replay,
+            sandbox=sandbox,
+            on_progress=lambda line: console.print(escape(line)),
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    typer.echo(summary.read_text())
+    console.print(f"answers: {folder / 'suggestions.jsonl'}; summary: {folder / 'summary.html'}")

@@ -78,9 +78,39 @@ RANK_GRID = 101  # quantiles kept per group for group_rank
 MISSING_KEY = "<missing>"
 
 
+_INFIX = (" + ", " - ", " * ", " / ", " & ")
+
+
+def operand(name: object) -> str:
+    """A column name inside a formula: an earlier feature written with an infix
+    operator is put in brackets (``(a - b) / c``)."""
+    text = str(name)
+    if not any(op in text for op in _INFIX) or _one_call(text):
+        return text
+    return f"({text})"
+
+
+def _one_call(text: str) -> bool:
+    """Whether ``text`` is one bracketed call, ``f(...)`` or ``(...)``, end to end."""
+    start = text.find("(")
+    head = text[:start]
+    if start < 0 or not text.endswith(")") or (head and not head.replace("_", "").isalnum()):
+        return False
+    depth = 0
+    for i, ch in enumerate(text[start:], start):
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth == 0:
+            return i == len(text) - 1
+    return False
+
+
 def formula(spec: dict) -> str:
     """How a feature is written (also its column name): ``debt / income``."""
-    return OPS[spec["op"]].formula.format(a=spec.get("a"), b=spec.get("b"))
+    op = OPS[spec["op"]]
+    if op.formula.startswith("{a} ") and " {b}" in op.formula:  # infix: a op b
+        return op.formula.format(a=operand(spec.get("a")), b=operand(spec.get("b")))
+    return op.formula.format(a=spec.get("a"), b=spec.get("b"))
 
 
 def numbers(s: pd.Series) -> np.ndarray:
@@ -123,6 +153,9 @@ def dates(s: pd.Series, fmt: str) -> pd.Series:
 class FeatureBuilder(BaseEstimator, TransformerMixin):
     """Adds engineered columns to a frame (and drops the columns named in ``drop``).
 
+    Features are computed in order, and a feature may name an earlier one as its
+    column (``{"op": "subtract", "a": "lw * ld", "b": "rw * rd"}``).
+
     Args:
         features: feature dicts (``op``, ``a``, optionally ``b``), see :data:`OPS`.
         drop: input columns to leave out after the features are computed.
@@ -133,14 +166,21 @@ class FeatureBuilder(BaseEstimator, TransformerMixin):
         self.drop = drop
 
     def fit(self, X: pd.DataFrame, y: object = None) -> FeatureBuilder:
-        self.state_ = [self._fit_one(spec, X) for spec in self.features or []]
-        self.names_ = [formula(spec) for spec in self.features or []]
+        # in order: a feature may use the ones before it as columns (by their names)
+        frame = X.copy()
+        self.state_, self.names_ = [], []
+        for spec in self.features or []:
+            state = self._fit_one(spec, frame)
+            name = formula(spec)
+            frame[name] = self._apply(spec, state, frame)
+            self.state_.append(state)
+            self.names_.append(name)
         return self
 
     def transform(self, X: pd.DataFrame) -> pd.DataFrame:
         out = X.copy()
         for spec, state, name in zip(self.features or [], self.state_, self.names_, strict=True):
-            out[name] = self._apply(spec, state, X)
+            out[name] = self._apply(spec, state, out)
         return out.drop(columns=[c for c in self.drop or [] if c in out.columns])
 
     # -- one feature ---------------------------------------------------------
