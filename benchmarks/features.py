@@ -9,7 +9,7 @@ split; every system gets the same training rows and the same downstream model
 test rows: ROC AUC (two classes), accuracy (more), RMSE (regression).
 
     python benchmarks/features.py [--datasets a,b] [--systems none,autofeat,mlpilot]
-        [--rounds 10] [--budget 300] [--llm MODEL] [--seeds 1]
+        [--rounds 10] [--budget 300] [--llm MODEL] [--seeds 1 | --seeds 1,2]
 
 ``mlpilot`` runs the feature agent (:mod:`mlpilot.agents.features`) with the given
 LLM (default: the embedded model) on the training rows, ``--rounds`` rounds within
@@ -270,7 +270,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--budget", type=float, default=300.0, help="Seconds per agent run.")
     parser.add_argument("--llm", default=None, help="litellm model (default: embedded).")
-    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument(
+        "--seeds", default="1", help="How many splits (seeds 0..N-1), or the seeds: 1,2."
+    )
     args = parser.parse_args()
     systems = args.systems.split(",")
     llm = None
@@ -285,7 +287,10 @@ def main() -> None:
         data = DATASETS[name]
         frame = data.load()
         y = frame[data.target]
-        for seed in range(args.seeds):
+        seeds = (
+            [int(x) for x in args.seeds.split(",")] if "," in args.seeds else range(int(args.seeds))
+        )
+        for seed in seeds:
             stratify = None if kind(y) == "regression" else y.astype(str)
             train, test = train_test_split(
                 frame, test_size=0.25, random_state=seed, stratify=stratify

@@ -438,6 +438,10 @@ def test_the_agent_offers_kept_features_as_columns_for_later_proposals(sandbox) 
     assert verdicts[torque] == "refused"  # the sign of the torque gap is the label itself
     same = "(left_weight * left_distance) + (left_weight * left_distance)"
     assert verdicts[same] == "invalid"
+    # off (the default for a model on this machine): only the data's own columns
+    plain = FeatureAgent(LLM(ScriptedLLM([])), agent.evaluator, task, build_on_kept=False)
+    X, kinds = plain._augmented(summary.kept)
+    assert list(X.columns) == list(task.X.columns) and set(kinds) == set(task.feature_columns)
 
 
 def test_the_agent_keeps_what_helps_and_feeds_back_what_failed(sandbox, tmp_path) -> None:

@@ -258,6 +258,10 @@ class FeatureAgent:
             machine (a 1.5B local model writes the typed form reliably, code less so).
         diversity: from the second round on, name the operator families and the
             column pairs not tried yet (off: the audit's comparison without it).
+        build_on_kept: offer the kept features as columns for later proposals
+            (``(a * b) - (c * d)``); default: for LLMs that do not run on this
+            machine (the 1.5B model, offered them on balance-scale, spent its rounds
+            on abs() and deciles of kept features instead of new column pairs).
     """
 
     def __init__(
@@ -273,6 +277,7 @@ class FeatureAgent:
         on_round: Callable[[FeatureSummary], None] | None = None,
         free_code: bool | None = None,
         diversity: bool = True,
+        build_on_kept: bool | None = None,
     ) -> None:
         self.llm = llm
         self.evaluator = evaluator
@@ -284,6 +289,7 @@ class FeatureAgent:
         self.on_round = on_round
         self.free_code = (not llm.runs_locally) if free_code is None else free_code
         self.diversity = diversity
+        self.build_on_kept = (not llm.runs_locally) if build_on_kept is None else build_on_kept
         self.kinds = column_kinds(task)
 
     # -- the loop ----------------------------------------------------------------------
@@ -374,7 +380,7 @@ class FeatureAgent:
         """The training rows with the kept features as columns, and every column's
         kinds: a later proposal may build on a kept feature (``(a * b) - (c * d)``)."""
         X = self.task.X
-        if not kept:
+        if not kept or not self.build_on_kept:
             return X, self.kinds
         X = FeatureBuilder(kept).fit(X).transform(X)
         kinds = dict(self.kinds)
@@ -387,7 +393,7 @@ class FeatureAgent:
     def _ask(
         self, summary: FeatureSummary, feedback: str, *, timeout: float
     ) -> tuple[list[dict], str | None]:
-        built = [formula(f) for f in summary.kept][:MAX_COLUMNS]
+        built = [formula(f) for f in summary.kept][:MAX_COLUMNS] if self.build_on_kept else []
         columns = [*self.task.feature_columns, *built]
         X, kinds = self._augmented(summary.kept)
         model = answer_model(columns, BLOCK, code=self.free_code)
