@@ -109,3 +109,19 @@ def test_names_bound_to_themselves_do_not_loop() -> None:
     code = "c = df.a.value_counts()\nc = c / len(df)\ng = df\ng = g[g.a > 0]\ns = 'x'\ns = s + s\n"
     code += "df['f'] = df.a.map(c)\ndf['g'] = g.b + 1\ndf['h'] = s + df.a.astype(str)\n"
     assert [f.op for f in classify_code(code) or []] == ["frequency", "add", "combine"]
+
+
+def test_only_transform_is_read_and_copies_are_not_features() -> None:
+    code = """
+import pandas as pd
+
+def transform(df):
+    out = pd.DataFrame(index=df.index)
+    out["copy"] = df["npreg"]
+    out["ratio"] = df.glu / df.bmi
+    return out
+
+example = pd.DataFrame({"npreg": [6, 1], "glu": [148, 85]})
+print(transform(example))
+"""
+    assert [(f.name, f.op) for f in classify_code(code) or []] == [("ratio", "divide")]

@@ -10,7 +10,9 @@ by walking the code's syntax tree; nothing is executed. ``a + b`` is ``add``,
 lambda, ``np.where``) is ``other``.
 
 A feature is a column the code assigns (``df["x"] = ...``, ``df.loc[:, "x"] = ...``,
-``df.assign(x=...)``, or a key of a dict handed to ``pd.DataFrame``/returned). Names
+``df.assign(x=...)``, or a key of a dict handed to ``pd.DataFrame``/returned) inside
+``transform`` when the code defines one, and that computes something (a copy or a
+rename of a column is not a feature). Names
 assigned earlier are followed, so ``r = df.a / df.b; df["lr"] = np.log(r)`` is one
 feature whose operators are ``log`` then ``divide``. The first (outermost) operator
 is the feature's class; all of them are kept.
@@ -127,9 +129,19 @@ def classify_code(code: str) -> list[CodeFeature] | None:
         tree = ast.parse(code)
     except SyntaxError:
         return None
+    # only the transform function when there is one: example usage after it is not
+    # a feature
+    body = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "transform"), tree
+    )
     reader = _Reader()
-    reader.visit(tree)
-    return [CodeFeature(name, (ops or [OTHER])[0], ops or [OTHER]) for name, ops in reader.features]
+    if isinstance(body, ast.FunctionDef):
+        for node in body.body:
+            reader.visit(node)
+    else:
+        reader.visit(body)
+    # a column copied or renamed computes nothing: not a feature
+    return [CodeFeature(name, ops[0], ops) for name, ops in reader.features if ops]
 
 
 def classify_expression(source: str) -> list[str]:
