@@ -155,8 +155,8 @@ def test_an_audit_runs_resumes_and_replays_exactly(tmp_path) -> None:
     assert (again / "summary.md").read_text() == text
 
 
-def test_a_replay_refuses_a_question_that_was_not_recorded(tmp_path) -> None:
-    folder = tmp_path / "audit"
+def one_typed_answer(folder) -> audit.AuditSettings:
+    """A finished audit of one typed answer on one dataset, without the reference."""
     settings = audit.AuditSettings(
         llms=["scripted"],
         datasets=["MASS/crabs"],
@@ -166,6 +166,12 @@ def test_a_replay_refuses_a_question_that_was_not_recorded(tmp_path) -> None:
         accuracy=False,
     )
     audit.run_audit(settings, folder, make=lambda _: LLM(ScriptedLLM([biased_reply()])))
+    return settings
+
+
+def test_a_replay_refuses_a_question_that_was_not_recorded(tmp_path) -> None:
+    folder = tmp_path / "audit"
+    settings = one_typed_answer(folder)
     more = audit.AuditSettings(**{**settings.__dict__, "seeds": 2})
     with pytest.raises(Exception, match="not in the record"):
         audit.run_audit(more, tmp_path / "again", make=lambda _: None, replay=folder)  # type: ignore[arg-type]
@@ -173,15 +179,7 @@ def test_a_replay_refuses_a_question_that_was_not_recorded(tmp_path) -> None:
 
 def test_resuming_with_other_settings_is_refused(tmp_path) -> None:
     folder = tmp_path / "audit"
-    settings = audit.AuditSettings(
-        llms=["scripted"],
-        datasets=["MASS/crabs"],
-        seeds=1,
-        conditions=("typed",),
-        reference=False,
-        accuracy=False,
-    )
-    audit.run_audit(settings, folder, make=lambda _: LLM(ScriptedLLM([biased_reply()])))
+    settings = one_typed_answer(folder)
     other = audit.AuditSettings(**{**settings.__dict__, "n_features": 4})
     with pytest.raises(ValueError, match="other settings"):
         audit.run_audit(other, folder, make=lambda _: LLM(ScriptedLLM([])))

@@ -45,6 +45,7 @@ from mlpilot.agents.feature_eval import check_spec, column_kinds
 from mlpilot.agents.features import answer_model, applicable_families, column_lines, target_summary
 from mlpilot.evals.audit_datasets import DATASETS, AuditDataset
 from mlpilot.evals.code_ops import OTHER, classify_code
+from mlpilot.evals.harness import append_jsonl, read_jsonl
 from mlpilot.llm import LLM, LLMError
 from mlpilot.llm.base import Completion, LLMUnavailable
 from mlpilot.llm.cache import ResponseCache
@@ -367,23 +368,6 @@ class AuditSettings:
     accuracy: bool = True
     agent_rounds: int = 4  # rounds of the agent conditions
     agent_seconds: float = 300.0  # and their time per dataset and seed
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:  # a line cut short by a kill: asked again
-            continue
-    return out
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
 
 
 def run_audit(
