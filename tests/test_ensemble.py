@@ -69,3 +69,26 @@ def test_bad_inputs() -> None:
             np.zeros(3),
             get_metric("rmse"),
         )
+
+
+def test_an_ensemble_after_the_feature_step_in_a_pipeline_predicts() -> None:
+    """The final model with engineered features is Pipeline(features, ensemble); scikit-learn
+    asks the last step whether it is fitted, so the ensemble must say so from its members."""
+    from sklearn.exceptions import NotFittedError
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from mlpilot.tools.model import WeightedEnsemble
+
+    rng = np.random.default_rng(0)
+    X = rng.random((60, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    fitted = LogisticRegression().fit(X, y)
+    ensemble = WeightedEnsemble([fitted, LogisticRegression(C=0.1).fit(X, y)], [2, 1], True)
+    pipe = Pipeline([("features", StandardScaler().fit(X)), ("model", ensemble)])
+    assert pipe.predict_proba(X).shape == (60, 2)
+    assert (pipe.predict(X) == y).mean() > 0.8
+    unfitted = WeightedEnsemble([fitted, LogisticRegression()], [1, 1], True)
+    with pytest.raises(NotFittedError):
+        Pipeline([("features", StandardScaler().fit(X)), ("model", unfitted)]).predict(X)

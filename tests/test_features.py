@@ -563,7 +563,8 @@ def test_a_run_engineers_features_and_its_model_computes_them_on_raw_rows(tmp_pa
     result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
         "find better features and tune a model, predict balance",
         frame,
-        time_budget=60,
+        time_budget=120,  # the feature step's share (30 s) holds round 2 on a slow machine
+        max_trials=8,
         hpo=HpoSettings(warmstart=0, sample_every=10**6),
         description=description,
     )
@@ -621,7 +622,8 @@ if mode == "start":
     fake = ScriptedLLM([replies["plan"], replies["torque"], hang])
     Pilot(llm=LLM(fake), runs_dir=Path(run_dir).parent).run(
         "find better features and tune a model, predict balance", data,
-        time_budget=60, hpo=HpoSettings(warmstart=0, sample_every=10**6), run_dir=run_dir,
+        time_budget=120, max_trials=8, hpo=HpoSettings(warmstart=0, sample_every=10**6),
+        run_dir=run_dir,
     )
 else:
     fake = ScriptedLLM([record, replies["leaks"]])

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from mlpilot.tools.data import select_columns
 
@@ -35,6 +37,16 @@ class WeightedEnsemble(BaseEstimator):
     def fit(self, X: Any, y: Any) -> WeightedEnsemble:
         self.members = [clone(m).fit(X, y) for m in self.members]
         return self
+
+    def __sklearn_is_fitted__(self) -> bool:
+        """Fitted when its members are (they come fitted): a Pipeline that ends in an
+        ensemble (engineered features, then the ensemble) asks this before predicting."""
+        try:
+            for m in self.members:
+                check_is_fitted(m)
+        except NotFittedError:
+            return False
+        return bool(self.members)
 
     def _weights(self) -> np.ndarray:
         w = np.asarray(self.weights, dtype=float)
