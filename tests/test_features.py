@@ -22,6 +22,7 @@ from mlpilot.agents.features import (
     FeatureAgent,
     answer_model,
     applicable_families,
+    mirror,
     prefer_operator,
     same_as,
     untried_pairs,
@@ -250,7 +251,10 @@ def test_the_data_picks_the_arithmetic_operator_for_the_pair_the_model_named() -
     agent = FeatureAgent(LLM(ScriptedLLM([])), None, task)  # type: ignore[arg-type]
     idea = {"op": "divide", "a": "right_weight", "b": "right_distance", "reason": "lever"}
     valid, records = agent._check([idea], FeatureSummary(), 1)
-    assert [formula(f) for f in valid] == ["right_weight * right_distance"]
+    assert [formula(f) for f in valid] == [
+        "right_weight * right_distance",
+        "left_weight * left_distance",  # its mirror, added (see the test below)
+    ]
     assert records[0].formula == "right_weight * right_distance"
     assert records[0].proposed == "right_weight / right_distance"
     assert records[0].reason == "lever"
@@ -263,6 +267,49 @@ def test_the_data_picks_the_arithmetic_operator_for_the_pair_the_model_named() -
     _, records = agent._check(again, summary, 2)
     assert (records[0].verdict, records[0].why) == ("invalid", "already tried")
     assert records[1].verdict == ""
+
+
+def test_a_feature_on_one_side_of_a_symmetric_thing_brings_its_mirror() -> None:
+    cols = ["left_weight", "left_distance", "right_weight", "right_distance"]
+
+    def twin(op: str, a: str, b: str | None, columns: list[str] = cols) -> tuple | None:
+        found = mirror({"op": op, "a": a, "b": b}, columns)
+        return None if found is None else (formula(found[0]), found[1])
+
+    assert twin("multiply", "left_weight", "left_distance") == (
+        "right_weight * right_distance",
+        "left → right",
+    )
+    assert twin("subtract", "left_weight", "right_weight") == (
+        "left_distance - right_distance",
+        "weight → distance",
+    )
+    assert twin("multiply", "left_weight", "right_distance") is None  # no one-word swap
+    assert twin("log", "left_weight", None) is None
+    assert twin("divide", "HomeGoals", "HomeShots", ["HomeGoals", "HomeShots", "AwayGoals"]) is None
+    teams = ["HomeGoals", "HomeShots", "AwayGoals", "AwayShots"]
+    assert twin("divide", "HomeGoals", "HomeShots", teams) == (
+        "AwayGoals / AwayShots",
+        "Home → Away",
+    )
+    assert twin("add", "x1", "x11", ["x1", "x11", "x2", "x21"]) is None  # 11 is not 1
+    # in a round: the twin is measured in the same block, and recorded as mlpilot's
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    agent = FeatureAgent(LLM(ScriptedLLM([])), None, task)  # type: ignore[arg-type]
+    idea = {"op": "multiply", "a": "left_weight", "b": "left_distance", "reason": "torque"}
+    valid, records = agent._check([idea], FeatureSummary(), 1)
+    assert [formula(f) for f in valid] == [
+        "left_weight * left_distance",
+        "right_weight * right_distance",
+    ]
+    assert "mirror of left_weight * left_distance" in records[1].reason
+    assert records[1].verdict == "" and records[1].family == "arithmetic"
+    # not when the model named both, nor when the twin was tried before
+    both = [idea, {**idea, "a": "right_distance", "b": "right_weight"}]
+    assert len(agent._check(both, FeatureSummary(), 1)[0]) == 2
+    summary = FeatureSummary(records=records[1:])
+    valid, _ = agent._check([idea], summary, 2)
+    assert [formula(f) for f in valid] == ["left_weight * left_distance"]
 
 
 def test_the_column_pairs_not_combined_yet_put_pairs_sharing_a_word_first() -> None:

@@ -163,6 +163,43 @@ def untried_pairs(
     return pairs[:k]
 
 
+def name_tokens(column: str) -> list[str]:
+    """A column name cut into words and separators, joined back exactly:
+    ``left_weight`` gives left, _, weight; ``LeftWeight`` gives Left, Weight."""
+    return re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+|[^A-Za-z0-9]+", column)
+
+
+def mirror(spec: dict, columns: list[str]) -> tuple[dict, str] | None:
+    """The same feature on the mirrored columns, and the word swapped: for
+    ``left_weight * left_distance`` the right side's ``right_weight * right_distance``
+    (left → right); for ``home_goals - home_shots`` the away team's. None when the
+    data has no such columns.
+
+    A side of a symmetric thing is one half of its story: a model that names the left
+    torque but not the right one gets a block that cannot pass (the scale turns on
+    both). A mirror swaps one word that appears in both operands for another word
+    that makes both into existing columns; the first such word in column order wins.
+    """
+    a, b = spec.get("a"), spec.get("b")
+    if b is None or a not in columns or b not in columns:
+        return None
+    ta, tb = name_tokens(a), name_tokens(b)
+    for other in columns:
+        to = name_tokens(other)
+        if other in (a, b) or len(to) != len(ta):
+            continue
+        diff = [i for i, (x, y) in enumerate(zip(ta, to, strict=True)) if x != y]
+        if len(diff) != 1 or not ta[diff[0]][0].isalnum():
+            continue
+        word, swap = ta[diff[0]], to[diff[0]]
+        if word not in tb:
+            continue
+        b2 = "".join(swap if t == word else t for t in tb)
+        if b2 in columns and {other, b2} != {a, b}:
+            return {**spec, "a": other, "b": b2}, f"{word} → {swap}"
+    return None
+
+
 COMMUTATIVE = frozenset({"add", "multiply", "min", "max", "combine"})
 
 
@@ -535,6 +572,31 @@ class FeatureAgent:
             )
             if why is None:
                 valid.append(spec)
+        for spec in list(valid):
+            twin = mirror(spec, list(self.task.feature_columns))
+            if twin is None or same_as(twin[0]) in seen:
+                continue
+            twin_spec, swap = twin
+            name = formula(twin_spec)
+            try:
+                values = FeatureBuilder([twin_spec]).fit(X).transform(X)[name].to_numpy()
+            except Exception:
+                continue
+            values = values.astype(float) if values.dtype != object else values
+            if check_values(name, values, twin_spec, self.task, X) is not None:
+                continue
+            seen.add(same_as(twin_spec))
+            valid.append(twin_spec)
+            records.append(
+                FeatureRecord(
+                    round=n,
+                    formula=name,
+                    spec=twin_spec,
+                    family=OPS[twin_spec["op"]].family,
+                    reason=f"the mirror of {formula(spec)} ({swap}), added by mlpilot",
+                    verdict="",
+                )
+            )
         return valid, records
 
     @staticmethod
