@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -272,6 +273,9 @@ def audit_command(
             accuracy=reference,
         )
         folder = out or Path("mlpilot-audit")
+    if not set(settings.conditions) & {"agent", "agent-plain"}:
+        # no model fits run beside the LLM while it answers: it may have every core
+        os.environ.setdefault("MLPILOT_LLM_THREADS", str(min(8, os.cpu_count() or 1)))
     try:
         summary = run_audit(
             settings,
