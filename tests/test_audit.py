@@ -194,3 +194,46 @@ def test_the_r_documentation_keeps_what_describes_the_data() -> None:
     assert "mother's age in years." in text and "Format:" in text
     for gone in ("R Documentation", "Examples", "glm(", "References", "Hosmer"):
         assert gone in raw and gone not in text
+
+
+def test_openfe_nodes_are_read_into_the_audits_operator_classes() -> None:
+    from mlpilot.tools.openfe_job import OPERATORS, read_node
+
+    class Node:
+        def __init__(self, name: str, children: list | None = None) -> None:
+            self.name, self.children = name, children or []
+
+    leaf = Node  # OpenFE's leaves are nodes without children, named by their column
+    assert read_node(Node("GroupByThenMean", [leaf("income"), leaf("city")])) == {
+        "op": "group_mean",
+        "a": "income",
+        "b": "city",
+        "openfe": "GroupByThenMean",
+    }
+    assert read_node(Node("/", [leaf("debt"), leaf("income")]))["op"] == "divide"
+    assert read_node(Node("freq", [leaf("city")])) == {
+        "op": "frequency",
+        "a": "city",
+        "b": None,
+        "openfe": "freq",
+    }
+    assert read_node(Node("sigmoid", [leaf("x")]))["op"] == "other"
+    nested = Node("+", [Node("*", [leaf("a"), leaf("b")]), leaf("c")])
+    assert read_node(nested)["op"] == "other"  # not one operator of the vocabulary
+    assert len(OPERATORS) == 23  # every operator OpenFE has
+    assert set(OPERATORS.values()) - {"other"} <= set(OPS)
+
+
+def test_openfe_added_to_a_finished_audit_finds_the_crabs_ratios(tmp_path) -> None:
+    pytest.importorskip("openfe")
+    folder = tmp_path / "audit"
+    settings = one_typed_answer(folder)
+    more = audit.AuditSettings(**{**settings.__dict__, "openfe": True})  # not another audit
+    summary = audit.run_audit(more, folder, make=lambda _: LLM(ScriptedLLM([])))
+    (record,) = audit.read_jsonl(folder / "openfe.jsonl")
+    assert record["dataset"] == "MASS/crabs" and record["blocks"] == 1 and record["kept"] > 5
+    ops = [f["op"] for f in record["features"]]
+    assert ops.count("divide") >= 3, record  # the shape of a crab: ratios of its sizes
+    text = summary.read_text()
+    assert "| OpenFE | data-driven |" in text and "vs OpenFE" in text
+    assert json.loads((folder / "audit.json").read_text())["settings"]["openfe"] is True

@@ -74,3 +74,34 @@ def test_simple_and_complex_operators_follow_the_papers_split() -> None:
 def test_entropy_of_an_operator_mix() -> None:
     assert st.entropy(Counter(add=5)) == 0
     assert st.entropy(Counter(add=1, log=1, multiply=1, divide=1)) == pytest.approx(2.0)
+
+
+def test_the_menu_order_effect_is_found_for_a_lister_and_not_for_a_chooser() -> None:
+    from mlpilot.evals.audit_report import menu_effect
+
+    menu = [f"op{i}" for i in range(20)]
+    assert st.menu_positions(["op0", "op19", "nope"], menu) == [0.0, 1.0]
+    assert st.copies_menu(["op0", "op1", "op2"], menu)
+    assert not st.copies_menu(["op0", "op1"], menu)  # too short to tell
+    assert not st.copies_menu(["op1", "op0", "op2"], menu)
+    rng = np.random.default_rng(0)
+    prefers = ["op3", "op7", "op11", "op12", "op15"]  # what the chooser likes, by content
+    lister, chooser = [], []
+    for d in range(25):
+        for seed in range(3):
+            shown = [menu[i] for i in rng.permutation(20)]  # shuffled per seed
+            unit = {"dataset": f"d{d}", "seed": seed, "menu_ops": shown}
+            lister.append({**unit, "features": [{"op": o} for o in shown[:5]]})
+            chooser.append({**unit, "features": [{"op": o} for o in prefers]})
+    listed, chosen = menu_effect(lister, {}), menu_effect(chooser, {})
+    assert listed["position"]["high"] < 0.15 and listed["copies"] == listed["answers"] == 75
+    assert listed["first_five"]["share"] == 1.0 and listed["first_five_expected"] == 0.25
+    low, high = chosen["position"]["low"], chosen["position"]["high"]
+    assert low < 0.5 < high and chosen["copies"] == 0
+    assert abs(chosen["first_five"]["share"] - 0.25) < 0.1
+    # a blind answer's menu order is its seed's typed menu (the same draw)
+    typed = {"dataset": "d0", "seed": 0, "condition": "typed", "menu": menu}
+    blind = {"dataset": "d0", "seed": 0, "features": [{"op": "op0"}, {"op": "op1"}, {"op": "op2"}]}
+    from mlpilot.evals.audit_report import menu_orders
+
+    assert menu_effect([blind], menu_orders([typed]))["copies"] == 1

@@ -219,7 +219,11 @@ def ask(llm: LLM, unit: Unit, task: TaskSpec, description: str, n: int) -> dict[
         if llm.supports_json_schema:
             params["response_format"] = response_format_for(schema)
     t0 = time.perf_counter()
-    record: dict[str, Any] = {**asdict(unit), "menu": [name for name, _ in shown]}
+    record: dict[str, Any] = {
+        **asdict(unit),
+        "menu": [name for name, _ in shown],
+        "menu_ops": [op for _, op in shown],
+    }
     try:
         completion: Completion = llm.complete(msgs, role=ROLE, **params)
     except LLMError as e:
@@ -366,6 +370,7 @@ class AuditSettings:
     n_features: int = N_FEATURES
     reference: bool = True
     accuracy: bool = True
+    openfe: bool = False  # OpenFE's features as a second reference (may be added later)
     agent_rounds: int = 4  # rounds of the agent conditions
     agent_seconds: float = 300.0  # and their time per dataset and seed
 
@@ -387,12 +392,12 @@ def run_audit(
     meta: dict[str, Any] = {"settings": json.loads(json.dumps(asdict(settings))), "llms": {}}
     if meta_path.exists():
         before = json.loads(meta_path.read_text())
-        if before.get("settings") != meta["settings"]:
+        if _identity(before.get("settings") or {}) != _identity(meta["settings"]):
             raise ValueError(
                 f"{out} holds an audit with other settings ({before.get('settings')}); "
                 "use another --out folder, or the same settings to resume it"
             )
-        meta = before
+        meta = {**before, "settings": meta["settings"]}  # OpenFE may be added later
     replay_meta = json.loads((replay / "audit.json").read_text()) if replay else None
     suggestions_path = out / "suggestions.jsonl"
     done = {r["key"] for r in read_jsonl(suggestions_path)}
@@ -437,4 +442,11 @@ def run_audit(
 
     if settings.reference or settings.accuracy:
         audit_reference.run(settings, out, sandbox=sandbox, on_progress=on_progress)
+    if settings.openfe:
+        audit_reference.run_openfe(settings, out, sandbox=sandbox, on_progress=on_progress)
     return audit_report.write(out)
+
+
+def _identity(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that make two audits the same audit (OpenFE is an add-on)."""
+    return {k: v for k, v in settings.items() if k != "openfe"}

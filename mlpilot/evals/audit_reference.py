@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mlpilot.evals.audit import AuditSettings
 
 JOB = Path(cv_job.__file__).with_name("reference_job.py")
+OPENFE_JOB = Path(cv_job.__file__).with_name("openfe_job.py")
 MAX_NUMBERS = 8  # number columns whose unary and pairwise candidates are built
 MAX_GROUP_VALUES = 4  # number columns aggregated by group
 MAX_KEYS = 5  # grouping columns
@@ -152,6 +153,33 @@ def rank(
     return {k: (float(v[0]), float(v[1])) for k, v in raw.items()}
 
 
+def openfe(task: TaskSpec, n: int, sandbox: Any, *, seed: int = 0) -> dict[str, Any]:
+    """OpenFE's ``n`` best features on the training rows (at most ``MAX_ROWS``), read
+    into the audit's operator classes by :mod:`mlpilot.tools.openfe_job`."""
+    train = task.train
+    if len(train) > MAX_ROWS:
+        train = train.sample(MAX_ROWS, random_state=seed)
+    frame = plain_numbers(train.reset_index(drop=True), skip=[task.target])
+    kinds = column_kinds(task)
+    categorical = [c for c in task.feature_columns if "number" not in kinds[c]]
+    config = {
+        "problem_type": task.problem_type,
+        "target": task.target,
+        "seed": seed,
+        "n": n,
+        "categorical": categorical,
+    }
+    files: dict[str, bytes | Path] = {
+        "config.json": json.dumps(config, default=str),
+        "train.parquet": parquet_bytes(frame),
+    }
+    job = Job(code=OPENFE_JOB.read_text(), files=files)
+    run = sandbox.run(job, limits=Limits(timeout_s=900))
+    if not run.ok:
+        raise SandboxError(f"OpenFE failed: {run.summary()}"[:600])
+    return json.loads(job_outputs(run, ("openfe.json",))["openfe.json"])
+
+
 def reference_features(
     importance: dict[str, tuple[float, float]], specs: list[dict[str, Any]], n: int
 ) -> list[dict[str, Any]]:
@@ -213,6 +241,41 @@ def run(
             append_jsonl(path, record)
             ops = ", ".join(f["op"] for f in top)
             on_progress(f"reference {ds.name}: {len(specs)} candidates; top: {ops}")
+    finally:
+        box.close()
+
+
+def run_openfe(
+    settings: AuditSettings,
+    out: Path,
+    *,
+    sandbox: str = "local-warm",
+    on_progress: Callable[[str], None] = lambda _: None,
+) -> None:
+    """OpenFE's features per dataset, appended to ``openfe.jsonl`` (resumable); a
+    dataset OpenFE fails on is recorded with the error."""
+    from mlpilot.evals.audit import append_jsonl, audit_task, load_dataset, read_jsonl, select
+
+    path = out / "openfe.jsonl"
+    done = {r["dataset"] for r in read_jsonl(path)}
+    box = make_sandbox(sandbox)
+    try:
+        for ds in select(settings.datasets):
+            if ds.name in done:
+                continue
+            frame, _ = load_dataset(ds)
+            task = audit_task(ds, frame)
+            t0 = time.perf_counter()
+            try:
+                found = openfe(task, settings.n_features, box)
+            except SandboxError as e:
+                record = {"dataset": ds.name, "features": [], "error": str(e)[:600]}
+            else:
+                record = {"dataset": ds.name, **found}
+            record["seconds"] = round(time.perf_counter() - t0, 1)
+            append_jsonl(path, record)
+            ops = ", ".join(f["op"] for f in record["features"]) or record.get("error", "")
+            on_progress(f"OpenFE {ds.name}: {ops}")
     finally:
         box.close()
 

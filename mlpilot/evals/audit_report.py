@@ -26,6 +26,17 @@ def read(out: Path) -> tuple[list[dict], list[dict], dict]:
     return read_jsonl(out / "suggestions.jsonl"), read_jsonl(out / "reference.jsonl"), meta
 
 
+def read_openfe(out: Path) -> dict[str, Counter[str]]:
+    """OpenFE's operator counts per dataset (datasets it failed on left out)."""
+    from mlpilot.evals.audit import read_jsonl
+
+    return {
+        r["dataset"]: Counter(f["op"] for f in r["features"])
+        for r in read_jsonl(out / "openfe.jsonl")
+        if r["features"]
+    }
+
+
 def counts_by_dataset(records: list[dict], llm: str, condition: str) -> dict[str, Counter[str]]:
     """Operator counts per dataset for one LLM and condition, seeds pooled."""
     out: dict[str, Counter[str]] = {}
@@ -61,6 +72,16 @@ def analyse(out: Path) -> dict[str, Any]:
         },
         "sources": [],
     }
+    ofe = read_openfe(out)
+    if ofe:
+        result["openfe"] = {
+            "shares": [s.__dict__ for s in st.shares(ofe, OPERATORS)],
+            "complexity": {k: v.__dict__ for k, v in st.complexity_shares(ofe).items()},
+            "n": sum(sum(c.values()) for c in ofe.values()),
+            "datasets": len(ofe),
+            "entropy": st.entropy(st.pooled(ofe.values())),
+        }
+    orders = menu_orders(records)
     for llm, condition in sources(records, meta):
         counts = counts_by_dataset(records, llm, condition)
         mine = [r for r in records if r["llm"] == llm and r["condition"] == condition]
@@ -77,13 +98,57 @@ def analyse(out: Path) -> dict[str, Any]:
             "complexity": {k: v.__dict__ for k, v in st.complexity_shares(counts).items()},
             "entropy": st.entropy(st.pooled(counts.values())),
         }
+        if condition in ("typed", "blind"):
+            entry["menu"] = menu_effect(mine, orders)
         if ref:
             test = st.g_test(st.pooled(counts.values()), st.pooled(ref.values()), OPERATORS)
             entry["g_test"] = test.__dict__
             entry["anomalies"] = [a.__dict__ for a in st.anomalies(counts, ref, OPERATORS)]
+        if ofe:
+            test = st.g_test(st.pooled(counts.values()), st.pooled(ofe.values()), OPERATORS)
+            entry["g_test_openfe"] = test.__dict__
         result["sources"].append(entry)
     result["accuracy"] = accuracy_table(reference)
     return result
+
+
+def menu_orders(records: list[dict]) -> dict[tuple[str, int], list[str]]:
+    """The operators' order in the menu per (dataset, seed): the typed answers' menu
+    (a blind menu is the same order under other names, drawn from the same seed)."""
+    out = {}
+    for r in records:
+        if r["condition"] == "typed" and r.get("menu"):
+            out[(r["dataset"], r["seed"])] = r["menu"]
+    return out
+
+
+def menu_effect(mine: list[dict], orders: dict[tuple[str, int], list[str]]) -> dict[str, Any]:
+    """Whether the menu's order drives the choice: the mean position of the suggested
+    operators in their menu (½ without an effect, as the order is shuffled per seed),
+    the share of suggestions among the first five against the share expected, and the
+    answers that are the menu's first operators in order."""
+    positions: dict[str, list[float]] = {}
+    first: dict[str, list[float]] = {}
+    expected: list[float] = []
+    copies = answered = 0
+    for r in mine:
+        order = r.get("menu_ops") or orders.get((r["dataset"], r["seed"]))
+        ops = [f["op"] for f in r["features"]]
+        if not order or not ops:
+            continue
+        answered += 1
+        copies += st.copies_menu(ops, order)
+        positions.setdefault(r["dataset"], []).extend(st.menu_positions(ops, order))
+        top = set(order[:5])
+        first.setdefault(r["dataset"], []).extend(float(o in top) for o in ops if o in order)
+        expected.append(min(5, len(order)) / len(order))
+    return {
+        "position": st.mean_over_datasets(positions).__dict__,
+        "first_five": st.mean_over_datasets(first).__dict__,
+        "first_five_expected": float(np.mean(expected)) if expected else float("nan"),
+        "copies": copies,
+        "answers": answered,
+    }
 
 
 def accuracy_table(reference: list[dict]) -> list[dict[str, Any]]:
@@ -137,9 +202,11 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         "| simple | complex | G-test vs reference | LLM seconds | tokens |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    ofe = result.get("openfe")
     for e in result["sources"]:
-        g = e.get("g_test")
-        gtxt = f"G = {g['g']:.1f}, dof {g['dof']}, p = {g['p']:.2g}" if g else "–"
+        gtxt = _g(e.get("g_test"))
+        if ofe:
+            gtxt += f"; vs OpenFE {_g(e.get('g_test_openfe'))}"
         lines.append(
             f"| {e['llm']} | {e['condition']} | {e['answers']} | {e['unparsed']} | {e['n']} | "
             f"{e['invalid']} | {e['entropy']:.2f} | {_pct(e['complexity']['simple']['share'])} | "
@@ -147,10 +214,18 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
             f"{e['tokens']} |"
         )
     ref = result["reference"]
-    lines += [
+    lines.append(
         f"| reference | data-driven | – | – | {ref['n']} | – | {ref['entropy']:.2f} | "
         f"{_pct(ref['complexity']['simple']['share'])} | "
-        f"{_pct(ref['complexity']['complex']['share'])} | – | – | – |",
+        f"{_pct(ref['complexity']['complex']['share'])} | – | – | – |"
+    )
+    if ofe:
+        lines.append(
+            f"| OpenFE | data-driven | {ofe['datasets']} | – | {ofe['n']} | – | "
+            f"{ofe['entropy']:.2f} | {_pct(ofe['complexity']['simple']['share'])} | "
+            f"{_pct(ofe['complexity']['complex']['share'])} | – | – | – |"
+        )
+    lines += [
         "",
         "Shares are means over datasets of each dataset's share; intervals are 95% "
         "bootstrap intervals over datasets. Simple: unary operators, add, subtract; "
@@ -159,14 +234,20 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         "## Operator shares",
         "",
     ]
-    header = "| operator | reference | " + " | ".join(
-        f"{e['llm']} {e['condition']} (z)" for e in result["sources"]
+    header = (
+        "| operator | reference | "
+        + ("OpenFE | " if ofe else "")
+        + " | ".join(f"{e['llm']} {e['condition']} (z)" for e in result["sources"])
     )
-    lines += [header + " |", "|---|---|" + "---|" * len(result["sources"])]
+    lines += [header + " |", "|---|---|" + "---|" * (len(result["sources"]) + bool(ofe))]
     ref_shares = {x["op"]: x for x in ref["shares"]}
+    ofe_shares = {x["op"]: x for x in ofe["shares"]} if ofe else {}
     for op in OPERATORS:
         cells = [_interval(ref_shares[op])]
         used = ref_shares[op]["share"] > 0
+        if ofe:
+            cells.append(_interval(ofe_shares[op]))
+            used = used or ofe_shares[op]["share"] > 0
         for e in result["sources"]:
             share = next(x for x in e["shares"] if x["op"] == op)
             z = next((a["z"] for a in e.get("anomalies", []) if a["op"] == op), float("nan"))
@@ -175,6 +256,31 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
         if used:
             lines.append(f"| {op} | " + " | ".join(cells) + " |")
     lines += ["", "z: the LLM's share minus the reference's, in bootstrap standard errors.", ""]
+    menus = [e for e in result["sources"] if e.get("menu")]
+    if menus:
+        lines += [
+            "## The menu's order",
+            "",
+            "The operator list is shuffled per seed, so without an effect of its order the "
+            "suggested operators' mean position is 0.5 (0: first, 1: last).",
+            "",
+            "| LLM | condition | mean position [95%] | share from the first five (expected) "
+            "| answers that list the menu's first operators in order |",
+            "|---|---|---|---|---|",
+        ]
+        for e in menus:
+            m = e["menu"]
+            pos, top = m["position"], m["first_five"]
+            ptxt = (
+                "–"
+                if pos["share"] != pos["share"]
+                else (f"{pos['share']:.2f} [{pos['low']:.2f}, {pos['high']:.2f}]")
+            )
+            lines.append(
+                f"| {e['llm']} | {e['condition']} | {ptxt} | {_pct(top['share'])} "
+                f"({_pct(m['first_five_expected'])}) | {m['copies']} of {m['answers']} |"
+            )
+        lines.append("")
     if result["accuracy"]:
         keys = list(result["accuracy"][0]["mean"])
         lines += [
@@ -202,6 +308,10 @@ def markdown(result: dict[str, Any], plots: list[str]) -> str:
     for p in plots:
         lines += [f"![{p}]({p})", ""]
     return "\n".join(lines)
+
+
+def _g(g: dict[str, Any] | None) -> str:
+    return f"G = {g['g']:.1f}, dof {g['dof']}, p = {g['p']:.2g}" if g else "–"
 
 
 def _interval(s: dict[str, float]) -> str:
@@ -249,7 +359,10 @@ def draw(result: dict[str, Any], out: Path) -> list[str]:
 
     names = []
     ref = {x["op"]: x for x in result["reference"]["shares"]}
-    series = [("reference", ref)] + [
+    series = [("reference", ref)]
+    if result.get("openfe"):
+        series.append(("OpenFE", {x["op"]: x for x in result["openfe"]["shares"]}))
+    series += [
         (f"{e['llm']} {e['condition']}", {x["op"]: x for x in e["shares"]})
         for e in result["sources"]
     ]

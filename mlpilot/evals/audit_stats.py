@@ -162,3 +162,35 @@ def pooled(counts: Iterable[Counter[str]]) -> Counter[str]:
     for c in counts:
         out.update(c)
     return out
+
+
+# -- the menu's order ---------------------------------------------------------------------
+
+
+def menu_positions(ops: list[str], order: list[str]) -> list[float]:
+    """Where each suggested operator stood in the menu shown, from 0 (first) to 1
+    (last); operators not on the menu are left out. The menu is shuffled per seed, so
+    without a position effect the mean is ½ whatever operators the LLM prefers."""
+    if len(order) < 2:
+        return []
+    return [order.index(o) / (len(order) - 1) for o in ops if o in order]
+
+
+def copies_menu(ops: list[str], order: list[str], k: int = 3) -> bool:
+    """Whether an answer of at least ``k`` operators is the menu's first ones, in order
+    (a model that lists the menu rather than choosing from it)."""
+    return len(ops) >= k and ops == order[: len(ops)]
+
+
+def mean_over_datasets(
+    values: Mapping[str, list[float]], *, seed: int = 0, n: int = BOOTSTRAP
+) -> Share:
+    """The mean over datasets of each dataset's mean value, with a 95% bootstrap
+    interval over datasets (datasets without values are left out)."""
+    m = np.array([np.mean(v) for v in values.values() if len(v)], dtype=float)
+    if not len(m):
+        return Share("", math.nan, math.nan, math.nan, math.nan)
+    rng = np.random.default_rng(seed)
+    boot = m[rng.integers(0, len(m), size=(n, len(m)))].mean(axis=1)
+    low, high = np.percentile(boot, [2.5, 97.5])
+    return Share("", float(m.mean()), float(low), float(high), float(boot.std(ddof=1)))

@@ -229,6 +229,14 @@ def audit_command(
     reference: Annotated[
         bool, typer.Option(help="Run the data-driven reference search and the accuracy check.")
     ] = True,
+    openfe: Annotated[
+        bool,
+        typer.Option(
+            "--openfe",
+            help="Also run OpenFE's search as a second reference (needs the openfe package; "
+            "may be added to a finished audit).",
+        ),
+    ] = False,
     sandbox: Annotated[str, typer.Option(help="Where the reference and CV jobs run.")] = (
         "local-warm"
     ),
@@ -248,6 +256,7 @@ def audit_command(
             )
         settings = AuditSettings(**json.loads(meta_file.read_text())["settings"])
         settings.conditions = tuple(settings.conditions)
+        settings.openfe = settings.openfe or openfe
         folder = out or replay.with_name(replay.name + "-replay")
     else:
         picked: list[str] | int = (
@@ -271,6 +280,7 @@ def audit_command(
             n_features=features,
             reference=reference,
             accuracy=reference,
+            openfe=openfe,
         )
         folder = out or Path("mlpilot-audit")
     if not set(settings.conditions) & {"agent", "agent-plain"}:
