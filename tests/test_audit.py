@@ -117,11 +117,11 @@ def run(folder, llm, **kw):
 def test_an_audit_runs_resumes_and_replays_exactly(tmp_path) -> None:
     folder = tmp_path / "audit"
     units = 2 * 2 * 3  # datasets × seeds × conditions
-    first = ScriptedLLM([biased_reply("add")] * 5)
+    first = ScriptedLLM([biased_reply("add")] * 5, latency_per_call=1.5)
     with pytest.raises(UnscriptedCall):  # interrupted at the sixth question
         run(folder, first)
     assert len(audit.read_jsonl(folder / "suggestions.jsonl")) == 5
-    rest = ScriptedLLM([biased_reply("add")] * (units - 5))
+    rest = ScriptedLLM([biased_reply("add")] * (units - 5), latency_per_call=1.5)
     summary = run(folder, rest)
     assert rest.remaining == 0  # nothing answered before was asked again
     records = audit.read_jsonl(folder / "suggestions.jsonl")
@@ -153,6 +153,9 @@ def test_an_audit_runs_resumes_and_replays_exactly(tmp_path) -> None:
         replay=folder,
     )
     assert (again / "summary.md").read_text() == text
+    # the model's time, not the replay's (a recorded answer is read back in no time)
+    replayed = audit.read_jsonl(again / "suggestions.jsonl")
+    assert [r["seconds"] for r in replayed] == [r["seconds"] for r in records] == [1.5] * units
 
 
 def one_typed_answer(folder) -> audit.AuditSettings:

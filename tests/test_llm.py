@@ -149,12 +149,14 @@ def test_planning_continues_without_llm_when_budget_is_spent() -> None:
 
 
 def test_cache_replays_deterministic_requests(tmp_path) -> None:
-    fake = ScriptedLLM(["answer"], tokens_per_call=(7, 3))
+    fake = ScriptedLLM(["answer"], tokens_per_call=(7, 3), latency_per_call=2.0)
     llm = LLM(fake, cache=ResponseCache(tmp_path))
     first = llm.complete("q", temperature=0)
     second = llm.complete("q", temperature=0)
     assert first.text == second.text == "answer"
     assert second.cached and not first.cached
+    # a hit costs no time now, and remembers what the recorded call took
+    assert (second.latency_s, second.recorded_latency_s) == (0.0, 2.0)
     assert len(fake.calls) == 1
     # A new LLM over the same directory replays too: reruns are reproducible.
     again = LLM(ScriptedLLM([]), cache=ResponseCache(tmp_path)).complete("q", temperature=0)

@@ -218,7 +218,6 @@ def ask(llm: LLM, unit: Unit, task: TaskSpec, description: str, n: int) -> dict[
         schema = answer_model(columns, n, ops_named=[name for name, _ in shown])
         if llm.supports_json_schema:
             params["response_format"] = response_format_for(schema)
-    t0 = time.perf_counter()
     record: dict[str, Any] = {
         **asdict(unit),
         "menu": [name for name, _ in shown],
@@ -230,7 +229,10 @@ def ask(llm: LLM, unit: Unit, task: TaskSpec, description: str, n: int) -> dict[
         return {**record, "raw": None, "error": f"{type(e).__name__}: {e}"[:300], "features": []}
     record.update(
         raw=completion.text,
-        seconds=round(time.perf_counter() - t0, 2),
+        # the model's own time: a replayed answer reports the recorded call's
+        seconds=round(
+            completion.recorded_latency_s if completion.cached else completion.latency_s, 2
+        ),
         tokens=completion.usage.completion_tokens,
     )
     if code:

@@ -41,6 +41,8 @@ class Completion:
         cost_usd: money spent on the call (0 for local models and cache hits).
         latency_s: wall-clock seconds the call took (0 for cache hits).
         cached: True when the answer came from the on-disk response cache.
+        recorded_latency_s: for a cache hit, the seconds the call took when its
+            answer was recorded (what a replayed audit reports).
         finish_reason: the provider's reason for stopping ("stop", "length", ...).
     """
 
@@ -51,6 +53,7 @@ class Completion:
     latency_s: float = 0.0
     cached: bool = False
     finish_reason: str | None = None
+    recorded_latency_s: float = 0.0
 
 
 @runtime_checkable

@@ -67,7 +67,8 @@ class ResponseCache:
         except (OSError, ValueError):
             return None
         usage = Usage(**data.pop("usage"))
-        data.update(cached=True, cost_usd=0.0, latency_s=0.0)
+        recorded = data.get("latency_s") or data.get("recorded_latency_s", 0.0)
+        data.update(cached=True, cost_usd=0.0, latency_s=0.0, recorded_latency_s=recorded)
         return Completion(usage=usage, **data)
 
     def put(self, key: str, completion: Completion) -> None:
