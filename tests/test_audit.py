@@ -176,7 +176,9 @@ def test_a_replay_refuses_a_question_that_was_not_recorded(tmp_path) -> None:
     folder = tmp_path / "audit"
     settings = one_typed_answer(folder)
     more = audit.AuditSettings(**{**settings.__dict__, "seeds": 2})
-    with pytest.raises(Exception, match="not in the record"):
+    from mlpilot.llm.replay import ReplayMiss
+
+    with pytest.raises(ReplayMiss, match="has no answer for this request"):
         audit.run_audit(more, tmp_path / "again", make=lambda _: None, replay=folder)  # type: ignore[arg-type]
 
 

@@ -47,8 +47,9 @@ from mlpilot.evals.audit_datasets import DATASETS, AuditDataset
 from mlpilot.evals.code_ops import OTHER, classify_code
 from mlpilot.evals.harness import append_jsonl, read_jsonl
 from mlpilot.llm import LLM, LLMError
-from mlpilot.llm.base import Completion, LLMUnavailable
+from mlpilot.llm.base import Completion
 from mlpilot.llm.cache import ResponseCache
+from mlpilot.llm.replay import ReplayClient
 from mlpilot.llm.structured import extract_json, response_format_for
 from mlpilot.sandbox import Sandbox, make_sandbox
 from mlpilot.task import TaskSpec
@@ -329,22 +330,6 @@ def ask_agent(
 # -- recording and replay -------------------------------------------------------------------
 
 
-class ReplayClient:
-    """Answers nothing: a replayed audit reads every answer from the record, and a
-    question that is not there is an error, not a call to a model."""
-
-    def __init__(self, model: str, supports_json_schema: bool, directory: Path) -> None:
-        self.model = model
-        self.supports_json_schema = supports_json_schema
-        self.directory = directory
-
-    def complete(self, messages: Any, **params: Any) -> Completion:
-        raise LLMUnavailable(
-            f"{self.model}: this question is not in the record at {self.directory}; "
-            "a replay only reproduces the audit that was recorded"
-        )
-
-
 def recording(llm: LLM, folder: Path) -> LLM:
     """``llm`` with every answer stored under ``folder/llm`` (and reread from there)."""
     return LLM(
@@ -356,7 +341,8 @@ def recording(llm: LLM, folder: Path) -> LLM:
 
 
 def replaying(meta: dict[str, Any], folder: Path) -> LLM:
-    client = ReplayClient(meta["model"], meta["supports_json_schema"], folder)
+    """Answers only from the audit's record; a question not there raises ReplayMiss."""
+    client = ReplayClient(folder / "llm", meta)
     return LLM(client, cache=ResponseCache(folder / "llm", cache_sampled=True))
 
 
@@ -433,8 +419,6 @@ def run_audit(
                             record = ask_agent(llm, unit, task, text, settings, box)
                         else:
                             record = ask(llm, unit, task, text, settings.n_features)
-                        if (record.get("error") or "").startswith("LLMUnavailable") and replay:
-                            raise LLMUnavailable(record["error"])
                         append_jsonl(suggestions_path, {"key": unit.key, **record})
                         ops = [f["op"] for f in record["features"]]
                         on_progress(f"{unit.key}: {', '.join(ops) or record.get('error')}")

@@ -29,13 +29,16 @@ class ReplayMiss(MlpilotError):
 class ReplayClient:
     """Stands in for the recorded model; only the response cache answers."""
 
-    def __init__(self, directory: Path) -> None:
-        manifest = directory / MANIFEST
-        if not manifest.exists():
-            raise MlpilotError(
-                f"{directory} is not an LLM recording (no {MANIFEST}); record one with --record"
-            )
-        info = json.loads(manifest.read_text())
+    def __init__(self, directory: Path, info: dict[str, Any] | None = None) -> None:
+        """``info`` ({"model", "supports_json_schema"}) where the recording keeps it
+        elsewhere (an audit's ``audit.json``); else ``directory``'s manifest."""
+        if info is None:
+            manifest = directory / MANIFEST
+            if not manifest.exists():
+                raise MlpilotError(
+                    f"{directory} is not an LLM recording (no {MANIFEST}); record one with --record"
+                )
+            info = json.loads(manifest.read_text())
         self.directory = directory
         self.model: str = info["model"]
         self._schema = bool(info.get("supports_json_schema", True))
