@@ -124,14 +124,20 @@ def usable(task: TaskSpec, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
+def training_frame(task: TaskSpec, seed: int) -> pd.DataFrame:
+    """The training rows a reference job sees: a seeded sample of at most
+    ``MAX_ROWS``, with plain numbers."""
+    train = task.train
+    if len(train) > MAX_ROWS:
+        train = train.sample(MAX_ROWS, random_state=seed)
+    return plain_numbers(train.reset_index(drop=True), skip=[task.target])
+
+
 def rank(
     task: TaskSpec, specs: list[dict[str, Any]], sandbox: Any, *, seed: int = 0
 ) -> dict[str, tuple[float, float]]:
     """Each column's permutation importance (mean, sd) from the ranking job."""
-    train = task.train
-    if len(train) > MAX_ROWS:
-        train = train.sample(MAX_ROWS, random_state=seed)
-    frame = plain_numbers(train.reset_index(drop=True), skip=[task.target])
+    frame = training_frame(task, seed)
     config = {
         "problem_type": task.problem_type,
         "target": task.target,
@@ -156,10 +162,7 @@ def rank(
 def openfe(task: TaskSpec, n: int, sandbox: Any, *, seed: int = 0) -> dict[str, Any]:
     """OpenFE's ``n`` best features on the training rows (at most ``MAX_ROWS``), read
     into the audit's operator classes by :mod:`mlpilot.tools.openfe_job`."""
-    train = task.train
-    if len(train) > MAX_ROWS:
-        train = train.sample(MAX_ROWS, random_state=seed)
-    frame = plain_numbers(train.reset_index(drop=True), skip=[task.target])
+    frame = training_frame(task, seed)
     kinds = column_kinds(task)
     categorical = [c for c in task.feature_columns if "number" not in kinds[c]]
     config = {
