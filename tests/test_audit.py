@@ -241,3 +241,35 @@ def test_openfe_added_to_a_finished_audit_finds_the_crabs_ratios(tmp_path) -> No
     text = summary.read_text()
     assert "| OpenFE | data-driven |" in text and "vs OpenFE" in text
     assert json.loads((folder / "audit.json").read_text())["settings"]["openfe"] is True
+
+
+def test_an_llm_added_to_a_finished_audit_reuses_its_reference(tmp_path) -> None:
+    folder = tmp_path / "audit"
+    first = audit.AuditSettings(
+        llms=["first"], datasets=["MASS/crabs"], seeds=1, conditions=("typed",), n_features=3
+    )
+    models = {
+        k: ScriptedLLM([biased_reply(op)], model=k)
+        for k, op in [("first", "add"), ("second", "divide")]
+    }
+    audit.run_audit(first, folder, make=lambda spec: LLM(models[spec]))
+    (reference,) = audit.read_jsonl(folder / "reference.jsonl")
+    more = audit.AuditSettings(**{**first.__dict__, "llms": ["second"]})
+    summary = audit.run_audit(more, folder, make=lambda spec: LLM(models[spec]))
+    assert models["second"].remaining == 0  # asked; "first" was not asked again
+    assert json.loads((folder / "audit.json").read_text())["settings"]["llms"] == [
+        "first",
+        "second",
+    ]
+    kept, top_up = audit.read_jsonl(folder / "reference.jsonl")
+    assert kept == reference  # the reference was not searched again
+    assert top_up["top_up"] and set(top_up["scores"]["mean"]) == {"none", "second|typed|0"}
+    # the same folds, the same score without features: the two records are comparable
+    assert top_up["scores"]["mean"]["none"] == pytest.approx(reference["scores"]["mean"]["none"])
+    (row,) = audit_reference.merged(audit.read_jsonl(folder / "reference.jsonl"))
+    assert set(row["scores"]["gain"]) == {"reference", "first|typed|0", "second|typed|0"}
+    text = summary.read_text()
+    assert "| first | typed |" in text and "| second | typed |" in text
+    # a third run finds nothing to do: no model is made, no score is added
+    audit.run_audit(more, folder, make=lambda _: pytest.fail("nothing left to ask"))
+    assert len(audit.read_jsonl(folder / "reference.jsonl")) == 2

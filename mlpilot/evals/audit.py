@@ -32,7 +32,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -385,7 +385,12 @@ def run_audit(
                 f"{out} holds an audit with other settings ({before.get('settings')}); "
                 "use another --out folder, or the same settings to resume it"
             )
-        meta = {**before, "settings": meta["settings"]}  # OpenFE may be added later
+        # OpenFE and more LLMs may be added to an audit: the reference is reused
+        llms = list(before["settings"]["llms"])
+        llms += [spec for spec in settings.llms if spec not in llms]
+        settings = replace(settings, llms=llms)
+        meta = {**before, "settings": json.loads(json.dumps(asdict(settings)))}
+    meta_path.write_text(json.dumps(meta, indent=2))
     replay_meta = json.loads((replay / "audit.json").read_text()) if replay else None
     suggestions_path = out / "suggestions.jsonl"
     done = {r["key"] for r in read_jsonl(suggestions_path)}
@@ -394,6 +399,14 @@ def run_audit(
     box: Sandbox | None = None  # for the agent conditions, made when first needed
     try:
         for spec in settings.llms:
+            units = [
+                Unit(spec, ds.name, seed, condition)
+                for ds in chosen
+                for seed in range(settings.seeds)
+                for condition in settings.conditions
+            ]
+            if spec in meta["llms"] and all(u.key in done for u in units):
+                continue  # answered in full: no model to load
             if replay_meta is not None:
                 llm = replaying(replay_meta["llms"][spec], replay)  # type: ignore[arg-type]
             else:
@@ -403,25 +416,23 @@ def run_audit(
                 "supports_json_schema": llm.supports_json_schema,
             }
             meta_path.write_text(json.dumps(meta, indent=2))
-            for ds in chosen:
-                for seed in range(settings.seeds):
-                    for condition in settings.conditions:
-                        unit = Unit(spec, ds.name, seed, condition)
-                        if unit.key in done:
-                            continue
-                        if ds.name not in loaded:
-                            frame, text = load_dataset(ds)
-                            loaded[ds.name] = (audit_task(ds, frame), text)
-                        task, text = loaded[ds.name]
-                        if condition in AGENT_CONDITIONS:
-                            if box is None:
-                                box = make_sandbox(sandbox)
-                            record = ask_agent(llm, unit, task, text, settings, box)
-                        else:
-                            record = ask(llm, unit, task, text, settings.n_features)
-                        append_jsonl(suggestions_path, {"key": unit.key, **record})
-                        ops = [f["op"] for f in record["features"]]
-                        on_progress(f"{unit.key}: {', '.join(ops) or record.get('error')}")
+            for unit in units:
+                if unit.key in done:
+                    continue
+                ds = next(d for d in chosen if d.name == unit.dataset)
+                if ds.name not in loaded:
+                    frame, text = load_dataset(ds)
+                    loaded[ds.name] = (audit_task(ds, frame), text)
+                task, text = loaded[ds.name]
+                if unit.condition in AGENT_CONDITIONS:
+                    if box is None:
+                        box = make_sandbox(sandbox)
+                    record = ask_agent(llm, unit, task, text, settings, box)
+                else:
+                    record = ask(llm, unit, task, text, settings.n_features)
+                append_jsonl(suggestions_path, {"key": unit.key, **record})
+                ops = [f["op"] for f in record["features"]]
+                on_progress(f"{unit.key}: {', '.join(ops) or record.get('error')}")
     finally:
         if box is not None:
             box.close()
@@ -434,5 +445,5 @@ def run_audit(
 
 
 def _identity(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that make two audits the same audit (OpenFE is an add-on)."""
-    return {k: v for k, v in settings.items() if k != "openfe"}
+    """The settings that make two audits the same audit (OpenFE and LLMs are add-ons)."""
+    return {k: v for k, v in settings.items() if k not in ("openfe", "llms")}

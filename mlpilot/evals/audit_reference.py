@@ -218,16 +218,38 @@ def run(
     on_progress: Callable[[str], None] = lambda _: None,
 ) -> None:
     """The reference and the accuracy of each condition, one dataset at a time,
-    appended to ``reference.jsonl`` (resumable)."""
+    appended to ``reference.jsonl`` (resumable). For a dataset already done, the
+    answers not scored yet (an LLM added to a finished audit) are scored in a
+    top-up record that :func:`merged` folds into the first."""
     from mlpilot.evals.audit import append_jsonl, audit_task, load_dataset, read_jsonl, select
 
     path = out / "reference.jsonl"
-    done = {r["dataset"] for r in read_jsonl(path)}
+    done = {r["dataset"]: r for r in merged(read_jsonl(path))}
     answers = read_jsonl(out / "suggestions.jsonl")
     box = make_sandbox(sandbox)
     try:
         for ds in select(settings.datasets):
-            if ds.name in done:
+            before = done.get(ds.name)
+            if before is not None:
+                scored = (before.get("scores") or {}).get("mean")
+                missing = [a for a in answers if a["dataset"] == ds.name]
+                missing = [a for a in missing if scored is not None and _scored(a)]
+                missing = [a for a in missing if _label(a) not in scored]  # type: ignore[operator]
+                if not settings.accuracy or not missing:
+                    continue
+                t0 = time.perf_counter()
+                task = audit_task(ds, load_dataset(ds)[0])
+                scores = accuracy(task, None, missing, settings, box)
+                append_jsonl(
+                    path,
+                    {
+                        "dataset": ds.name,
+                        "top_up": True,
+                        "scores": scores,
+                        "seconds": round(time.perf_counter() - t0, 1),
+                    },
+                )
+                on_progress(f"accuracy {ds.name}: {len(missing)} more answers scored")
                 continue
             t0 = time.perf_counter()
             frame, _ = load_dataset(ds)
@@ -246,6 +268,33 @@ def run(
             on_progress(f"reference {ds.name}: {len(specs)} candidates; top: {ops}")
     finally:
         box.close()
+
+
+def merged(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per dataset: a top-up's scores join the first record's (labels it
+    already has are kept as they were), in the order the datasets were done."""
+    first: dict[str, dict[str, Any]] = {}
+    for r in records:
+        if not r.get("top_up"):
+            first.setdefault(r["dataset"], json.loads(json.dumps(r)))
+            continue
+        base = first.get(r["dataset"])
+        more = r.get("scores") or {}
+        if base is None or "mean" not in (base.get("scores") or {}) or "mean" not in more:
+            continue
+        for part in ("mean", "gain"):
+            for label, value in more.get(part, {}).items():
+                base["scores"][part].setdefault(label, value)
+    return list(first.values())
+
+
+def _scored(answer: dict[str, Any]) -> bool:
+    """Whether the accuracy check runs this answer (free code is only read)."""
+    return answer["condition"] in ("typed", "blind", "agent", "agent-plain")
+
+
+def _label(answer: dict[str, Any]) -> str:
+    return f"{answer['llm']}|{answer['condition']}|{answer['seed']}"
 
 
 def run_openfe(
@@ -285,28 +334,29 @@ def run_openfe(
 
 def accuracy(
     task: TaskSpec,
-    reference: list[dict[str, Any]],
+    reference: list[dict[str, Any]] | None,
     answers: list[dict[str, Any]],
     settings: AuditSettings,
     box: Any,
 ) -> dict[str, Any]:
-    """Mean repeated-CV score with no new features, the reference's, each LLM's typed
-    and blind answers per seed (their valid suggestions), and the agent's kept
-    features (measured on the rows it chose them on: optimistic for both agent
-    conditions alike)."""
-    variants = [{"features": []}, {"features": [_spec(f) for f in reference]}]
-    labels = ["none", "reference"]
+    """Mean repeated-CV score with no new features, the reference's (unless None),
+    each LLM's typed and blind answers per seed (their valid suggestions), and the
+    agent's kept features (measured on the rows it chose them on: optimistic for both
+    agent conditions alike)."""
+    variants: list[dict[str, Any]] = [{"features": []}]
+    labels = ["none"]
+    if reference is not None:
+        variants.append({"features": [_spec(f) for f in reference]})
+        labels.append("reference")
     for r in answers:
-        if r["dataset"] != task.name:
-            continue
+        if r["dataset"] != task.name or not _scored(r):
+            continue  # free code is read for its operators, not run
         if r["condition"] in ("typed", "blind"):
             block = llm_blocks(task, r["features"], settings.n_features)
-        elif r["condition"] in ("agent", "agent-plain"):
-            block = [_spec(f) for f in r.get("kept") or []]  # what the agent kept
         else:
-            continue  # free code is read for its operators, not run
+            block = [_spec(f) for f in r.get("kept") or []]  # what the agent kept
         variants.append({"features": block})
-        labels.append(f"{r['llm']}|{r['condition']}|{r['seed']}")
+        labels.append(_label(r))
     scores = Evaluator(box, task, "hist_gradient_boosting", Limits(timeout_s=600)).run(variants)
     if isinstance(scores, str):
         return {"error": scores}

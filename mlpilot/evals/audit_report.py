@@ -21,9 +21,11 @@ OPERATORS = [*OPS, OTHER]
 
 def read(out: Path) -> tuple[list[dict], list[dict], dict]:
     from mlpilot.evals.audit import read_jsonl
+    from mlpilot.evals.audit_reference import merged
 
     meta = json.loads((out / "audit.json").read_text())
-    return read_jsonl(out / "suggestions.jsonl"), read_jsonl(out / "reference.jsonl"), meta
+    reference = merged(read_jsonl(out / "reference.jsonl"))
+    return read_jsonl(out / "suggestions.jsonl"), reference, meta
 
 
 def read_openfe(out: Path) -> dict[str, Counter[str]]:
