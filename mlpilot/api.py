@@ -32,6 +32,8 @@ from mlpilot.tools import model_io
 from mlpilot.tools.files import write_atomic
 from mlpilot.tools.model import PilotModel
 
+REFITS = ("all", "train")  # what the delivered model learns from (see Pilot.run)
+
 
 @dataclass
 class RunResult:
@@ -115,6 +117,7 @@ class Pilot:
         drop: Sequence[str] = (),
         description: str | Path | None = None,
         features: bool | None = None,
+        refit: str = "all",
     ) -> RunResult:
         """Runs the request on ``data`` within ``time_budget`` seconds (wall clock).
 
@@ -122,7 +125,12 @@ class Pilot:
         says what the data is (text, or a Path to a text/Markdown file): the feature
         step reads it. ``features`` forces the feature step on (True) or off (False);
         by default the planner decides (see :func:`mlpilot.agents.planner.feature_step`).
+        ``refit`` says what the delivered model learns from once the holdout has
+        scored it: ``"all"`` rows (the default; the holdout score then describes the
+        same configuration trained without the holdout) or ``"train"`` rows only.
         """
+        if refit not in REFITS:
+            raise ConfigError(f"refit must be one of {', '.join(REFITS)}, but got {refit!r}")
         if time_budget < 10:
             raise ConfigError(f"time_budget must be at least 10 seconds, but got {time_budget}")
         description_text, description_file = _read_description(description)
@@ -148,6 +156,7 @@ class Pilot:
             description=description_text,
             description_file=description_file,
             features=features,
+            refit=refit,
             llm=self.llm_spec if isinstance(self.llm_spec, str) else None,
             no_llm=self.llm_spec is False,
             api_base=self.api_base,
@@ -236,9 +245,11 @@ class Pilot:
                 drop=meta.drop,
                 description=meta.description_file,
                 features=meta.features,
+                refit=meta.refit,
             ),
             description=meta.description,
             features=meta.features,
+            refit=meta.refit,
         )
         try:
             with run.clock(meta.spent_s):  # the spent time survives a kill at any instant

@@ -156,8 +156,17 @@ def run(
             help="Engineer features first, or never (default: the planner decides).",
         ),
     ] = None,
+    refit: Annotated[
+        str,
+        typer.Option(
+            help="What the delivered model learns from once the holdout has scored it: "
+            "all (every row) or train (the training rows only, the model the holdout scored).",
+        ),
+    ] = "all",
 ) -> None:
     """Plan and run AutoML on a dataset: engineer features, tune, ensemble, verify, report."""
+    if refit not in ("all", "train"):
+        raise typer.BadParameter(f"--refit takes all or train, not {refit!r}", param_hint="--refit")
     if resume is None and data is None:
         raise typer.BadParameter("give the training data with --data (or --resume RUN_DIR)")
     if description is not None and not description.is_file():
@@ -175,6 +184,7 @@ def run(
         tuple(drop or ()),
         description=description,
         features=features,
+        refit=refit,
     )
 
 
@@ -260,6 +270,7 @@ def _run_and_print(
     *,
     description: Path | None = None,
     features: bool | None = None,
+    refit: str = "all",
 ) -> None:
     """Runs (or resumes) with a live progress line, then prints the verified outcome."""
     from rich.live import Live
@@ -294,6 +305,7 @@ def _run_and_print(
                 drop=drop,
                 description=description,
                 features=features,
+                refit=refit,
             )
     if pilot.llm_note:
         console.print(f"[yellow]{escape(pilot.llm_note)}[/]")

@@ -94,6 +94,13 @@ class TaskSpec:
             raise DataError("holdout predictions contain NaN")
         return self.metric(self.holdout._labels.to_numpy(), preds)
 
+    def all_rows(self) -> pd.DataFrame:
+        """Every row the user gave (training rows, then the holdout's), with the target:
+        what the delivered model is refit on once the holdout has been scored. Nothing
+        else may read the holdout's labels."""
+        holdout = self.holdout.features.assign(**{self.target: self.holdout._labels.to_numpy()})
+        return pd.concat([self.train, holdout[self.train.columns]], ignore_index=True)
+
     def folds(self, k: int) -> np.ndarray:
         """The cross-validation fold (0..k-1) of each training row, decided on the host
         and handed to every job: stratified for classification, seeded by ``seed``."""

@@ -158,3 +158,47 @@ def test_a_run_excludes_the_cheating_family_and_delivers_an_honest_model(task, t
     assert not any(k.startswith(("random_forest", "extra_trees")) for k in state["reruns"])
     report = (tmp_path / "report.md").read_text()
     assert "saw their own labels" in report
+
+
+def test_a_refit_that_echoes_the_holdouts_labels_is_not_delivered(task, tmp_path) -> None:
+    """Guard: verifier.same_predictions, value by value. Handed every row for the final
+    refit, the job sends the holdout's labels as its predictions; the model it saved
+    does not make them, so the verified model (training rows only) is delivered."""
+    from mlpilot.sandbox import LocalSandbox
+    from mlpilot.tools import model_io
+
+    run = RunDir(tmp_path)
+    request = "tune a model: linear"
+    run.create(
+        RunMeta(
+            request=request,
+            data="-",
+            target="target",
+            metric="roc_auc",
+            time_budget=30,
+            max_trials=4,
+        )
+    )
+    with LocalSandbox(warm=True) as sandbox:
+        ctx = RunContext(
+            task=task,
+            llm=None,
+            sandbox=sandbox,
+            run=run,
+            request=request,
+            time_budget_s=30,
+            max_trials=4,
+            started=time.monotonic(),
+            hpo_settings=HpoSettings(parallel=1, warmstart=0),
+            trial_code=adversarial.HOLDOUT_ECHO_JOB,
+        )
+        state = run_graph(ctx)
+    checks = {c.name: c for c in state["checks"]}
+    refit = checks["refit on all rows"]
+    assert refit.severity == "warning" and "does not make the predictions" in refit.detail
+    final = state["final"]
+    assert final.ok and final.refit == "train" and final.rows == len(task.train)
+    assert not run.train_model_path.exists()
+    delivered = model_io.load(run.model_path)
+    scored = verifier.verify_holdout(task, delivered, final.holdout_score)
+    assert scored.ok  # the delivered model is the one the holdout scored

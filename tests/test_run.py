@@ -19,7 +19,7 @@ from sklearn.datasets import load_breast_cancer, load_diabetes
 from mlpilot import Pilot
 from mlpilot.agents.hpo import HpoSettings
 from mlpilot.agents.llambo import Model
-from mlpilot.errors import DataError
+from mlpilot.errors import ConfigError, DataError
 from mlpilot.llm import LLM, Budget
 from mlpilot.testing import ScriptedLLM, configs_reply
 
@@ -271,3 +271,43 @@ def test_killed_at_random_instants_every_resume_succeeds_and_loses_nothing(tmp_p
     assert run.meta().spent_s >= spent
     for path in (run_dir / "predictions").iterdir():
         assert np.load(path)["oof"].shape[0] == 240  # every saved prediction file is whole
+
+
+def test_the_delivered_model_learns_from_every_row_the_holdout_scores_the_other(
+    tmp_path,
+) -> None:
+    # Regression, so the holdout split does not depend on y: the holdout's rows are
+    # known in advance and get a target the training rows never show (10 instead of
+    # about 0). Only a model that learnt from those rows can predict them near 10.
+    from sklearn.model_selection import train_test_split
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(200, 3)), columns=["a", "b", "c"])
+    _, hold = train_test_split(np.arange(200), test_size=40, random_state=0)
+    frame["y"] = rng.normal(0, 0.1, 200)
+    frame.loc[hold, "y"] += 10.0
+    X = frame[["a", "b", "c"]]
+    result = Pilot(llm=False, runs_dir=tmp_path).run("predict y", frame, time_budget=20)
+    assert result.status == "finished"
+    scored = Pilot.load(result.run_dir)  # the delivered model
+    from mlpilot.tools import model_io
+
+    trained = model_io.load(result.run_dir / "model-train.skops")
+    assert np.mean(trained.predict(X.loc[hold])) < 1.5  # never saw a 10
+    assert np.mean(scored.predict(X.loc[hold])) > 2 * np.mean(trained.predict(X.loc[hold])) + 1
+    # the holdout score is the scored model's, recomputed on the host
+    rmse = np.sqrt(np.mean((trained.predict(X.loc[hold]) - frame.loc[hold, "y"]) ** 2))
+    assert result.holdout_score == pytest.approx(rmse, rel=1e-6)
+    report = result.report_path.read_text()
+    assert "learned from all 200 rows" in report and "trained on the 160 training rows" in report
+    checks = {c["check"]: c for c in result.checks}
+    assert checks["refit on all rows"]["ok"]
+    # refit="train": the delivered model is the one the holdout scored
+    again = Pilot(llm=False, runs_dir=tmp_path).run(
+        "predict y", frame, time_budget=20, refit="train"
+    )
+    assert np.mean(Pilot.load(again.run_dir).predict(X.loc[hold])) < 1.5
+    assert not (again.run_dir / "model-train.skops").exists()
+    assert "--refit train" in again.report_path.read_text()
+    with pytest.raises(ConfigError, match="refit must be one of"):
+        Pilot(llm=False, runs_dir=tmp_path).run("predict y", frame, refit="everything")

@@ -46,6 +46,7 @@ class RunContext:
     trial_code: str | None = None
     description: str = ""
     features: bool | None = None
+    refit: str = "all"  # the delivered model learns from: "all" rows, or "train" rows only
 
     @property
     def deadline(self) -> float:

@@ -90,7 +90,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         if refits > FINAL_SINGLES:
             break
         refits += 1
-        model, claimed_holdout, why = _refit_candidate(ctx, runner, weights, by_key)
+        model, claimed_holdout, why, _ = _refit_candidate(ctx, runner, weights, by_key)
         if model is None:
             checks.append(verifier.Check(f"refit {label}", False, why))
             continue
@@ -100,6 +100,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             continue  # retried with the next candidate, never reported as a success
         holdout = _holdout_score(task, model)
         dropped = False
+        chosen = runner
         if feature_set is not None and features is not None:
             plain = TrialRunner(
                 ctx.sandbox, task, data_dir=ctx.run.sandbox_data, code=ctx.trial_code
@@ -110,7 +111,17 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
                 model, holdout = without
                 features = features.model_copy(update={"dropped": check.detail})
                 dropped = True
-        ctx.run.save_model(model)
+                chosen = plain
+        delivered, refit = model, {"refit": "train", "rows": len(task.train)}
+        if ctx.refit == "all":
+            every, check = _refit_on_all_rows(ctx, chosen, weights, by_key)
+            checks.append(check)
+            if every is not None:
+                ctx.run.save_model(model, ctx.run.train_model_path)
+                delivered = every
+                refit = {"refit": "all", "rows": len(task.train) + len(task.holdout.features)}
+            refit["refit_note"] = check.detail
+        ctx.run.save_model(delivered)
         final = FinalModel(
             ok=True,
             label=label,
@@ -120,6 +131,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             description=_describe(label, weights, by_key)
             + (" with the engineered features" if feature_set and not dropped else "")
             + (", refit without the engineered features" if dropped else ""),
+            **refit,
         )
         break
     checks.append(verifier.check_reruns(list(verdicts.values()), skipped))
@@ -194,18 +206,69 @@ def _model_strength(ctx: RunContext, done: list[TrialRow]) -> float | None:
     return leakage.model_strength(ctx.task.y, oof, classes, ctx.task.problem_type)
 
 
-def _refit_candidate(
+def _refit_on_all_rows(
     ctx: RunContext, runner: TrialRunner, weights: dict[str, float], rows: dict[str, TrialRow]
-) -> tuple[PilotModel | None, float | None, str]:
+) -> tuple[PilotModel | None, verifier.Check]:
+    """The verified configuration refit on every row the user gave, so the delivered
+    model learns from the holdout too. Its holdout predictions are now in-sample: the
+    host only checks that the model it loaded makes the predictions the job sent (the
+    job's model is the one delivered), never reports them as a score. Returns None
+    (and the verified model is delivered) when the refit does not fit the time left or
+    its job fails that check."""
+    task = ctx.task
+    n_all = len(task.train) + len(task.holdout.features)
+    name = "refit on all rows"
+    kept = (
+        f"the delivered model is the verified one, trained on the {len(task.train)} training rows"
+    )
+    cost = sum(
+        rows[k].seconds / (runner.folds + 1) * n_all / len(task.train) + JOB_OVERHEAD_S
+        for k in weights
+    )
+    left = ctx.remaining() + BUDGET_MARGIN_S / 2
+    if cost > left:
+        detail = (
+            f"not refit on all {n_all} rows (about {cost:.0f} s of fits, {left:.0f} s left): {kept}"
+        )
+        return None, verifier.Check(name, True, detail, "warning")
+    model, _, why, sent = _refit_candidate(ctx, runner, weights, rows, all_rows=True)
+    if model is None or sent is None:
+        return None, verifier.Check(name, True, f"the refit failed ({why}): {kept}", "warning")
+    problem = verifier.same_predictions(task, model, *sent)
+    if problem:
+        detail = f"its model does not make the predictions its job sent ({problem}): {kept}"
+        return None, verifier.Check(name, True, detail, "warning")
+    detail = (
+        f"the delivered model was refit on all {n_all} rows ({len(task.train)} training rows "
+        f"and the {len(task.holdout.features)} holdout rows); the holdout score describes the "
+        f"same configuration trained on the training rows only"
+    )
+    return model, verifier.Check(name, True, detail)
+
+
+def _refit_candidate(
+    ctx: RunContext,
+    runner: TrialRunner,
+    weights: dict[str, float],
+    rows: dict[str, TrialRow],
+    *,
+    all_rows: bool = False,
+) -> tuple[PilotModel | None, float | None, str, tuple[np.ndarray, list[Any] | None] | None]:
+    """The candidate's members refit in the sandbox (on the training rows, or on all
+    rows), assembled on the host. Returns the model, the holdout score the jobs'
+    predictions give, why it failed, and those predictions with their class order."""
     task = ctx.task
     members, holdouts, classes = [], [], None
     for key in weights:
         row = rows[key]
         out = runner.refit(
-            row.family, row.params, timeout_s=max(30.0, ctx.remaining() + BUDGET_MARGIN_S)
+            row.family,
+            row.params,
+            timeout_s=max(30.0, ctx.remaining() + BUDGET_MARGIN_S),
+            all_rows=all_rows,
         )
         if not out.ok:
-            return None, None, f"{key}: {out.reason}"
+            return None, None, f"{key}: {out.reason}", None
         members.append(out.model)  # built from a skops file of trusted types only
         holdouts.append(out.holdout_pred)
         classes = out.classes
@@ -217,11 +280,12 @@ def _refit_candidate(
     )
     if runner.features:
         builder = FeatureBuilder(runner.features["features"], runner.features.get("drop", []))
-        estimator = Pipeline([("features", builder.fit(task.X)), ("model", estimator)])
+        seen = task.all_rows()[list(task.feature_columns)] if all_rows else task.X
+        estimator = Pipeline([("features", builder.fit(seen)), ("model", estimator)])
     model = PilotModel(estimator, task.feature_columns, task.target, task.problem_type)
     blended = sum(wi * h for wi, h in zip(w / w.sum(), holdouts, strict=True))
     claimed = task.score_holdout(predictions_for(task.metric, blended, classes))
-    return model, claimed, ""
+    return model, claimed, "", (blended, list(classes) if classes is not None else None)
 
 
 def _holdout_score(task: Any, model: PilotModel) -> float:
@@ -240,7 +304,7 @@ def _compare_without_features(
     """The final model's configuration refit without the engineered features, both
     scored on the holdout on the host. Returns the check and, when the model with
     features is worse, the model without them with its holdout score."""
-    model, claimed, why = _refit_candidate(ctx, plain, weights, rows)
+    model, claimed, why, _ = _refit_candidate(ctx, plain, weights, rows)
     if model is None:
         return verifier.Check("features vs none", True, f"no comparison: {why}", "warning"), None
     check = verifier.verify_holdout(ctx.task, model, claimed)

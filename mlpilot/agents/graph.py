@@ -304,6 +304,7 @@ def command_line(
     drop: Sequence[str] = (),
     description: str | None = None,
     features: bool | None = None,
+    refit: str = "all",
 ) -> str:
     parts = [
         "mlpilot",
@@ -326,4 +327,6 @@ def command_line(
         parts += ["--description", description]
     if features is not None:
         parts.append("--features" if features else "--no-features")
+    if refit != "all":
+        parts += ["--refit", refit]
     return shlex.join(parts)

@@ -14,7 +14,8 @@ What lives in a run directory::
     predictions/      each finished trial's out-of-fold and holdout predictions
     sandbox-data/     the task's data as the sandbox reads it
     data.parquet      a copy of a DataFrame the run was given
-    model.skops       the delivered model (loads without running code)
+    model.skops       the delivered model (loads without running code), refit on all rows
+    model-train.skops the verified model the holdout scored (training rows only)
     report.md, report.html, history.svg
 """
 
@@ -42,6 +43,7 @@ SANDBOX_DATA = "sandbox-data"
 DATA_COPY = "data.parquet"
 FEATURES = "features.json"  # the feature step's rounds so far (resumed from)
 MODEL = model_io.MODEL_FILE
+TRAIN_MODEL = "model-train.skops"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 HISTORY_SVG = "history.svg"
@@ -63,6 +65,7 @@ class RunMeta(BaseModel):
     description: str = ""  # what the data is, in the user's words
     description_file: str | None = None  # where it was read from, for the rerun command
     features: bool | None = None  # engineer features: always, never, or as planned (None)
+    refit: str = "all"  # the delivered model learns from all rows, or the training rows
     llm: str | None = None
     no_llm: bool = False
     api_base: str | None = None
@@ -209,8 +212,14 @@ class RunDir:
 
     # -- the model and the report ----------------------------------------------------------
 
-    def save_model(self, model: Any) -> None:
-        model_io.dump(model, self.model_path)
+    @property
+    def train_model_path(self) -> Path:
+        """The verified model, trained on the training rows only (the one the holdout
+        scored), kept when the delivered model was refit on all rows."""
+        return self.path / TRAIN_MODEL
+
+    def save_model(self, model: Any, path: Path | None = None) -> None:
+        model_io.dump(model, path or self.model_path)
 
     def load_model(self) -> Any:
         return model_io.load(self.model_path, what=f"model of run {self.path}")

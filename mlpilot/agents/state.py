@@ -120,6 +120,11 @@ class FinalModel(BaseModel):
     holdout_score: float | None = None
     description: str = "no verified model"
     sandbox: SandboxInfo | None = None
+    # the rows the delivered model learned from: "all" (training rows and holdout,
+    # refit once the holdout was scored) or "train" (the model the holdout scored)
+    refit: str = "train"
+    rows: int | None = None
+    refit_note: str = ""
 
     @property
     def family(self) -> str | None:

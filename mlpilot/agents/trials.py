@@ -292,12 +292,24 @@ class TrialRunner:
         return FoldRerun(ok=True, oof=oof, classes=order, cv_score=score)
 
     def refit(
-        self, family: str, params: dict[str, Any], *, timeout_s: float | None = None
+        self,
+        family: str,
+        params: dict[str, Any],
+        *,
+        timeout_s: float | None = None,
+        all_rows: bool = False,
     ) -> RefitOutcome:
         """Fits ``family`` with ``params`` on all training rows in the sandbox (no CV);
         the fitted pipeline comes back as a skops file, loaded only if it holds
-        trusted types."""
-        run = self.submit(family, params, timeout_s=timeout_s, cv=False, save_model=True)
+        trusted types. With ``all_rows`` it learns from the holdout's rows too (once
+        the holdout has been scored): its holdout predictions are then in-sample."""
+        files: dict[str, bytes | Path] | None = None
+        if all_rows:
+            every = plain_numbers(self.task.all_rows(), skip=[self.task.target])
+            files = {"train.parquet": parquet_bytes(every)}
+        run = self.submit(
+            family, params, timeout_s=timeout_s, files=files, cv=False, save_model=True
+        )
         base = {"family": family, "params": dict(params), "seconds": run.duration_s}
         if not run.ok:
             return RefitOutcome(ok=False, reason=run.summary(), **base)

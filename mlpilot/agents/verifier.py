@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+
 from mlpilot.agents.trials import CLAIM_MISMATCH, FOLD_RERUN_TOLERANCE, FoldRerun
 from mlpilot.task import TaskSpec
 from mlpilot.tools.metrics import predictions_for
@@ -121,6 +123,29 @@ def verify_holdout(task: TaskSpec, model: Any, claimed: float | None) -> Check:
         ok,
         f"holdout {task.metric.display}: recomputed {score:.6f}, the refit job gave {claimed:.6f}",
     )
+
+
+def same_predictions(
+    task: TaskSpec, model: Any, sent: np.ndarray, classes: list[Any] | None
+) -> str:
+    """Whether ``model``, recomputed on the host, makes the holdout predictions a job
+    sent, value by value (not only their score: a job that has seen the holdout's
+    labels could send a perfect score's worth of them). Returns the problem, or ""."""
+    X = task.holdout.features
+    if task.is_classification:
+        if classes is None or [str(c) for c in model.classes_] != [str(c) for c in classes]:
+            return f"class order {list(model.classes_)} against the job's {classes}"
+        mine = model.predict_proba(X)
+    else:
+        mine = model.predict(X)
+    mine, sent = np.asarray(mine, dtype=float), np.asarray(sent, dtype=float)
+    if mine.shape != sent.shape:
+        return f"{sent.shape} predictions sent, the model makes {mine.shape}"
+    gap = float(np.max(np.abs(mine - sent))) if mine.size else 0.0
+    scale = max(1.0, float(np.max(np.abs(mine)))) if mine.size else 1.0
+    if gap > 1e-6 * scale:
+        return f"they differ by up to {gap:.3g}"
+    return ""
 
 
 def check_feature_leaks(records: Sequence[Any]) -> Check:
