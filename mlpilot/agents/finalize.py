@@ -27,10 +27,12 @@ from mlpilot.agents.context import RunContext
 from mlpilot.agents.hpo import trial_rows
 from mlpilot.agents.state import FinalModel, RunState, SandboxInfo, TrialRow
 from mlpilot.agents.trials import TrialRunner
+from mlpilot.tools import combiners
 from mlpilot.tools.featurize import FeatureBuilder
 from mlpilot.tools.metrics import predictions_for
-from mlpilot.tools.model import PilotModel, WeightedEnsemble
+from mlpilot.tools.model import CombinedEnsemble, PilotModel, WeightedEnsemble
 
+Combo = tuple[str, dict[str, Any]] | None  # (stacking | neural, the combiner's parameters)
 BUDGET_MARGIN_S = 15.0  # a run may overshoot its budget by this much (refit, report)
 FINAL_SINGLES = 3  # single trials refit as the final model after the ensemble, at most
 MAX_RERUN_SINGLES = 10  # single trials whose CV may be re-run fold by fold, at most
@@ -48,8 +50,11 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     by_key = {r.key: r for r in rows}
     candidates: list[tuple[str, dict[str, float], float | None]] = []
     ens = state.get("ensemble")
+    combo: Combo = None  # how the ensemble's members are combined, beyond weights
     if ens is not None and ens.kept:
         candidates.append(("ensemble", ens.weights, ens.score))
+        if ens.method in ("stacking", "neural"):
+            combo = (ens.method, combiners.as_arrays(ens.params))
     for row in done[:MAX_RERUN_SINGLES]:
         candidates.append((row.key, {row.key: 1.0}, row.cv_score))
     features = state.get("features")
@@ -90,7 +95,8 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         if refits > FINAL_SINGLES:
             break
         refits += 1
-        model, claimed_holdout, why, _ = _refit_candidate(ctx, runner, weights, by_key)
+        how = combo if label == "ensemble" else None
+        model, claimed_holdout, why, _ = _refit_candidate(ctx, runner, weights, by_key, how)
         if model is None:
             checks.append(verifier.Check(f"refit {label}", False, why))
             continue
@@ -105,7 +111,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             plain = TrialRunner(
                 ctx.sandbox, task, data_dir=ctx.run.sandbox_data, code=ctx.trial_code
             )
-            check, without = _compare_without_features(ctx, plain, weights, by_key, holdout)
+            check, without = _compare_without_features(ctx, plain, weights, by_key, holdout, how)
             checks.append(check)
             if without is not None:
                 model, holdout = without
@@ -114,7 +120,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
                 chosen = plain
         delivered, refit = model, {"refit": "train", "rows": len(task.train)}
         if ctx.refit == "all":
-            every, check = _refit_on_all_rows(ctx, chosen, weights, by_key)
+            every, check = _refit_on_all_rows(ctx, chosen, weights, by_key, how)
             checks.append(check)
             if every is not None:
                 ctx.run.save_model(model, ctx.run.train_model_path)
@@ -128,7 +134,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             weights=weights,
             cv_score=cv_score,
             holdout_score=holdout,
-            description=_describe(label, weights, by_key)
+            description=_describe(label, weights, by_key, ens.method if how else "greedy")
             + (" with the engineered features" if feature_set and not dropped else "")
             + (", refit without the engineered features" if dropped else ""),
             **refit,
@@ -150,7 +156,10 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         "checks": checks,
         "verified": sorted(r.key for r in done if r.key not in excluded),
         "reruns": sorted(k for k, v in verdicts.items() if v.ok),
-        "events": [f"final model: {final.description}"],
+        "events": [
+            f"final model: {final.description}"
+            + (f"; refit on all {final.rows} rows" if final.refit == "all" else "")
+        ],
     }
 
 
@@ -207,7 +216,11 @@ def _model_strength(ctx: RunContext, done: list[TrialRow]) -> float | None:
 
 
 def _refit_on_all_rows(
-    ctx: RunContext, runner: TrialRunner, weights: dict[str, float], rows: dict[str, TrialRow]
+    ctx: RunContext,
+    runner: TrialRunner,
+    weights: dict[str, float],
+    rows: dict[str, TrialRow],
+    combo: Combo = None,
 ) -> tuple[PilotModel | None, verifier.Check]:
     """The verified configuration refit on every row the user gave, so the delivered
     model learns from the holdout too. Its holdout predictions are now in-sample: the
@@ -231,7 +244,7 @@ def _refit_on_all_rows(
             f"not refit on all {n_all} rows (about {cost:.0f} s of fits, {left:.0f} s left): {kept}"
         )
         return None, verifier.Check(name, True, detail, "warning")
-    model, _, why, sent = _refit_candidate(ctx, runner, weights, rows, all_rows=True)
+    model, _, why, sent = _refit_candidate(ctx, runner, weights, rows, combo, all_rows=True)
     if model is None or sent is None:
         return None, verifier.Check(name, True, f"the refit failed ({why}): {kept}", "warning")
     problem = verifier.same_predictions(task, model, *sent)
@@ -251,6 +264,7 @@ def _refit_candidate(
     runner: TrialRunner,
     weights: dict[str, float],
     rows: dict[str, TrialRow],
+    combo: Combo = None,
     *,
     all_rows: bool = False,
 ) -> tuple[PilotModel | None, float | None, str, tuple[np.ndarray, list[Any] | None] | None]:
@@ -273,17 +287,21 @@ def _refit_candidate(
         holdouts.append(out.holdout_pred)
         classes = out.classes
     w = np.asarray(list(weights.values()), dtype=float)
-    estimator = (
-        members[0]
-        if len(members) == 1
-        else WeightedEnsemble(members, list(w), classification=task.is_classification)
-    )
+    if combo is not None:  # stacking or the neural ensembler: members in the combiner's order
+        method, params = combo
+        estimator: Any = CombinedEnsemble(members, method, params, task.is_classification)
+        blended = combiners.apply(method, params, combiners.stack(holdouts), task.is_classification)
+    elif len(members) == 1:
+        estimator = members[0]
+    else:
+        estimator = WeightedEnsemble(members, list(w), classification=task.is_classification)
+    if combo is None:
+        blended = sum(wi * h for wi, h in zip(w / w.sum(), holdouts, strict=True))
     if runner.features:
         builder = FeatureBuilder(runner.features["features"], runner.features.get("drop", []))
         seen = task.all_rows()[list(task.feature_columns)] if all_rows else task.X
         estimator = Pipeline([("features", builder.fit(seen)), ("model", estimator)])
     model = PilotModel(estimator, task.feature_columns, task.target, task.problem_type)
-    blended = sum(wi * h for wi, h in zip(w / w.sum(), holdouts, strict=True))
     claimed = task.score_holdout(predictions_for(task.metric, blended, classes))
     return model, claimed, "", (blended, list(classes) if classes is not None else None)
 
@@ -300,11 +318,12 @@ def _compare_without_features(
     weights: dict[str, float],
     rows: dict[str, TrialRow],
     with_features: float,
+    combo: Combo = None,
 ) -> tuple[verifier.Check, tuple[PilotModel, float] | None]:
     """The final model's configuration refit without the engineered features, both
     scored on the holdout on the host. Returns the check and, when the model with
     features is worse, the model without them with its holdout score."""
-    model, claimed, why, _ = _refit_candidate(ctx, plain, weights, rows)
+    model, claimed, why, _ = _refit_candidate(ctx, plain, weights, rows, combo)
     if model is None:
         return verifier.Check("features vs none", True, f"no comparison: {why}", "warning"), None
     check = verifier.verify_holdout(ctx.task, model, claimed)
@@ -335,7 +354,16 @@ def _classes(task: Any, model: PilotModel) -> list[Any] | None:
     return list(model.classes_) if task.is_classification else None
 
 
-def _describe(label: str, weights: dict[str, float], rows: dict[str, TrialRow]) -> str:
+def _describe(
+    label: str, weights: dict[str, float], rows: dict[str, TrialRow], method: str = "greedy"
+) -> str:
+    if label == "ensemble" and method in ("stacking", "neural"):
+        kind = (
+            "stacked ensemble (linear meta-model)"
+            if method == "stacking"
+            else ("neural ensemble (per-row member weights)")
+        )
+        return f"{kind} of {len(weights)} models: {', '.join(weights)}"
     if label == "ensemble":
         parts = ", ".join(f"{k} ({w:.2f})" for k, w in weights.items())
         return f"weighted ensemble of {len(weights)} models: {parts}"

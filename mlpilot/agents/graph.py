@@ -22,6 +22,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
+from mlpilot.agents import stacking
 from mlpilot.agents.context import RunContext
 from mlpilot.agents.ensemble import Member, greedy_ensemble
 from mlpilot.agents.feature_eval import Evaluator
@@ -45,10 +46,12 @@ from mlpilot.agents.state import (
 )
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.sandbox import Limits
+from mlpilot.tools import combiners
 from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import profile_frame
 
 ENSEMBLE_MEMBERS = 20  # best trials offered to greedy selection
+ENSEMBLE_SHARE = 0.25  # of the time left, what comparing the combiners may take
 PLAN_SHARE = 0.15  # most of the budget the LLM planner may take
 HPO_RESERVE = 0.2  # share of the budget (at most 60 s) kept for what follows the search
 
@@ -225,20 +228,39 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             "step": step + 1,
             "events": ["ensemble skipped: fewer than two finished trials"],
         }
-    result = greedy_ensemble(members, ctx.task.y.to_numpy(), ctx.task.metric, classes=classes)
-    ctx.emit("ensemble", kept=result.kept, score=result.score)
+    task = ctx.task
+    y = task.y.to_numpy()
+    result = greedy_ensemble(members, y, task.metric, classes=classes)
+    choice = stacking.choose(
+        members,
+        y,
+        task.metric,
+        classes=classes,
+        classification=task.is_classification,
+        deadline=time.monotonic() + max(0.0, ENSEMBLE_SHARE * ctx.remaining()),
+    )
+    combined = choice.method in ("stacking", "neural")
+    kept = combined or (choice.method == "greedy" and result.kept)
+    score = choice.nested[choice.method] if combined else result.score
+    ctx.emit("ensemble", kept=kept, score=score, method=choice.method)
     summary = EnsembleSummary(
-        kept=result.kept,
-        score=result.score,
+        kept=kept,
+        score=score,  # greedy's: its selection score; a combiner's: nested out of fold
         best_single=result.best_single,
         best_single_name=result.best_single_name,
-        weights=result.normalized_weights(),
+        weights=(
+            {m.name: 1.0 / len(members) for m in members}
+            if combined
+            else result.normalized_weights()
+        ),
+        method=choice.method if kept else "single",
+        nested=choice.nested,
+        members=[m.name for m in members] if combined else [],
+        params=combiners.as_lists(choice.params) if combined else {},
+        note=choice.note,
     )
-    return {
-        "ensemble": summary,
-        "step": step + 1,
-        "events": [f"ensemble {'kept' if result.kept else 'not better than best single'}"],
-    }
+    said = f"{summary.method} kept" if kept else "not better than best single"
+    return {"ensemble": summary, "step": step + 1, "events": [f"ensemble: {said}"]}
 
 
 def report_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:

@@ -48,13 +48,19 @@ class FamilySummary(BaseModel):
 
 
 class EnsembleSummary(BaseModel):
-    """The greedy ensemble selection's outcome."""
+    """The ensemble step's outcome: the nested comparison of single best, greedy,
+    stacking and the neural ensembler, and the combination chosen."""
 
     kept: bool
     score: float
     best_single: float
     best_single_name: str
     weights: dict[str, float]
+    method: str = "greedy"  # single, greedy, stacking or neural
+    nested: dict[str, float | None] = Field(default_factory=dict)  # nested OOF scores
+    members: list[str] = Field(default_factory=list)  # the combiner's members, in order
+    params: dict[str, Any] = Field(default_factory=dict)  # the combiner's, as lists
+    note: str = ""
 
 
 class FeatureRecord(BaseModel):

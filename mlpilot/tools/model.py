@@ -69,6 +69,61 @@ class WeightedEnsemble(BaseEstimator):
         return sum(w * m.predict(X) for w, m in zip(self._weights(), self.members, strict=True))
 
 
+class CombinedEnsemble(BaseEstimator):
+    """Fitted members' predictions combined by a stacking meta-model or the neural
+    ensembler, whose parameters are numpy arrays (see :mod:`mlpilot.tools.combiners`).
+
+    Args:
+        members: fitted scikit-learn estimators or pipelines, in the combiner's order.
+        method: "stacking" or "neural".
+        params: the combiner's parameters.
+        classification: combine ``predict_proba`` (True) or ``predict`` (False).
+    """
+
+    def __init__(
+        self,
+        members: Sequence[Any],
+        method: str,
+        params: dict[str, Any],
+        classification: bool,
+    ) -> None:
+        self.members = members
+        self.method = method
+        self.params = params
+        self.classification = classification
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.members[0].classes_
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return WeightedEnsemble.__sklearn_is_fitted__(self)  # type: ignore[arg-type]
+
+    def _combined(self, X: Any) -> np.ndarray:
+        from mlpilot.tools import combiners
+
+        if self.classification:
+            classes = list(self.classes_)
+            if any(list(m.classes_) != classes for m in self.members):
+                raise ValueError("ensemble members disagree on the class order")
+            preds = [m.predict_proba(X) for m in self.members]
+        else:
+            preds = [m.predict(X) for m in self.members]
+        return combiners.apply(
+            self.method, self.params, combiners.stack(preds), self.classification
+        )
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        if not self.classification:
+            raise AttributeError("a regression ensemble has no predict_proba")
+        return self._combined(X)
+
+    def predict(self, X: Any) -> np.ndarray:
+        if self.classification:
+            return self.classes_[self._combined(X).argmax(axis=1)]
+        return self._combined(X)
+
+
 class PilotModel(BaseEstimator):
     """A run's final model with the columns it was trained on.
 

@@ -31,6 +31,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "mlpilot.tools.model.PilotModel",
     "mlpilot.tools.model.WeightedEnsemble",
+    "mlpilot.tools.model.CombinedEnsemble",  # its combiner's parameters: numpy arrays
     "mlpilot.tools.featurize.FeatureBuilder",  # typed features: mlpilot's own code
 )
 
