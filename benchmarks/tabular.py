@@ -17,10 +17,10 @@ refit on all the training rows it was given, as the peers' are. Systems:
 
 The peers run in virtual environments of their own (``benchmarks/.peers``, made on
 first use: AutoGluon 1.6 needs pandas < 3, mlpilot's environment has pandas 3), as
-subprocesses; data and predictions travel as CSV files. Cells are interleaved per
-dataset and seed (each system in turn, the order rotated per seed), so machine
-noise hits all systems alike. Results are appended to a JSONL file; a rerun skips
-the cells it holds, so a long benchmark can be resumed.
+subprocesses (:mod:`mlpilot.evals.peers`); data and predictions travel as CSV
+files. Cells are interleaved per dataset and seed (each system in turn, the order
+rotated per seed), so machine noise hits all systems alike. Results are appended
+to a JSONL file; a rerun skips the cells it holds, so a long benchmark can be resumed.
 
     python benchmarks/tabular.py [--budgets 60 120] [--seeds 3] [--datasets ...]
         [--systems ...] [--out FILE]
@@ -181,69 +181,25 @@ def run_default(split: Split, budget: float, work: Path) -> np.ndarray:
     return model.predict(test)
 
 
-# The peers: a script run with the peer's own Python; argv: train.csv test.csv out.csv
-# target problem metric budget cores seed work. It writes class probabilities (one
-# column per class) or a "prediction" column.
-AUTOGLUON = """
-import sys
-import pandas as pd
-from autogluon.tabular import TabularPredictor
-train, test, out, target, problem, metric, budget, cores, seed, work, presets = sys.argv[1:12]
-names = {"roc_auc": "roc_auc", "accuracy": "accuracy", "log_loss": "log_loss",
-         "rmse": "root_mean_squared_error", "mae": "mean_absolute_error"}
-predictor = TabularPredictor(label=target, problem_type=problem, eval_metric=names[metric],
-                             path=work, verbosity=0)
-predictor.fit(pd.read_csv(train), time_limit=float(budget), presets=presets,
-              num_cpus=int(cores), num_gpus=0)
-X = pd.read_csv(test)
-if problem == "regression":
-    pd.DataFrame({"prediction": predictor.predict(X)}).to_csv(out, index=False)
-else:
-    predictor.predict_proba(X).to_csv(out, index=False)
-"""
+def run_peer(peer: str, split: Split, budget: float, work: Path, presets: str = "") -> np.ndarray:
+    from peers import ROOT
 
-FLAML = """
-import sys
-import pandas as pd
-from flaml import AutoML
-train, test, out, target, problem, metric, budget, cores, seed, work = sys.argv[1:11]
-frame = pd.read_csv(train)
-X, y = frame.drop(columns=[target]), frame[target]
-names = {"roc_auc": "roc_auc" if problem == "binary" else "roc_auc_ovr",
-         "accuracy": "accuracy", "log_loss": "log_loss", "rmse": "rmse", "mae": "mae"}
-automl = AutoML()
-automl.fit(X_train=X, y_train=y, task="regression" if problem == "regression" else
-           "classification", metric=names[metric], time_budget=float(budget),
-           n_jobs=int(cores), seed=int(seed), verbose=0, log_file_name=work + "/flaml.log")
-test = pd.read_csv(test)
-if problem == "regression":
-    pd.DataFrame({"prediction": automl.predict(test)}).to_csv(out, index=False)
-else:
-    pd.DataFrame(automl.predict_proba(test), columns=[str(c) for c in automl.classes_]).to_csv(
-        out, index=False)
-"""
+    from mlpilot.evals.peers import predict
 
-PEERS = {
-    # Each peer's environment, pinned to the releases measured here. AutoGluon with
-    # all its tabular models (its neural networks need torch: the CPU build).
-    "autogluon": ["torch==2.13.0", "autogluon.tabular[all]==1.6.3"],
-    "flaml": ["flaml[automl]==2.8.0"],
-}
-
-
-def run_peer(
-    peer: str, script: str, split: Split, budget: float, work: Path, *extra: str
-) -> np.ndarray:
-    from peers import run_peer as run
-
-    train, test, out = work / "train.csv", work / "test.csv", work / "pred.csv"
-    split.train.to_csv(train, index=False)
-    split.test_X.to_csv(test, index=False)
-    args = [str(train), str(test), str(out), split.target, split.problem, split.metric.name]
-    args += [f"{budget:g}", str(CORES), str(split.seed), str(work / peer), *extra]
-    # a peer may overrun its time limit a little; ten times over is a failed cell
-    run(peer, PEERS[peer], script, *args, timeout=10 * budget + 300)
-    pred = pd.read_csv(out)
+    pred = predict(
+        peer,
+        split.train,
+        split.test_X,
+        target=split.target,
+        problem=split.problem,
+        metric=split.metric.name,
+        budget=budget,
+        work=work,
+        cores=CORES,
+        seed=split.seed,
+        presets=presets or "medium",
+        root=ROOT,
+    )
     if not split.classification:
         return pred["prediction"].to_numpy(float)
     return split.align(pred)
@@ -252,9 +208,9 @@ def run_peer(
 SYSTEMS: dict[str, Callable[[Split, float, Path], np.ndarray]] = {
     "mlpilot (embedded LLM)": lambda s, b, w: run_pilot(True, s, b, w),
     "mlpilot (no LLM)": lambda s, b, w: run_pilot(False, s, b, w),
-    "AutoGluon (medium)": lambda s, b, w: run_peer("autogluon", AUTOGLUON, s, b, w, "medium"),
-    "AutoGluon (best)": lambda s, b, w: run_peer("autogluon", AUTOGLUON, s, b, w, "best"),
-    "FLAML": lambda s, b, w: run_peer("flaml", FLAML, s, b, w),
+    "AutoGluon (medium)": lambda s, b, w: run_peer("autogluon", s, b, w, "medium"),
+    "AutoGluon (best)": lambda s, b, w: run_peer("autogluon", s, b, w, "best"),
+    "FLAML": lambda s, b, w: run_peer("flaml", s, b, w),
     "default GBM": run_default,
 }
 DEFAULT_SYSTEMS = ["mlpilot (embedded LLM)", "mlpilot (no LLM)", "AutoGluon (medium)", "FLAML"]
