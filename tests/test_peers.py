@@ -30,3 +30,48 @@ def test_bad_peer_requests_get_clear_errors(tmp_path) -> None:
         peers.predict("h2o", frame, frame[["x"]], metric="accuracy", **kw)
     with pytest.raises(ValueError, match="not 'f1'"):
         peers.predict("flaml", frame, frame[["x"]], metric="f1", **kw)
+
+
+PRIOR = """
+import csv, sys
+train, test, out, target, problem = sys.argv[1:6]
+with open(train) as f:
+    labels = [row[target] for row in csv.DictReader(f)]
+with open(test) as f:
+    n = sum(1 for _ in csv.DictReader(f))
+classes = sorted(set(labels))
+with open(out, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(classes)
+    for _ in range(n):
+        w.writerow([labels.count(c) / len(labels) for c in classes])
+"""
+
+
+@pytest.mark.parametrize("name", ["toy_binary", "toy_labels"])
+def test_a_peers_predictions_become_a_graded_run_of_the_reference_pool(
+    name, tmp_path, monkeypatch
+) -> None:
+    # A stand-in peer (the class prior, stdlib only) through the real path: its own
+    # environment, the script's files, the submission, the grader.
+    from test_evals import BINARY, LABELS
+
+    from mlpilot.evals import reference
+    from mlpilot.evals.tasks import prepare
+
+    monkeypatch.setitem(peers.SCRIPTS, "prior", PRIOR)
+    monkeypatch.setitem(peers.REQUIREMENTS, "prior", [])
+    monkeypatch.setenv("MLPILOT_PEERS_DIR", str(tmp_path / "envs"))
+    task = {"toy_binary": BINARY, "toy_labels": LABELS}[name]
+    prepared = prepare(task, tmp_path / "tasks")
+    entry: dict = {"pool": {}}
+    lines: list[str] = []
+    reference.add_peers(prepared, entry, ["prior"], 10, lines.append)
+    train = pd.read_csv(prepared.train_csv)
+    dummy = reference.score(
+        task, reference.dummy_values(task, train, len(prepared.answers())), prepared.answers()
+    )
+    assert entry["pool"]["prior-10s"] == pytest.approx(dummy)  # the prior is the dummy
+    assert lines and "prior-10s" in lines[0]
+    reference.add_peers(prepared, entry, ["prior"], 10, lines.append)
+    assert len(lines) == 1  # a run the pool holds is not made again

@@ -109,14 +109,37 @@ def eval_reference(
     work: Annotated[Path, typer.Option(help="Where tasks are prepared.")] = Path(
         "mlpilot-evals/reference"
     ),
+    peers: Annotated[
+        str,
+        typer.Option(
+            help="Also add these peers' runs, a,b (autogluon, flaml): each in an environment "
+            "of its own, made from PyPI on first use."
+        ),
+    ] = "",
+    peer_budget: Annotated[
+        float, typer.Option("--peer-budget", help="Seconds per peer run.")
+    ] = 60.0,
 ) -> None:
     """Build the reference leaderboards (fixed baseline runs; see `mlpilot.evals.reference`)."""
+    from mlpilot.evals.peers import SCRIPTS
     from mlpilot.evals.reference import build_reference
     from mlpilot.evals.tasks import prepare
     from mlpilot.evals.tasks import suite as load_suite
 
+    chosen = [p.strip() for p in peers.split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in SCRIPTS]
+    if unknown:
+        raise typer.BadParameter(
+            f"no peer {', '.join(unknown)}; peers: {', '.join(SCRIPTS)}", param_hint="--peers"
+        )
     tasks = [prepare(t, work / "tasks") for t in load_suite(suite)]
-    build_reference(tasks, out, log=lambda line: console.print(escape(line)))
+    build_reference(
+        tasks,
+        out,
+        log=lambda line: console.print(escape(line)),
+        peers=chosen,
+        peer_budget=peer_budget,
+    )
     console.print(f"wrote {out}")
 
 

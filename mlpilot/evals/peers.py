@@ -36,7 +36,8 @@ import pandas as pd
 from autogluon.tabular import TabularPredictor
 train, test, out, target, problem, metric, budget, cores, seed, work, presets = sys.argv[1:12]
 names = {"roc_auc": "roc_auc", "accuracy": "accuracy", "log_loss": "log_loss",
-         "rmse": "root_mean_squared_error", "mae": "mean_absolute_error"}
+         "rmse": "root_mean_squared_error", "mae": "mean_absolute_error",
+         "mape": "mean_absolute_percentage_error"}
 predictor = TabularPredictor(label=target, problem_type=problem, eval_metric=names[metric],
                              path=work, verbosity=0)
 predictor.fit(pd.read_csv(train), time_limit=float(budget), presets=presets,
@@ -56,7 +57,8 @@ train, test, out, target, problem, metric, budget, cores, seed, work = sys.argv[
 frame = pd.read_csv(train)
 X, y = frame.drop(columns=[target]), frame[target]
 names = {"roc_auc": "roc_auc" if problem == "binary" else "roc_auc_ovr",
-         "accuracy": "accuracy", "log_loss": "log_loss", "rmse": "rmse", "mae": "mae"}
+         "accuracy": "accuracy", "log_loss": "log_loss", "rmse": "rmse", "mae": "mae",
+         "mape": "mape"}
 automl = AutoML()
 automl.fit(X_train=X, y_train=y, task="regression" if problem == "regression" else
            "classification", metric=names[metric], time_budget=float(budget),
@@ -70,7 +72,7 @@ else:
 """
 
 SCRIPTS = {"autogluon": AUTOGLUON, "flaml": FLAML}
-METRICS = ("roc_auc", "accuracy", "log_loss", "rmse", "mae")
+METRICS = ("roc_auc", "accuracy", "log_loss", "rmse", "mae", "mape")
 
 
 def default_root() -> Path:

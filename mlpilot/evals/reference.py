@@ -13,6 +13,13 @@ same pool):
   mlpilot's own HPO agent (no LLM, one trial at a time, the run's 5 host folds; see
   :func:`mlpilot.evals.runners.search`), the best refit on all training rows.
 
+With ``peers`` (``mlpilot eval reference --peers autogluon,flaml``), the pool also
+holds ``<peer>-<budget>s``: AutoGluon (``medium_quality``) and FLAML fitted on the
+training file within a wall-clock budget (default 60 s, two cores) in environments
+of their own (:mod:`mlpilot.evals.peers`), so a medal means beating real AutoML.
+Those runs depend on the machine's speed; the file records the budget and the peers'
+releases.
+
 ``dummy`` (the constant predictor of the training labels) anchors the normalised
 score and is not in the pool. The shipped file ``reference.json`` is made by
 ``mlpilot eval reference`` and records the library versions it was made with.
@@ -21,9 +28,10 @@ score and is not in the pool. The shipped file ``reference.json`` is made by
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +51,7 @@ DEFAULTS = {
     "default-linear": "linear",
 }
 SHIPPED = "reference.json"
+PEER_BUDGET = 60.0  # seconds per peer run
 
 
 def load_reference(path: Path | None = None) -> dict[str, Any]:
@@ -56,6 +65,60 @@ def load_reference(path: Path | None = None) -> dict[str, Any]:
 def dummy_values(task: EvalTask, train: pd.DataFrame, n: int) -> np.ndarray:
     value = constant_prediction(task, train)
     return np.full(n, value, dtype=object if isinstance(value, str) else float)
+
+
+def peer_values(
+    task: EvalTask, train: pd.DataFrame, test: pd.DataFrame, peer: str, budget: float, work: Path
+) -> np.ndarray:
+    """A peer's submission values for ``test``'s rows (see :mod:`mlpilot.evals.peers`)."""
+    from mlpilot.evals import peers
+    from mlpilot.evals.tasks import ID
+
+    drop = [c for c in (ID,) if c in train.columns]
+    pred = peers.predict(
+        peer,
+        train.drop(columns=drop),
+        test.drop(columns=[c for c in (ID,) if c in test.columns]),
+        target=task.target,
+        problem=task.problem_type,
+        metric=task.metric,
+        budget=budget,
+        work=work,
+    )
+    if task.problem_type == "regression":
+        return pred["prediction"].to_numpy(float)
+    if task.scorer.needs == "proba":
+        return pred[str(task.positive)].to_numpy(float)
+    return np.asarray(pred.columns)[pred.to_numpy(float).argmax(axis=1)]
+
+
+def add_peers(
+    prepared: PreparedTask,
+    entry: dict[str, Any],
+    peers: Sequence[str],
+    budget: float,
+    log: Callable[[str], None] = print,
+) -> None:
+    """Adds the peers' runs that ``entry`` (one task's pool) lacks."""
+    task = prepared.task
+    train = pd.read_csv(prepared.train_csv)
+    test = pd.read_csv(prepared.test_csv)
+    answers = prepared.answers()
+    for peer in peers:
+        name = f"{peer}-{budget:g}s"
+        if name in entry["pool"]:
+            continue
+        started = time.perf_counter()
+        work = prepared.private / "reference" / name
+        values = peer_values(task, train, test, peer, budget, work)
+        from mlpilot.evals.runners import write_submission
+
+        path = write_submission(task, test, values, work / "submission.csv")
+        result = grade(task, path, answers, None)
+        if result.score is None:
+            raise RuntimeError(f"{name} made an invalid submission on {task.name}: {result.error}")
+        entry["pool"][name] = result.score
+        log(f"  {task.name}: {name} {result.score:.4f} in {time.perf_counter() - started:.0f} s")
 
 
 def build_task_reference(
@@ -93,17 +156,26 @@ def build_task_reference(
 
 
 def build_reference(
-    prepared: list[PreparedTask], out: Path, log: Callable[[str], None] = print
+    prepared: list[PreparedTask],
+    out: Path,
+    log: Callable[[str], None] = print,
+    *,
+    peers: Sequence[str] = (),
+    peer_budget: float = PEER_BUDGET,
 ) -> dict[str, Any]:
-    """Builds (or extends: tasks already in ``out`` are kept) the reference file."""
+    """Builds (or extends: tasks and runs already in ``out`` are kept) the reference
+    file; ``peers`` adds AutoGluon's and FLAML's runs (see the module's docstring)."""
     import sklearn
+
+    from mlpilot.evals import peers as peer_envs
 
     reference = load_reference(out)
     for p in prepared:
-        if p.task.name in reference:
-            continue
-        reference[p.task.name] = build_task_reference(p, log)
-        reference["_made_with"] = {
+        if p.task.name not in reference:
+            reference[p.task.name] = build_task_reference(p, log)
+        if peers:
+            add_peers(p, reference[p.task.name], peers, peer_budget, log)
+        made: dict[str, Any] = {
             "python": platform.python_version(),
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,
@@ -111,5 +183,10 @@ def build_reference(
             "seeds": SEEDS,
             "trials": TRIALS,
         }
+        if peers:
+            made["peers"] = {k: peer_envs.REQUIREMENTS[k] for k in peers}
+            made["peer_budget_s"] = peer_budget
+            made["peer_machine"] = f"{os.cpu_count()} cores"
+        reference["_made_with"] = {**reference.get("_made_with", {}), **made}
         out.write_text(json.dumps(reference, indent=1, sort_keys=True) + "\n")
     return reference
