@@ -7,6 +7,7 @@ anything deeper (pandas, scikit-learn) can fail with a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import re
 from collections.abc import Sequence
@@ -99,7 +100,18 @@ class TaskSpec:
         what the delivered model is refit on once the holdout has been scored. Nothing
         else may read the holdout's labels."""
         holdout = self.holdout.features.assign(**{self.target: self.holdout._labels.to_numpy()})
-        return pd.concat([self.train, holdout[self.train.columns]], ignore_index=True)
+        both = pd.concat([self.train, holdout[self.train.columns]], ignore_index=True)
+        for column, dtype in self.train.dtypes.items():  # keep the training rows' types
+            if both[column].dtype == dtype:
+                continue
+            if isinstance(dtype, pd.CategoricalDtype):
+                seen = list(dtype.categories)
+                new = [v for v in pd.unique(both[column].dropna()) if v not in set(seen)]
+                both[column] = pd.Categorical(both[column], categories=seen + new)
+            else:
+                with contextlib.suppress(TypeError, ValueError):
+                    both[column] = both[column].astype(dtype)
+        return both
 
     def folds(self, k: int) -> np.ndarray:
         """The cross-validation fold (0..k-1) of each training row, decided on the host

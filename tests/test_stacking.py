@@ -181,3 +181,15 @@ def test_a_stacked_model_is_assembled_verified_and_saved_like_any_other(tmp_path
     again = model_io.load(path)  # trusted types only
     X = task.holdout.features
     np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X))
+
+
+def test_stacking_survives_rows_that_lack_a_class() -> None:
+    # three classes, the third absent from the rows the meta-model learns on
+    rng = np.random.default_rng(5)
+    y = rng.choice([0, 1], 300)
+    onehot = np.array([[float(v == c) for c in (0, 1, 2)] for v in y])
+    P = combiners.stack([0.7 * onehot + 0.1, np.full_like(onehot, 1 / 3)])
+    meta = stacking.fit_stacking(P, y, True, classes=[0, 1, 2])
+    proba = combiners.apply_stacking(meta, P, True)
+    assert proba.shape == (300, 3) and proba[:, 2].max() < 1e-6
+    assert (proba.argmax(axis=1) == y).mean() == 1.0

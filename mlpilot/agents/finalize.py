@@ -52,9 +52,14 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     ens = state.get("ensemble")
     combo: Combo = None  # how the ensemble's members are combined, beyond weights
     if ens is not None and ens.kept:
-        candidates.append(("ensemble", ens.weights, ens.score))
         if ens.method in ("stacking", "neural"):
             combo = (ens.method, combiners.as_arrays(ens.params))
+            # the combiner's members in the order its parameters were fit in
+            candidates.append(("ensemble", {k: ens.weights[k] for k in ens.members}, ens.score))
+            if ens.greedy_weights:  # greedy's blend, if the combiner cannot be verified
+                candidates.append(("greedy", ens.greedy_weights, ens.greedy_score))
+        else:
+            candidates.append(("ensemble", ens.weights, ens.score))
     for row in done[:MAX_RERUN_SINGLES]:
         candidates.append((row.key, {row.key: 1.0}, row.cv_score))
     features = state.get("features")
@@ -73,7 +78,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     for label, weights, cv_score in candidates:
         cost = _verification_cost(weights, by_key, verdicts, runner.folds)
         # Singles are tried until one holds, whatever the time; the ensemble if it fits.
-        if label == "ensemble" and cost > ctx.remaining() + BUDGET_MARGIN_S / 2:
+        if label in ("ensemble", "greedy") and cost > ctx.remaining() + BUDGET_MARGIN_S / 2:
             skipped.append(
                 f"the ensemble was not re-run (about {cost:.0f} s of jobs, "
                 f"{max(0.0, ctx.remaining()):.0f} s left)"
@@ -111,13 +116,16 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             plain = TrialRunner(
                 ctx.sandbox, task, data_dir=ctx.run.sandbox_data, code=ctx.trial_code
             )
-            check, without = _compare_without_features(ctx, plain, weights, by_key, holdout, how)
+            # a combiner was fit on the members with features: without them, the members
+            # are averaged with the candidate's weights
+            check, without = _compare_without_features(ctx, plain, weights, by_key, holdout)
             checks.append(check)
             if without is not None:
                 model, holdout = without
                 features = features.model_copy(update={"dropped": check.detail})
                 dropped = True
                 chosen = plain
+                how = None
         delivered, refit = model, {"refit": "train", "rows": len(task.train)}
         if ctx.refit == "all":
             every, check = _refit_on_all_rows(ctx, chosen, weights, by_key, how)
@@ -127,6 +135,8 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
                 delivered = every
                 refit = {"refit": "all", "rows": len(task.train) + len(task.holdout.features)}
             refit["refit_note"] = check.detail
+        if refit["refit"] != "all":
+            ctx.run.train_model_path.unlink(missing_ok=True)  # none from an earlier attempt
         ctx.run.save_model(delivered)
         final = FinalModel(
             ok=True,
@@ -134,7 +144,9 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             weights=weights,
             cv_score=cv_score,
             holdout_score=holdout,
-            description=_describe(label, weights, by_key, ens.method if how else "greedy")
+            description=_describe(
+                label, weights, by_key, ens.method if how and ens is not None else "greedy"
+            )
             + (" with the engineered features" if feature_set and not dropped else "")
             + (", refit without the engineered features" if dropped else ""),
             **refit,
@@ -364,7 +376,7 @@ def _describe(
             else ("neural ensemble (per-row member weights)")
         )
         return f"{kind} of {len(weights)} models: {', '.join(weights)}"
-    if label == "ensemble":
+    if label in ("ensemble", "greedy"):
         parts = ", ".join(f"{k} ({w:.2f})" for k, w in weights.items())
         return f"weighted ensemble of {len(weights)} models: {parts}"
     row = rows[label]

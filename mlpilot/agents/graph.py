@@ -258,6 +258,8 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         members=[m.name for m in members] if combined else [],
         params=combiners.as_lists(choice.params) if combined else {},
         note=choice.note,
+        greedy_weights=result.normalized_weights() if combined and result.kept else {},
+        greedy_score=result.score if combined and result.kept else None,
     )
     said = f"{summary.method} kept" if kept else "not better than best single"
     return {"ensemble": summary, "step": step + 1, "events": [f"ensemble: {said}"]}

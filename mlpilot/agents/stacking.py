@@ -75,7 +75,22 @@ def fit_stacking(
     else:
         model = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(X, y)
     coef = np.atleast_2d(np.asarray(model.coef_, dtype=float))
-    return {"coef": coef, "intercept": np.atleast_1d(np.asarray(model.intercept_, dtype=float))}
+    intercept = np.atleast_1d(np.asarray(model.intercept_, dtype=float))
+    if classification:
+        k = P.shape[2]
+        present = [int(c) for c in model.classes_]
+        if len(present) < k:  # a class absent from these rows: it gets no probability
+            full = np.zeros((k, coef.shape[1]))
+            bias = np.full(k, -30.0)
+            if len(present) == 1:
+                bias[present[0]] = 0.0
+            elif coef.shape[0] == 1:  # a logistic model of present[1] against present[0]
+                full[present[1]], bias[present[1]] = coef[0], intercept[0]
+                bias[present[0]] = 0.0
+            else:
+                full[present], bias[present] = coef, intercept
+            coef, intercept = full, bias
+    return {"coef": coef, "intercept": intercept}
 
 
 def fit_neural(
@@ -277,6 +292,11 @@ def choose(
         else:
             nested[method] = float(metric(y, predictions_for(metric, out, classes)))
     scored = {m: s for m, s in nested.items() if s is not None}
+    if not scored:  # nothing ran in time: the best member alone
+        weights, params = _fit(
+            "single", members, np.arange(len(y)), y, metric, classes, classification, seed
+        )
+        return Choice("single", nested, weights, params, "; ".join(notes))
     best = max(scored, key=lambda m: metric.sign() * scored[m])
     greedy_score = scored.get("greedy")
     if best in ("stacking", "neural") and greedy_score is not None:

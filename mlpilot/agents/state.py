@@ -61,6 +61,9 @@ class EnsembleSummary(BaseModel):
     members: list[str] = Field(default_factory=list)  # the combiner's members, in order
     params: dict[str, Any] = Field(default_factory=dict)  # the combiner's, as lists
     note: str = ""
+    # greedy's blend when a combiner was chosen (the fallback if it cannot be verified)
+    greedy_weights: dict[str, float] = Field(default_factory=dict)
+    greedy_score: float | None = None
 
 
 class FeatureRecord(BaseModel):
@@ -136,7 +139,9 @@ class FinalModel(BaseModel):
     def family(self) -> str | None:
         if not self.ok or self.label is None:
             return None
-        return "ensemble" if self.label == "ensemble" else self.label.rsplit("-", 1)[0]
+        if self.label in ("ensemble", "greedy"):
+            return "ensemble"
+        return self.label.rsplit("-", 1)[0]
 
 
 class RunState(TypedDict, total=False):

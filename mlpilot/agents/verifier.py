@@ -139,6 +139,8 @@ def same_predictions(
     else:
         mine = model.predict(X)
     mine, sent = np.asarray(mine, dtype=float), np.asarray(sent, dtype=float)
+    if not task.is_classification:
+        mine, sent = mine.ravel(), sent.ravel()
     if mine.shape != sent.shape:
         return f"{sent.shape} predictions sent, the model makes {mine.shape}"
     gap = float(np.max(np.abs(mine - sent))) if mine.size else 0.0

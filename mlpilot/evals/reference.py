@@ -184,7 +184,8 @@ def build_reference(
             "trials": TRIALS,
         }
         if peers:
-            made["peers"] = {k: peer_envs.REQUIREMENTS[k] for k in peers}
+            before = reference.get("_made_with", {}).get("peers", {})
+            made["peers"] = {**before, **{k: peer_envs.REQUIREMENTS[k] for k in peers}}
             made["peer_budget_s"] = peer_budget
             made["peer_machine"] = f"{os.cpu_count()} cores"
         reference["_made_with"] = {**reference.get("_made_with", {}), **made}
