@@ -181,6 +181,12 @@ def test_a_stacked_model_is_assembled_verified_and_saved_like_any_other(tmp_path
     again = model_io.load(path)  # trusted types only
     X = task.holdout.features
     np.testing.assert_allclose(again.predict_proba(X), model.predict_proba(X))
+    # behind engineered features it is a Pipeline's last step, which must pass as fitted
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    piped = Pipeline([("same", FunctionTransformer()), ("model", model.estimator)])
+    np.testing.assert_allclose(piped.predict_proba(X), model.estimator.predict_proba(X))
 
 
 def test_stacking_survives_rows_that_lack_a_class() -> None:

@@ -96,7 +96,13 @@ class CombinedEnsemble(BaseEstimator):
     def classes_(self) -> np.ndarray:
         return self.members[0].classes_
 
+    def fit(self, X: Any, y: Any) -> CombinedEnsemble:
+        """Refits the members; the combiner's parameters stay as they were fit."""
+        self.members = [clone(m).fit(X, y) for m in self.members]
+        return self
+
     def __sklearn_is_fitted__(self) -> bool:
+        """Fitted when its members are: a Pipeline that ends in it asks before predicting."""
         return WeightedEnsemble.__sklearn_is_fitted__(self)  # type: ignore[arg-type]
 
     def _combined(self, X: Any) -> np.ndarray:
