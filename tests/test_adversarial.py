@@ -116,24 +116,14 @@ def test_a_model_file_that_is_a_link_to_a_host_file_is_refused(box, task, tmp_pa
     assert not refit.ok and "symbolic link" in refit.reason
 
 
-def test_a_run_excludes_the_cheating_family_and_delivers_an_honest_model(task, tmp_path) -> None:
-    """End to end: forests cheat with in-sample predictions (they would win CV), the
-    fold-by-fold re-run catches them, and the final model is an honest one."""
+def run_with_job(task, folder, request: str, budget: float, trials: int, code: str) -> dict:
+    """A whole run (no LLM, one trial at a time) whose trial jobs are ``code``."""
     from mlpilot.sandbox import LocalSandbox
 
-    settings = HpoSettings(parallel=1, warmstart=0)
-    request = "tune a model: random forest and linear"
-    run = RunDir(tmp_path)
-    run.create(
-        RunMeta(
-            request=request,
-            data="-",
-            target="target",
-            metric="roc_auc",
-            time_budget=40,
-            max_trials=8,
-        )
-    )
+    run = RunDir(folder)
+    meta = RunMeta(request=request, data="-", target="target", metric="roc_auc",
+                   time_budget=budget, max_trials=trials)  # fmt: skip
+    run.create(meta)
     with LocalSandbox(warm=True) as sandbox:
         ctx = RunContext(
             task=task,
@@ -141,13 +131,20 @@ def test_a_run_excludes_the_cheating_family_and_delivers_an_honest_model(task, t
             sandbox=sandbox,
             run=run,
             request=request,
-            time_budget_s=40,
-            max_trials=8,
+            time_budget_s=budget,
+            max_trials=trials,
             started=time.monotonic(),
-            hpo_settings=settings,
-            trial_code=adversarial.in_sample_cv_job(("random_forest", "extra_trees")),
+            hpo_settings=HpoSettings(parallel=1, warmstart=0),
+            trial_code=code,
         )
-        state = run_graph(ctx)
+        return run_graph(ctx)
+
+
+def test_a_run_excludes_the_cheating_family_and_delivers_an_honest_model(task, tmp_path) -> None:
+    """End to end: forests cheat with in-sample predictions (they would win CV), the
+    fold-by-fold re-run catches them, and the final model is an honest one."""
+    cheat = adversarial.in_sample_cv_job(("random_forest", "extra_trees"))
+    state = run_with_job(task, tmp_path, "tune a model: random forest and linear", 40, 8, cheat)
     checks = {c.name: c for c in state["checks"]}
     assert not checks["fold-by-fold CV"].ok
     assert "saw their own labels" in checks["fold-by-fold CV"].detail
@@ -164,35 +161,12 @@ def test_a_refit_that_echoes_the_holdouts_labels_is_not_delivered(task, tmp_path
     """Guard: verifier.same_predictions, value by value. Handed every row for the final
     refit, the job sends the holdout's labels as its predictions; the model it saved
     does not make them, so the verified model (training rows only) is delivered."""
-    from mlpilot.sandbox import LocalSandbox
     from mlpilot.tools import model_io
 
     run = RunDir(tmp_path)
-    request = "tune a model: linear"
-    run.create(
-        RunMeta(
-            request=request,
-            data="-",
-            target="target",
-            metric="roc_auc",
-            time_budget=30,
-            max_trials=4,
-        )
+    state = run_with_job(
+        task, tmp_path, "tune a model: linear", 30, 4, adversarial.HOLDOUT_ECHO_JOB
     )
-    with LocalSandbox(warm=True) as sandbox:
-        ctx = RunContext(
-            task=task,
-            llm=None,
-            sandbox=sandbox,
-            run=run,
-            request=request,
-            time_budget_s=30,
-            max_trials=4,
-            started=time.monotonic(),
-            hpo_settings=HpoSettings(parallel=1, warmstart=0),
-            trial_code=adversarial.HOLDOUT_ECHO_JOB,
-        )
-        state = run_graph(ctx)
     checks = {c.name: c for c in state["checks"]}
     refit = checks["refit on all rows"]
     assert refit.severity == "warning" and "does not make the predictions" in refit.detail
