@@ -280,3 +280,39 @@ def test_only_an_llm_on_this_machine_keeps_cores_from_trials() -> None:
     assert LLM(LiteLLMClient("openai/qwen", api_base="http://127.0.0.1:8000/v1")).runs_locally
     assert LLM(LiteLLMClient("embedded/qwen2.5-coder-0.5b")).runs_locally
     assert not LLM(ScriptedLLM([])).runs_locally
+
+
+def test_a_local_llms_warm_start_is_awaited_before_the_first_trial(box, task, tmp_path) -> None:
+    """With ``upfront_s``, no trial competes with the LLM for the cores while it answers
+    the warm start; without it, trials start at once."""
+    import datetime
+    import time
+
+    for upfront in (5.0, 0.0):
+        answered: list[datetime.datetime] = []
+
+        def slow(messages, params, answered=answered) -> str:
+            time.sleep(1.5)
+            answered.append(datetime.datetime.now())
+            return knn_reply((7, "distance"), (25, "uniform"))
+
+        settings = HpoSettings(warmstart=2, sample_every=10**6, upfront_s=upfront)
+        agent = HpoAgent(
+            TrialRunner(box, task, folds=3),
+            LLM(ScriptedLLM([slow])),
+            storage=f"sqlite:///{tmp_path}/o-{upfront}.db",
+            settings=settings,
+        )
+        study = agent.optimize("knn", n_trials=3)
+        first = min(t.datetime_start for t in study.trials)
+        if upfront:
+            assert sources(study) == ["default", "llm-warmstart", "llm-warmstart"]
+            assert first >= answered[0] and agent.upfront_waited_s >= 1.0
+        else:
+            assert first < answered[0] and agent.upfront_waited_s == 0.0
+
+
+def test_for_budget_awaits_only_a_local_llm() -> None:
+    assert HpoSettings.for_budget(120, local_llm=True).upfront_s == pytest.approx(18.0)
+    assert HpoSettings.for_budget(600, local_llm=True).upfront_s == 45.0
+    assert HpoSettings.for_budget(120, local_llm=False).upfront_s == 0.0

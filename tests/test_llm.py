@@ -284,4 +284,4 @@ def test_the_plan_appends_the_recipes_lead_family_on_tables() -> None:
 
     draft = ["random_forest", "linear", "knn"]
     _, plan = _plan_for(load_breast_cancer(as_frame=True).frame, "target", draft)
-    assert plan.families == [*draft, "hist_gradient_boosting"]
+    assert plan.families == [*draft, "lightgbm"]

@@ -195,6 +195,11 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             stopped=agent.stopped.get(family),
         )
     events = [f"tuned {', '.join(summary)}"]
+    if agent.upfront_waited_s >= 0.5:
+        events.append(
+            f"waited {agent.upfront_waited_s:.0f} s for the LLM's warm starts before the "
+            "first trial (a local LLM generates fastest with the cores to itself)"
+        )
     events += [f"stopped tuning {f}: {why}" for f, why in agent.stopped.items()]
     return {"hpo": summary, "step": step + 1, "events": events}
 

@@ -189,7 +189,8 @@ def make_sampler(kind: str, seed: int, n_startup_trials: int = 5) -> Any:
     raise ConfigError(f"unknown sampler {kind!r}; known: tpe, random")
 
 
-SOURCE_ATTR = "source"  # user attribute: "default", "llm-warmstart", "llm-sample" or "tpe"
+# user attribute: "default", "portfolio", "llm-warmstart", "llm-sample" or "tpe"
+SOURCE_ATTR = "source"
 
 
 def enqueue(

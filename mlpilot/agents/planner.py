@@ -26,7 +26,14 @@ from mlpilot.tools.search_spaces import DEFAULT_FAMILIES, FAMILY_NOTES, SPACES
 
 StepKind = Literal["features", "hpo", "ensemble"]  # each kind is a node of the run's graph
 Family = Literal[
-    "hist_gradient_boosting", "random_forest", "extra_trees", "linear", "knn", "svm", "mlp"
+    "hist_gradient_boosting",
+    "lightgbm",
+    "random_forest",
+    "extra_trees",
+    "linear",
+    "knn",
+    "svm",
+    "mlp",
 ]
 RELEVANT = 4.0  # a recipe scoring below this does not fit the task (problem type + modality)
 

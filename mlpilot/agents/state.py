@@ -24,7 +24,7 @@ class TrialRow:
     family: str
     number: int
     params: dict[str, Any]
-    source: str  # "default", "llm-warmstart", "llm-sample" or "tpe"
+    source: str  # "default", "portfolio", "llm-warmstart", "llm-sample" or "tpe"
     seconds: float
     reason: str  # why it failed ("" when it did not)
     state: str  # Optuna's state name

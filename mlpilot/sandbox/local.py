@@ -66,6 +66,7 @@ DEFAULT_PRELOAD = (
     "sklearn.model_selection",
     "sklearn.metrics",
     "joblib",
+    "lightgbm",
 )
 
 

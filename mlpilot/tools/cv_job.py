@@ -32,12 +32,15 @@ copy of the module, so the file holds only scikit-learn's types).
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
@@ -61,6 +64,160 @@ from sklearn.svm import SVC, SVR
 def _opt(params: dict, name: str, cast, default):
     value = params.get(name)
     return default if value is None else cast(value)
+
+
+# The LightGBM parameters a configuration may set (the rest are fixed below).
+LIGHTGBM_PARAMS = (
+    "learning_rate",
+    "num_leaves",
+    "min_child_samples",
+    "colsample_bytree",
+    "reg_lambda",
+    "extra_trees",
+)
+
+
+def _validation_rows(y: np.ndarray, classification: bool, fraction: float, seed: int) -> np.ndarray:
+    """A seeded mask of the rows held out for early stopping: ``fraction`` of them, at
+    least one per class, stratified by class; a class with one row stays in the fit."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    mask = np.zeros(n, dtype=bool)
+    if not classification:
+        take = max(1, round(fraction * n))
+        mask[rng.permutation(n)[:take]] = True
+        return mask
+    labels, codes = np.unique(y.astype(str), return_inverse=True)
+    for k in range(len(labels)):
+        rows = np.flatnonzero(codes == k)
+        if len(rows) < 2:
+            continue
+        take = min(len(rows) - 1, max(1, round(fraction * len(rows))))
+        mask[rng.permutation(rows)[:take]] = True
+    return mask
+
+
+class BoostedTrees(BaseEstimator):
+    """LightGBM with early stopping on a seeded validation split of its own fit's rows.
+
+    ``fit`` first trains on the rows outside the validation split until the validation
+    loss has not improved for ``patience`` rounds, then refits on every row it was
+    given with the best round count scaled by the share of rows it gained, so the
+    fitted model learns from all of its rows. Categorical columns (``categorical``,
+    positions in the input, as category codes with NaN for missing) are split on by
+    LightGBM natively. The fitted model is a plain LightGBM estimator (``model_``),
+    which is what a saved pipeline holds (see :func:`portable`).
+    """
+
+    def __init__(
+        self,
+        classification: bool = True,
+        params: dict | None = None,
+        seed: int = 0,
+        categorical: list | None = None,
+        validation: float = 0.15,
+        patience: int = 50,
+        max_rounds: int = 3000,
+    ) -> None:
+        self.classification = classification
+        self.params = params
+        self.seed = seed
+        self.categorical = categorical
+        self.validation = validation
+        self.patience = patience
+        self.max_rounds = max_rounds
+
+    def _model(self, rounds: int):
+        import lightgbm
+
+        cls = lightgbm.LGBMClassifier if self.classification else lightgbm.LGBMRegressor
+        params = {
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "min_child_samples": 20,
+            "colsample_bytree": 1.0,
+            "reg_lambda": 0.0,
+            "extra_trees": False,
+            **(self.params or {}),
+        }
+        return cls(
+            n_estimators=int(rounds),
+            random_state=int(self.seed),
+            deterministic=True,
+            force_row_wise=True,
+            verbose=-1,
+            n_jobs=_threads(),
+            **params,
+        )
+
+    def fit(self, X, y):
+        import lightgbm
+
+        y = np.asarray(y)
+        categorical = list(self.categorical or []) or "auto"
+        val = _validation_rows(y, self.classification, self.validation, self.seed)
+        rounds = self.max_rounds
+        fit_rows = ~val
+        if val.any() and fit_rows.sum() >= 2 and len(np.unique(y[fit_rows].astype(str))) > 1:
+            probe = self._model(self.max_rounds)
+            X_val, y_val = _rows(X, val), y[val]
+            # LightGBM 4.7 names the validation rows eval_X/eval_y; earlier, eval_set
+            held_out = (
+                {"eval_X": (X_val,), "eval_y": (y_val,)}
+                if "eval_X" in inspect.signature(probe.fit).parameters
+                else {"eval_set": [(X_val, y_val)]}
+            )
+            probe.fit(
+                _rows(X, fit_rows),
+                y[fit_rows],
+                **held_out,
+                categorical_feature=categorical,
+                callbacks=[lightgbm.early_stopping(self.patience, verbose=False)],
+            )
+            best = int(probe.best_iteration_ or self.max_rounds)
+            rounds = max(1, round(best * len(y) / fit_rows.sum()))
+        else:
+            rounds = 100
+        self.model_ = self._model(rounds).fit(X, y, categorical_feature=categorical)
+        self.rounds_ = rounds
+        if self.classification:
+            self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, X):
+        return self.model_.predict(X)
+
+    def predict_proba(self, X):
+        return self.model_.predict_proba(X)
+
+    def score(self, X, y) -> float:
+        """Accuracy (classification) or R² (regression), as scikit-learn's estimators."""
+        return float(self.model_.score(X, y))
+
+
+def _threads() -> int:
+    """The threads this job may use: the sandbox's OMP_NUM_THREADS, else the CPUs this
+    process may run on (LightGBM's own default counts the machine's cores, and
+    oversubscribed threads slow a small fit twentyfold)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
+    except ValueError:
+        return max(1, len(os.sched_getaffinity(0)))
+
+
+def _rows(X, mask: np.ndarray):
+    return X.iloc[mask] if hasattr(X, "iloc") else X[mask]
+
+
+def portable(pipeline: Pipeline) -> Pipeline:
+    """``pipeline`` with any :class:`BoostedTrees` step replaced by its fitted LightGBM
+    model, so that the saved file holds only library types (this script's classes do
+    not exist on the host)."""
+    steps = [
+        (name, step.model_ if isinstance(step, BoostedTrees) else step)
+        for name, step in pipeline.steps
+    ]
+    return Pipeline(steps)
 
 
 def build_estimator(family: str, params: dict, classification: bool, seed: int):
@@ -90,6 +247,12 @@ def build_estimator(family: str, params: dict, classification: bool, seed: int):
             min_samples_leaf=_opt(params, "min_samples_leaf", int, 20),
             l2_regularization=_opt(params, "l2_regularization", float, 0.0),
             random_state=seed,
+        )
+    if family == "lightgbm":
+        return BoostedTrees(
+            classification=classification,
+            params={k: v for k, v in params.items() if k in LIGHTGBM_PARAMS},
+            seed=seed,
         )
     if family in ("linear", "logistic_regression"):
         c = _opt(params, "C", float, 1.0)
@@ -122,7 +285,7 @@ DENSE_ONLY = ("hist_gradient_boosting",)  # estimators that reject sparse input
 # Gradient boosting splits on categories itself and handles missing values: its
 # categorical columns become codes (missing and unseen values stay missing) and its
 # numeric columns keep their missing values.
-NATIVE_CATEGORICAL = (HistGradientBoostingClassifier, HistGradientBoostingRegressor)
+NATIVE_CATEGORICAL = (HistGradientBoostingClassifier, HistGradientBoostingRegressor, BoostedTrees)
 # Columns with more categories than this are split on their (sorted) codes as numbers:
 # split on natively, many categories overfit (lending_club's 50 states: log-loss 0.222
 # against 0.208 one-hot).
@@ -193,7 +356,11 @@ def build_pipeline(
         many = [c for c in categorical if c not in few]
         if few:
             first = len(numeric)
-            estimator.set_params(categorical_features=list(range(first, first + len(few))))
+            positions = list(range(first, first + len(few)))
+            if isinstance(estimator, BoostedTrees):
+                estimator.set_params(categorical=positions)
+            else:
+                estimator.set_params(categorical_features=positions)
             parts.append(("cat", _codes(np.nan), few))
         if many:
             parts.append(("codes", _codes(np.nan), many))
@@ -257,7 +424,7 @@ def main() -> None:
     if config.get("save_model"):
         import skops.io  # loads on the host without running code (no pickle)
 
-        skops.io.dump(pipeline[1:] if builder is not None else pipeline, "model.skops")
+        skops.io.dump(portable(pipeline[1:] if builder is not None else pipeline), "model.skops")
     result = {"cv_seconds": cv_seconds, "fit_seconds": fit_seconds}
     if classification:
         classes = pipeline.classes_.tolist()

@@ -29,6 +29,11 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    # LightGBM's estimators: the booster is rebuilt from its text model (no code runs)
+    "collections.OrderedDict",
+    "lightgbm.basic.Booster",
+    "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.sklearn.LGBMRegressor",
     "mlpilot.tools.model.PilotModel",
     "mlpilot.tools.model.WeightedEnsemble",
     "mlpilot.tools.model.CombinedEnsemble",  # its combiner's parameters: numpy arrays

@@ -113,6 +113,14 @@ SPACES: dict[str, tuple[Param, ...]] = {
         Param("min_samples_leaf", "int", 5, 100, log=True),
         Param("l2_regularization", "float", 1e-8, 10.0, log=True),
     ),
+    "lightgbm": (
+        Param("learning_rate", "float", 0.005, 0.2, log=True),
+        Param("num_leaves", "int", 4, 256, log=True),
+        Param("min_child_samples", "int", 2, 100, log=True),
+        Param("colsample_bytree", "float", 0.3, 1.0),
+        Param("reg_lambda", "float", 1e-8, 10.0, log=True),
+        Param("extra_trees", "categorical", choices=(False, True)),
+    ),
     "random_forest": _TREES,
     "extra_trees": _TREES,
     "linear": (Param("C", "float", 1e-3, 1e3, log=True),),
@@ -142,6 +150,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "min_samples_leaf": 20,
         "l2_regularization": 1e-8,
     },
+    "lightgbm": {  # AutoGluon's LightGBM baseline (its boosting rounds: early stopping)
+        "learning_rate": 0.05,
+        "num_leaves": 31,
+        "min_child_samples": 20,
+        "colsample_bytree": 1.0,
+        "reg_lambda": 1e-8,
+        "extra_trees": False,
+    },
     "random_forest": {
         "n_estimators": 100,
         "max_depth": 20,
@@ -160,8 +176,36 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "mlp": {"hidden_units": 64, "alpha": 1e-4, "learning_rate_init": 1e-3},
 }
 
+# Configurations tried right after a family's default, before the search: a few that
+# are strong across many datasets, so that a short run has them whatever TPE or the LLM
+# would explore. LightGBM's are AutoGluon 1.x's hand-picked LightGBM configurations
+# beside its baseline (autogluon.tabular's `lightgbm` manual configs: "GBMXT", extremely
+# randomised splits, and "GBMLarge", a slower-learning tree with 128 leaves), which its
+# default presets train on every dataset.
+PORTFOLIOS: dict[str, list[dict[str, Any]]] = {
+    "lightgbm": [
+        {**DEFAULTS["lightgbm"], "extra_trees": True},
+        {
+            **DEFAULTS["lightgbm"],
+            "learning_rate": 0.03,
+            "num_leaves": 128,
+            "colsample_bytree": 0.9,
+            "min_child_samples": 5,
+        },
+    ],
+}
+
+
+def first_configs(family: str) -> list[dict[str, Any]]:
+    """The configurations a family's study starts with: its default, then its portfolio."""
+    return [DEFAULTS[family], *PORTFOLIOS.get(family, [])]
+
+
 FAMILY_NOTES: dict[str, str] = {
     "hist_gradient_boosting": "gradient-boosted trees (histogram); handles missing values",
+    "lightgbm": (
+        "LightGBM gradient-boosted trees; native categoricals, missing values, early stopping"
+    ),
     "random_forest": "random forest",
     "extra_trees": "extremely randomised trees",
     "linear": "logistic regression (classification) or ridge (regression); C = 1/regularisation",

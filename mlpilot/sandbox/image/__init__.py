@@ -34,6 +34,7 @@ RUNTIME_PACKAGES = (
     "threadpoolctl",
     "pyarrow",
     "skops",
+    "lightgbm",
 )
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 REQUIREMENTS_LABEL = "org.mlpilot.requirements"  # the pins an image was built with
@@ -124,6 +125,8 @@ def build_image(
         context = Path(tmp)
         dockerfile = resources.files("mlpilot.sandbox.image").joinpath("Dockerfile")
         (context / "Dockerfile").write_text(dockerfile.read_text())
+        openmp = resources.files("mlpilot.sandbox.image").joinpath("openmp.py")
+        (context / "openmp.py").write_text(openmp.read_text())
         download_wheels(context / "wheels", python_version=python_version, say=say)
         say(f"building {tag} from {base}")
         try:
@@ -172,7 +175,7 @@ def make_base(
             [
                 debootstrap,
                 "--variant=minbase",
-                "--include=python3,python3-pip,ca-certificates",
+                "--include=python3,python3-pip,ca-certificates,libgomp1",
                 suite,
                 str(rootfs),
                 mirror,
