@@ -291,3 +291,23 @@ def test_trials_and_feature_measurements_compute_features_in_the_container(
     )
     assert not isinstance(scores, str), scores
     assert scores[1].mean() > scores[0].mean()
+
+
+def test_a_lightgbm_trial_and_refit_run_in_the_container(warm: DockerSandbox) -> None:
+    """The image carries LightGBM (and the OpenMP runtime it links against), and the
+    model a container fits loads on the host."""
+    from sklearn.datasets import load_breast_cancer
+
+    from mlpilot.agents.trials import TrialRunner
+    from mlpilot.task import TaskSpec
+    from mlpilot.tools.search_spaces import DEFAULTS
+
+    frame = load_breast_cancer(as_frame=True).frame.sample(150, random_state=0)
+    task = TaskSpec.from_data(frame, target="target")
+    runner = TrialRunner(warm, task, folds=3)
+    outcome = runner.run("lightgbm", DEFAULTS["lightgbm"])
+    assert outcome.ok and outcome.verified, outcome.reason
+    assert outcome.cv_score > 0.9
+    refit = runner.refit("lightgbm", DEFAULTS["lightgbm"])
+    assert refit.ok, refit.reason
+    assert type(refit.model.steps[-1][1]).__name__ == "LGBMClassifier"

@@ -66,7 +66,6 @@ DEFAULT_PRELOAD = (
     "sklearn.model_selection",
     "sklearn.metrics",
     "joblib",
-    "lightgbm",
 )
 
 
