@@ -58,7 +58,7 @@ def test_categorical_columns_are_split_on_natively() -> None:
     frame = plain_numbers(frame)
     pipeline = build_pipeline(frame, [], build_estimator("lightgbm", {}, True, 0)).fit(frame, y)
     model = pipeline.named_steps["model"]
-    assert model.categorical == [1]  # numeric columns first, then the category codes
+    assert model.categorical_features == [1]  # numeric columns first, then the category codes
     first = model.model_.booster_.dump_model()["tree_info"][0]["tree_structure"]
     assert first["decision_type"] == "=="  # a set split on categories, not a threshold
     unseen = frame.head(2).assign(colour=["purple", None])

@@ -103,10 +103,11 @@ class BoostedTrees(BaseEstimator):
     ``fit`` first trains on the rows outside the validation split until the validation
     loss has not improved for ``patience`` rounds, then refits on every row it was
     given with the best round count scaled by the share of rows it gained, so the
-    fitted model learns from all of its rows. Categorical columns (``categorical``,
-    positions in the input, as category codes with NaN for missing) are split on by
-    LightGBM natively. The fitted model is a plain LightGBM estimator (``model_``),
-    which is what a saved pipeline holds (see :func:`portable`).
+    fitted model learns from all of its rows. Categorical columns
+    (``categorical_features``, named as in scikit-learn's gradient boosting: positions
+    in the input, as category codes with NaN for missing) are split on by LightGBM
+    natively. The fitted model is a plain LightGBM estimator (``model_``), which is
+    what a saved pipeline holds (see :func:`portable`).
     """
 
     def __init__(
@@ -114,7 +115,7 @@ class BoostedTrees(BaseEstimator):
         classification: bool = True,
         params: dict | None = None,
         seed: int = 0,
-        categorical: list | None = None,
+        categorical_features: list | None = None,
         validation: float = 0.15,
         patience: int = 50,
         max_rounds: int = 3000,
@@ -122,7 +123,7 @@ class BoostedTrees(BaseEstimator):
         self.classification = classification
         self.params = params
         self.seed = seed
-        self.categorical = categorical
+        self.categorical_features = categorical_features
         self.validation = validation
         self.patience = patience
         self.max_rounds = max_rounds
@@ -154,9 +155,8 @@ class BoostedTrees(BaseEstimator):
         import lightgbm
 
         y = np.asarray(y)
-        categorical = list(self.categorical or []) or "auto"
+        categorical = list(self.categorical_features or []) or "auto"
         val = _validation_rows(y, self.classification, self.validation, self.seed)
-        rounds = self.max_rounds
         fit_rows = ~val
         if val.any() and fit_rows.sum() >= 2 and len(np.unique(y[fit_rows].astype(str))) > 1:
             probe = self._model(self.max_rounds)
@@ -356,11 +356,7 @@ def build_pipeline(
         many = [c for c in categorical if c not in few]
         if few:
             first = len(numeric)
-            positions = list(range(first, first + len(few)))
-            if isinstance(estimator, BoostedTrees):
-                estimator.set_params(categorical=positions)
-            else:
-                estimator.set_params(categorical_features=positions)
+            estimator.set_params(categorical_features=list(range(first, first + len(few))))
             parts.append(("cat", _codes(np.nan), few))
         if many:
             parts.append(("codes", _codes(np.nan), many))
