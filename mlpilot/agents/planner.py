@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from mlpilot import prompts
 from mlpilot.llm import LLM, LLMError, LLMTimeout, StructuredOutputError, structured
@@ -59,6 +59,19 @@ class Plan(BaseModel):
     notes: str = ""
 
 
+RATIONALE_CHARS = 160
+# What the planner's prompt says of each family: only what tells them apart (the
+# prompt is read at ~65 tokens/s by the embedded model on two cores).
+PLAN_NOTES = {
+    "hist_gradient_boosting": "boosted trees (scikit-learn)",
+    "lightgbm": "boosted trees, early stopping, native categoricals",
+    "random_forest": "",
+    "extra_trees": "",
+    "linear": "logistic or ridge regression",
+    "knn": "",
+    "svm": "RBF kernel; slow above 10k rows",
+    "mlp": "small neural network",
+}
 MIN_FAMILIES = 3  # a plan tunes at least this many families (ensembles need variety)
 
 
@@ -72,7 +85,18 @@ class PlanDraft(BaseModel):
     """
 
     families: list[Family] = Field(min_length=1, max_length=5)
-    rationale: str = Field("", max_length=300)
+    # Short: on two cores each token of the plan costs ~50 ms of the budget. The schema
+    # bounds it for constrained decoding; a longer answer is cut, not re-asked.
+    rationale: str = Field("", json_schema_extra={"maxLength": RATIONALE_CHARS})
+
+    @field_validator("rationale")
+    @classmethod
+    def _cut(cls, text: str) -> str:
+        text = text.strip()
+        if len(text) < RATIONALE_CHARS:
+            return text
+        cut = text[:RATIONALE_CHARS].rsplit(" ", 1)[0].rstrip(",;:")  # at a word's end
+        return cut + "…"
 
 
 FEATURES_SHARE = 0.25  # of the time budget, for a planned feature step
@@ -195,15 +219,18 @@ def _run_score(run: dict[str, Any], task: TaskSpec, profile: DataProfile) -> flo
 
 
 def retrieve(task: TaskSpec, profile: DataProfile, store: Path | None, k: int = 3) -> list[str]:
-    """The most similar recipes and past runs, as short lines for the prompt.
+    """The best-matching recipe and the most similar past runs, as short lines for the
+    prompt (at most ``k``).
 
-    Only close matches are shown (a recipe must fit the problem type and modality):
-    every line costs prompt time on a small local model.
+    Only the closest recipe is shown, and only if it fits the problem type and
+    modality: on a small local model every line of the prompt costs budget (the
+    planner's prompt is read at ~65 tokens/s on two cores).
     """
     lines: list[tuple[float, str]] = []
-    for r in load_recipes():
-        score = _recipe_score(r, task, profile)
-        if score >= RELEVANT:
+    scored = [(_recipe_score(r, task, profile), r) for r in load_recipes()]
+    top = max((score for score, _ in scored), default=0.0)
+    for score, r in scored:
+        if score >= RELEVANT and score == top:
             text = f"recipe '{r['name']}': try {', '.join(r['families'])}. {r['notes']}"
             lines.append((score, text))
     for run in past_runs(store):
@@ -278,7 +305,7 @@ def make_plan(
                 **prompt_context(task, profile),
                 request=request,
                 time_budget_s=round(time_budget_s),
-                families={f: FAMILY_NOTES[f] for f in SPACES},
+                families={f: PLAN_NOTES.get(f, FAMILY_NOTES[f]) for f in SPACES},
                 retrieved=retrieve(task, profile, store),
             ),
         },
