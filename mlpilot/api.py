@@ -134,13 +134,15 @@ class Pilot:
         if time_budget < 10:
             raise ConfigError(f"time_budget must be at least 10 seconds, but got {time_budget}")
         description_text, description_file = _read_description(description)
+        llm = self._make_llm(time_budget)
+        if llm is not None:
+            llm.prepare()  # once per machine: the embedded model's file, before the clock
         started = time.monotonic()
         task = TaskSpec.from_data(
             data, request=request, target=target, metric=metric, seed=seed, drop=drop
         )
         run = RunDir(Path(run_dir) if run_dir else self._new_run_dir(task.name))
         run.path.mkdir(parents=True, exist_ok=True)
-        llm = self._make_llm(time_budget)
         settings = hpo or HpoSettings.for_budget(
             time_budget, local_llm=llm is not None and llm.runs_locally
         )

@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 
 from mlpilot.agents import leakage, verifier
 from mlpilot.agents.context import RunContext
-from mlpilot.agents.hpo import trial_rows
+from mlpilot.agents.hpo import trial_limits, trial_rows
 from mlpilot.agents.state import FinalModel, RunState, SandboxInfo, TrialRow
 from mlpilot.agents.trials import TrialRunner
 from mlpilot.tools import combiners
@@ -38,6 +38,9 @@ FINAL_SINGLES = 3  # single trials refit as the final model after the ensemble, 
 MAX_RERUN_SINGLES = 10  # single trials whose CV may be re-run fold by fold, at most
 LEAK_REVIEW_S = 30.0  # most seconds the LLM's leakage review may take
 JOB_OVERHEAD_S = 0.3  # a warm sandbox job's start, data and clean-up, beyond its fits
+# a refit job's model file on top: importing skops in the job and writing the file
+# (a logistic regression's refit took 2.5 s in all, on two cores)
+REFIT_OVERHEAD_S = 2.0
 
 
 def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
@@ -64,9 +67,14 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         candidates.append((row.key, {row.key: 1.0}, row.cv_score))
     features = state.get("features")
     feature_set = features.features if features is not None else None
+    # The trials' cores: the LLM's leakage review generates beside these jobs, and
+    # OpenMP jobs given every core beside it ran a 1 s fold for 14 s.
+    local_llm = ctx.llm is not None and ctx.llm.runs_locally
+    limits = trial_limits(ctx.hpo_settings.parallel, local_llm=local_llm)
     runner = TrialRunner(
         ctx.sandbox,
         task,
+        limits=limits,
         data_dir=ctx.run.sandbox_data,
         code=ctx.trial_code,
         features=feature_set,
@@ -114,7 +122,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         chosen = runner
         if feature_set is not None and features is not None:
             plain = TrialRunner(
-                ctx.sandbox, task, data_dir=ctx.run.sandbox_data, code=ctx.trial_code
+                ctx.sandbox, task, limits=limits, data_dir=ctx.run.sandbox_data, code=ctx.trial_code
             )
             # a combiner was fit on the members with features: without them, the members
             # are averaged with the candidate's weights
@@ -185,7 +193,7 @@ def _verification_cost(
     member not yet re-run (about one trial's time, in ``folds`` jobs) and a refit of
     every member (about one fold's, in one job)."""
     rerun = sum(rows[k].seconds + folds * JOB_OVERHEAD_S for k in weights if k not in verdicts)
-    refit = sum(rows[k].seconds / (folds + 1) + JOB_OVERHEAD_S for k in weights)
+    refit = sum(rows[k].seconds / (folds + 1) + REFIT_OVERHEAD_S for k in weights)
     return rerun + refit
 
 
@@ -247,7 +255,7 @@ def _refit_on_all_rows(
         f"the delivered model is the verified one, trained on the {len(task.train)} training rows"
     )
     cost = sum(
-        rows[k].seconds / (runner.folds + 1) * n_all / len(task.train) + JOB_OVERHEAD_S
+        rows[k].seconds / (runner.folds + 1) * n_all / len(task.train) + REFIT_OVERHEAD_S
         for k in weights
     )
     left = ctx.remaining() + BUDGET_MARGIN_S / 2

@@ -9,8 +9,10 @@ resumes where it stopped without re-running a finished trial.
 
 from __future__ import annotations
 
+import importlib
 import shlex
 import sqlite3
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +55,10 @@ from mlpilot.tools.profile import profile_frame
 ENSEMBLE_MEMBERS = 20  # best trials offered to greedy selection
 ENSEMBLE_SHARE = 0.25  # of the time left, what comparing the combiners may take
 PLAN_SHARE = 0.15  # most of the budget the LLM planner may take
-HPO_RESERVE = 0.2  # share of the budget (at most 60 s) kept for what follows the search
+HPO_RESERVE = 0.2  # share of the budget kept for what follows the search, within:
+# at least what ensembling, one candidate's fold-by-fold re-run, its two refits and the
+# report took at a 40 s budget on two cores (about 12 s), at most 60 s
+HPO_RESERVE_S = (12.0, 60.0)
 
 
 def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
@@ -62,6 +67,10 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     profile = profile_frame(
         task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
     )
+    if ctx.llm is not None:
+        # The model's load (begun with the run) is not the planner's share: every LLM
+        # step needs it, and on two cores it takes 3-5 s of the 18 s of a 120 s run.
+        ctx.llm.warm_up()
     # Planning gets a small share of the budget; past it, the default plan is used.
     share = max(10.0, PLAN_SHARE * ctx.time_budget_s)
     pool = ThreadPoolExecutor(max_workers=1)
@@ -180,7 +189,8 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         on_trial=on_trial,
     )
     # Leave time for ensembling, the fold-by-fold re-runs, the refit and the report.
-    hpo_deadline = ctx.deadline - min(HPO_RESERVE * ctx.time_budget_s, 60.0)
+    low, high = HPO_RESERVE_S
+    hpo_deadline = ctx.deadline - min(max(HPO_RESERVE * ctx.time_budget_s, low), high)
     per_family_trials = max(1, plan.max_trials // max(1, len(families)))
     ctx.emit("family", family=", ".join(families), seconds=hpo_deadline - time.monotonic())
     studies = agent.optimize_all(list(families), n_trials=per_family_trials, deadline=hpo_deadline)
@@ -194,6 +204,10 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             llm=None if stats is None else dict(stats.__dict__),
             stopped=agent.stopped.get(family),
         )
+    # skops (the refit models' format) takes ~3 s to import, torch included: while the
+    # ensemble is chosen rather than in the final step (and not at the start, where it
+    # would compete with the LLM's planning)
+    threading.Thread(target=importlib.import_module, args=("skops.io",), daemon=True).start()
     events = [f"tuned {', '.join(summary)}"]
     if agent.upfront_waited_s >= 0.5:
         events.append(

@@ -64,6 +64,14 @@ class LLM:
         """False once the budget is spent."""
         return self.ledger.exhausted() is None
 
+    def prepare(self) -> None:
+        """The backend's one-time set-up (the embedded model's file on first use);
+        errors are left for the first call to report."""
+        prepare = getattr(self.client, "prepare", None)
+        if callable(prepare):
+            with contextlib.suppress(Exception):  # reported by the first real call
+                prepare()
+
     def warm_up(self) -> None:
         """Prepares the backend (imports, model load) ahead of the first call; errors
         are left for that call to report."""

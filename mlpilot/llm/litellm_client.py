@@ -124,6 +124,14 @@ class LiteLLMClient:
         on this machine (``api_base`` on loopback)."""
         return self.is_embedded or is_loopback(self.api_base)
 
+    def prepare(self) -> None:
+        """One-time set-up outside any time budget: joins and verifies the embedded
+        model's file on its first use on this machine (about 2 s per GB)."""
+        if self.is_embedded:
+            from mlpilot.llm.embedded import ensure_model_file
+
+            ensure_model_file(self._engine().spec)
+
     def warm_up(self) -> None:
         """Imports litellm and loads the embedded model, so the first call does not wait."""
         load_litellm()

@@ -52,6 +52,7 @@ from mlpilot.sandbox.base import (
     as_job,
     build_result,
     decode_exit,
+    job_running,
     new_job_dir,
     parse_status,
     write_job_files,
@@ -300,7 +301,7 @@ class DockerSandbox(Sandbox):
             self.root,
             lambda d: self._write_files(d, job, user),  # type: ignore[arg-type]
         )
-        with self._slots:
+        with self._slots, job_running():
             if warm:
                 return self._run_warm(job, limits, workdir, inputs, ro_files, user)
             return self._run_oneshot(job, limits, workdir, inputs, ro_files)

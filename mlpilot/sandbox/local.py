@@ -48,6 +48,7 @@ from mlpilot.sandbox.base import (
     as_job,
     build_result,
     decode_exit,
+    job_running,
     new_job_dir,
     parse_status,
     write_job_files,
@@ -284,7 +285,7 @@ class LocalSandbox(Sandbox):
             except OSError as e:
                 shutil.rmtree(workdir, ignore_errors=True)
                 raise SandboxError(f"could not hand {workdir} to the job's user: {e}") from e
-        with self._slots:
+        with self._slots, job_running():
             # A job that needs the network cannot share a worker's namespace.
             if self.warm and not limits.network:
                 return self._run_warm(job, limits, workdir, env, inputs, user)

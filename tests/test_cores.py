@@ -1,0 +1,77 @@
+"""Who gets the cores: a local LLM reads its prompts with every core only while no
+sandbox job runs, and the final step's jobs get the trials' cores, not all of them."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from mlpilot.agents import finalize
+from mlpilot.agents.hpo import trial_limits
+from mlpilot.llm.embedded import EMBEDDED_MODELS, EmbeddedEngine
+from mlpilot.sandbox import Limits
+from mlpilot.sandbox.base import job_running, running_jobs
+
+
+def test_prompt_threads_drop_to_generation_threads_while_a_job_runs(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    engine = EmbeddedEngine(EMBEDDED_MODELS["qwen2.5-coder-0.5b"], n_threads=2)
+    assert engine.batch_threads() == 4
+    with job_running():
+        assert running_jobs() == 1
+        assert engine.batch_threads() == 2
+    assert running_jobs() == 0
+    assert engine.batch_threads() == 4
+
+
+def test_a_sandbox_job_counts_as_running_while_it_runs(box) -> None:
+    seen: list[int] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(running_jobs())
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        result = box.run("import time; time.sleep(1.0)", limits=Limits(timeout_s=30))
+    finally:
+        done.set()
+        watcher.join()
+    assert result.ok
+    assert max(seen) == 1
+    assert running_jobs() == 0
+
+
+def test_the_final_steps_jobs_get_the_trials_cores(monkeypatch) -> None:
+    # finalize builds its runners with the trials' limits: a job given every core
+    # beside the LLM's leakage review oversubscribes OpenMP
+    made: list[Limits | None] = []
+    real = finalize.TrialRunner
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, limits=None, **kwargs) -> None:
+            made.append(limits)
+            raise RuntimeError("stop here")
+
+    monkeypatch.setattr(finalize, "TrialRunner", Spy)
+
+    class Ctx:
+        llm = type("L", (), {"runs_locally": True, "available": False})()
+        hpo_settings = type("S", (), {"parallel": 1})()
+        task = None
+        run = type("R", (), {"storage_url": "sqlite://", "sandbox_data": None})()
+        trial_code = None
+        sandbox = None
+
+    monkeypatch.setattr(finalize, "trial_rows", lambda *_: [])
+    monkeypatch.setattr(finalize.verifier, "check_claims", lambda rows: None)
+    runtime = type("RT", (), {"context": Ctx()})()
+    with pytest.raises(RuntimeError, match="stop here"):
+        finalize.finalize_node({}, runtime)  # type: ignore[arg-type]
+    assert made == [trial_limits(1, local_llm=True)]
+    assert made[0] is not None and made[0].cpus is not None
