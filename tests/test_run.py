@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -232,6 +233,16 @@ def test_killed_at_random_instants_every_resume_succeeds_and_loses_nothing(tmp_p
     (run_dir,) = [p.parent for p in runs.glob("*/run.json")]
     run = RunDir(run_dir)
     first = run.meta()
+    # the first run goes on until a trial has finished, so that every kill after it has
+    # finished trials to lose (a resume's own first trial may take longer than the
+    # random intervals below on a loaded machine)
+    db = run_dir / "optuna.db"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with contextlib.suppress(sqlite3.Error):  # the run may be creating its tables
+            if db.exists() and _finished_trials(db):
+                break
+        time.sleep(0.2)
     kept: dict[int, float] = {}
     spent = 0.0
     for _ in range(20):
@@ -242,7 +253,6 @@ def test_killed_at_random_instants_every_resume_succeeds_and_loses_nothing(tmp_p
         assert meta.hpo == first.hpo and meta.drop == first.drop and meta.no_llm
         assert meta.spent_s >= spent  # the clock never goes back
         spent = meta.spent_s
-        db = run_dir / "optuna.db"
         now = dict(_finished_trials(db)) if db.exists() else {}
         for trial_id, value in kept.items():
             assert now[trial_id] == value  # no finished trial lost or re-run
