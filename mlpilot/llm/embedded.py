@@ -206,11 +206,11 @@ class EmbeddedEngine:
             return self.n_threads
         return max(self.n_threads, os.cpu_count() or 1)
 
-    def _load(self, batch_threads: int | None = None) -> Any:
-        """The server for ``batch_threads`` (default: :meth:`batch_threads`), loaded
-        on first use. The weights are memory-mapped, so a second server (one per
-        thread setting) adds only its context."""
-        batch = batch_threads or self.batch_threads()
+    def _load(self) -> Any:
+        """The server for :meth:`batch_threads`, loaded on first use. The weights are
+        memory-mapped, so a second server (one per thread setting) adds only its
+        context."""
+        batch = self.batch_threads()
         if batch not in self._servers:
             import xllamacpp
 
