@@ -50,10 +50,12 @@ else:
 """
 
 FLAML = """
+import os
 import sys
 import pandas as pd
 from flaml import AutoML
 train, test, out, target, problem, metric, budget, cores, seed, work = sys.argv[1:11]
+os.makedirs(work, exist_ok=True)
 frame = pd.read_csv(train)
 X, y = frame.drop(columns=[target]), frame[target]
 names = {"roc_auc": "roc_auc" if problem == "binary" else "roc_auc_ovr",
