@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,6 +93,39 @@ def test_invalid_plans_are_reasked_then_the_default_plan_is_used(cancer, tmp_pat
     assert len(fake.calls) == 4
     assert result.status == "finished"
     assert "default (LLM unavailable: StructuredOutputError" in result.report_path.read_text()
+
+
+def test_a_leakage_review_that_never_answers_does_not_hold_the_run_past_its_budget(
+    cancer, tmp_path
+) -> None:
+    from mlpilot.agents.finalize import LATE_REVIEW, REVIEW_GRACE_S
+
+    release = threading.Event()
+
+    def hang(messages, params) -> str:  # the review's call: answers only when released
+        release.wait(120)
+        return NO_LEAKS
+
+    fake = ScriptedLLM([plan_reply("linear"), hang])
+    budget = 20
+    start = time.monotonic()
+    try:
+        result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
+            "predict target",
+            cancer,
+            time_budget=budget,
+            hpo=HpoSettings(warmstart=0, sample_every=10**6),
+        )
+        wall = time.monotonic() - start
+    finally:
+        release.set()
+    assert result.status == "finished" and len(fake.calls) == 2
+    # the run waits for the answer until its budget is spent, and a little more; never
+    # for the whole margin the refit and the report may use
+    assert wall < budget + REVIEW_GRACE_S + 6, wall
+    checks = {c["check"]: c for c in result.checks}
+    assert LATE_REVIEW in checks["leakage"]["detail"] and LATE_REVIEW in result.events
+    assert LATE_REVIEW in result.report_path.read_text()
 
 
 def test_llm_over_budget_runs_without_it_and_says_so(cancer, tmp_path) -> None:
