@@ -9,10 +9,8 @@ resumes where it stopped without re-running a finished trial.
 
 from __future__ import annotations
 
-import importlib
 import shlex
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,7 +46,7 @@ from mlpilot.agents.state import (
 )
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.sandbox import Limits
-from mlpilot.tools import combiners
+from mlpilot.tools import combiners, model_io
 from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import profile_frame
 
@@ -207,7 +205,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     # skops (the refit models' format) takes ~3 s to import, torch included: while the
     # ensemble is chosen rather than in the final step (and not at the start, where it
     # would compete with the LLM's planning)
-    threading.Thread(target=importlib.import_module, args=("skops.io",), daemon=True).start()
+    model_io.preload()
     events = [f"tuned {', '.join(summary)}"]
     if agent.upfront_waited_s >= 0.5:
         events.append(
