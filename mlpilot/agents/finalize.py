@@ -349,7 +349,7 @@ def _refit_candidate(
         builder = FeatureBuilder(runner.features["features"], runner.features.get("drop", []))
         seen = task.all_rows()[list(task.feature_columns)] if all_rows else task.X
         estimator = Pipeline([("features", builder.fit(seen)), ("model", estimator)])
-    model = PilotModel(estimator, task.feature_columns, task.target, task.problem_type)
+    model = PilotModel.wrap(estimator, task.feature_columns, task.target, task.problem_type)
     claimed = task.score_holdout(predictions_for(task.metric, blended, classes))
     return model, claimed, "", (blended, list(classes) if classes is not None else None)
 
