@@ -323,7 +323,8 @@ def _run_and_print(
         if not check["ok"] and check["severity"] == "warning":
             console.print(f"[yellow]doubt — {escape(check['check'])}[/]: {escape(check['detail'])}")
     console.print(f"report: {result.report_path}  (and report.html)")
-    console.print(f"predict: mlpilot predict {result.run_dir} --data new.csv")
+    console.print(f"predict: mlpilot predict {result.run_dir} --data new.csv [--proba]")
+    console.print(f"studies: optuna-dashboard sqlite:///{result.run_dir / 'optuna.db'}")
 
 
 @app.command()
@@ -382,23 +383,83 @@ def predict(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write predictions to this CSV (default: stdout).")
     ] = None,
+    proba: Annotated[
+        bool,
+        typer.Option(
+            "--proba", help="Class probabilities, one column per class (classification runs)."
+        ),
+    ] = False,
+    id_column: Annotated[
+        str | None,
+        typer.Option("--id", help="A column of the data to carry through first (row ids)."),
+    ] = None,
 ) -> None:
-    """Predict with a finished run's model."""
+    """Predict with a finished run's model: labels or values, or class probabilities."""
     from mlpilot.api import Pilot
     from mlpilot.tools.data import read_table
 
     loaded = Pilot.load(run_dir)
     frame = read_table(data)
-    preds = loaded.predict(frame)
-    column = f"{loaded.model.target}_predicted"
-    import pandas as pd
-
-    table = pd.DataFrame({column: preds})
+    table = loaded.prediction_table(frame, proba=proba, id_column=id_column)
     if out is None:
         print(table.to_csv(index=False), end="")
     else:
         table.to_csv(out, index=False)
         err.print(f"wrote {len(table)} predictions to {out}")
+
+
+@app.command()
+def runs(
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories are.")] = Path(
+        "mlpilot-runs"
+    ),
+    status: Annotated[
+        str | None, typer.Option(help="Only runs with this status (finished, running, ...).")
+    ] = None,
+    grep: Annotated[
+        str | None, typer.Option(help="Only runs whose name, request, data or target has this.")
+    ] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option("--compare", help="Two runs (name, prefix or path) side by side."),
+    ] = None,
+) -> None:
+    """List the runs (filtered), or compare two of them side by side."""
+    from mlpilot import runs as runs_mod
+
+    if compare:
+        if len(compare) != 2:
+            raise typer.BadParameter("give --compare twice: --compare RUN_A --compare RUN_B")
+        a, b = (runs_mod.find_run(runs_dir, name) for name in compare)
+        table = Table(title=f"{a.name} vs {b.name}")
+        for col in ("", a.name, b.name):
+            table.add_column(col)
+        for label, left, right, differs in runs_mod.compare(a, b):
+            style = "bold yellow" if differs else None
+            table.add_row(label, escape(left), escape(right), style=style)
+        console.print(table)
+        return
+    found = runs_mod.list_runs(runs_dir, status=status, contains=grep)
+    if not found:
+        console.print(f"no runs in {runs_dir}" + (" match" if status or grep else ""))
+        return
+    table = Table(title=f"Runs in {runs_dir}")
+    for col in ("run", "status", "data", "target", "metric", "best", "holdout", "budget s"):
+        table.add_column(col)
+    for r in found:
+        m = r.meta
+        table.add_row(
+            r.name,
+            m.status,
+            escape(Path(m.data).name),
+            escape(m.target),
+            m.metric,
+            m.best_family or "–",
+            _fmt(m.holdout_score),
+            f"{m.time_budget:g}",
+        )
+    console.print(table)
+    console.print(f"optuna-dashboard {found[-1].storage_url}  (the latest run's studies)")
 
 
 @app.command("llm")

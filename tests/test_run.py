@@ -151,6 +151,19 @@ def test_regression_run_without_llm_and_predict_checks_columns(tmp_path) -> None
     with pytest.raises(DataError, match="repeats"):
         loaded.predict(pd.concat([frame, frame[["age"]]], axis=1))
     assert loaded.predict(frame[list(reversed(frame.columns))]).shape == (len(frame),)
+    # a regression model has no probabilities to submit; its values carry the id column
+    with pytest.raises(ConfigError, match="regression model has no class probabilities"):
+        loaded.prediction_table(frame, proba=True)
+    table = loaded.prediction_table(frame.assign(row=range(len(frame))), id_column="row")
+    assert list(table.columns) == ["row", "target_predicted"] and table.row.tolist()[:2] == [0, 1]
+    # scikit-learn's tooling takes the delivered model as the regressor it is
+    from sklearn.base import clone, is_regressor
+    from sklearn.model_selection import cross_val_score
+
+    model = result.model
+    assert is_regressor(model) and not hasattr(model, "predict_proba")
+    X, y = frame.drop(columns=["target"]), frame["target"]
+    assert cross_val_score(clone(model), X, y, cv=3).mean() > 0.2  # R² of a refit per fold
 
 
 def _finished_trials(db: Path) -> list[tuple[int, float]]:
