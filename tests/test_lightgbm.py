@@ -82,8 +82,10 @@ def test_the_portfolio_comes_from_the_space_and_starts_every_study(box, tmp_path
     assert trials[3].user_attrs[SOURCE_ATTR] == "tpe"
 
 
-@pytest.mark.parametrize("problem", ["binary", "regression"])
+@pytest.mark.parametrize("problem", ["binary", "labels", "regression"])
 def test_a_refit_lightgbm_model_loads_on_the_host_and_predicts_alike(box, problem) -> None:
+    # "labels": classes named by strings ("good"/"bad"), which LightGBM 4.7's early
+    # stopping set does not encode itself
     rng = np.random.default_rng(1)
     n = 240
     frame = pd.DataFrame(
@@ -94,7 +96,11 @@ def test_a_refit_lightgbm_model_loads_on_the_host_and_predicts_alike(box, proble
         }
     )
     signal = frame["a"] + (frame["kind"] == "y") + rng.normal(scale=0.3, size=n)
-    frame["target"] = (signal > 0.5).astype(int) if problem == "binary" else signal
+    frame["target"] = {
+        "binary": (signal > 0.5).astype(int),
+        "labels": np.where(signal > 0.5, "good", "bad"),
+        "regression": signal,
+    }[problem]
     task = TaskSpec.from_data(frame, target="target")
     refit = TrialRunner(box, task, folds=3).refit("lightgbm", DEFAULTS["lightgbm"])
     assert refit.ok, refit.reason
@@ -102,9 +108,13 @@ def test_a_refit_lightgbm_model_loads_on_the_host_and_predicts_alike(box, proble
     steps = [type(step).__name__ for step in model.named_steps.values()]
     assert steps[-1] in ("LGBMClassifier", "LGBMRegressor")  # no class of the job's script
     X = plain_numbers(task.X)
-    batch = model.predict_proba(X) if problem == "binary" else model.predict(X)
-    one = model.predict_proba(X.iloc[[7]]) if problem == "binary" else model.predict(X.iloc[[7]])
+    proba = problem != "regression"
+    batch = model.predict_proba(X) if proba else model.predict(X)
+    one = model.predict_proba(X.iloc[[7]]) if proba else model.predict(X.iloc[[7]])
     assert np.allclose(batch[7], one[0])
+    if problem == "labels":
+        assert list(model.classes_) == ["bad", "good"]
+        assert set(model.predict(X)) == {"bad", "good"}
 
 
 def test_the_saved_pipeline_holds_library_types_only() -> None:

@@ -160,7 +160,10 @@ class BoostedTrees(BaseEstimator):
         fit_rows = ~val
         if val.any() and fit_rows.sum() >= 2 and len(np.unique(y[fit_rows].astype(str))) > 1:
             probe = self._model(self.max_rounds)
-            X_val, y_val = _rows(X, val), y[val]
+            # the probe only counts rounds: class labels as codes, since LightGBM 4.7's
+            # eval_y is not label-encoded (string classes such as "good" fail there)
+            y_fit = np.unique(y.astype(str), return_inverse=True)[1] if self.classification else y
+            X_val, y_val = _rows(X, val), y_fit[val]
             # LightGBM 4.7 names the validation rows eval_X/eval_y; earlier, eval_set
             held_out = (
                 {"eval_X": (X_val,), "eval_y": (y_val,)}
@@ -169,7 +172,7 @@ class BoostedTrees(BaseEstimator):
             )
             probe.fit(
                 _rows(X, fit_rows),
-                y[fit_rows],
+                y_fit[fit_rows],
                 **held_out,
                 categorical_feature=categorical,
                 callbacks=[lightgbm.early_stopping(self.patience, verbose=False)],
