@@ -339,12 +339,16 @@ def chat(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs go.")] = Path(
         "mlpilot-runs"
     ),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Carry on the last conversation (runs-dir/chat.db).")
+    ] = False,
 ) -> None:
-    """Talk to mlpilot: 'tune a model for data/churn.csv, optimise AUC', then ask follow-ups."""
+    """Talk to mlpilot: 'tune a model for data/churn.csv, predict churn, 30 seconds', then
+    'now without the tenure column and compare', 'why did it win?', 'predict on new.csv'."""
     from rich.live import Live
 
     from mlpilot.api import Pilot
-    from mlpilot.chat import ChatSession
+    from mlpilot.chat import ChatSession, chat_llm
 
     pilot = Pilot(
         llm=False if no_llm else llm, sandbox=sandbox, runs_dir=runs_dir, api_base=api_base
@@ -353,16 +357,33 @@ def chat(
     def run_with_progress(request: str, data: Path, **kwargs: Any) -> Any:
         from mlpilot.task import TaskSpec
 
-        task = TaskSpec.from_data(data, request=request, target=kwargs.get("target"))
+        task = TaskSpec.from_data(
+            data,
+            request=request,
+            target=kwargs.get("target"),
+            metric=kwargs.get("metric"),
+            drop=kwargs.get("drop", ()),
+        )
         progress = _RunProgress(
             task.metric.display, task.metric.greater_is_better, kwargs["time_budget"]
         )
         with Live(progress, console=console, refresh_per_second=4, transient=True):
             return pilot.run(request, data, progress=progress, **kwargs)
 
-    session = ChatSession(pilot, default_budget=time_budget, run=run_with_progress)
+    session = ChatSession(
+        pilot,
+        default_budget=time_budget,
+        run=run_with_progress,
+        llm=None if no_llm else chat_llm(llm, api_base),
+        resume=resume,
+    )
+    if resume and session.state.turns:
+        last_user, last_reply = session.state.turns[-1]
+        console.print(f"[dim]resumed: you> {escape(last_user)}[/]")
+        console.print(f"[dim]mlpilot> {escape(last_reply)}[/]")
     console.print(
-        "mlpilot chat — e.g. 'tune a model for data/churn.csv, optimise AUC'. 'exit' to leave."
+        "mlpilot chat — e.g. 'tune a model for data/churn.csv, predict churn, 30 seconds'. "
+        "'help' for more, 'exit' to leave."
     )
     while not session.done:
         try:

@@ -17,6 +17,7 @@ What lives in a run directory::
     model.skops       the delivered model (loads without running code), refit on all rows
     model-train.skops the verified model the holdout scored (training rows only)
     report.md, report.html, history.svg
+    llm-usage.json    what the LLM cost, per role (a run with an LLM)
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ TRAIN_MODEL = "model-train.skops"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 HISTORY_SVG = "history.svg"
+USAGE_JSON = "llm-usage.json"  # the LLM's calls, tokens and seconds per role, total last
 CLOCK_INTERVAL_S = 1.0  # how often a running run saves its spent time
 
 
