@@ -128,8 +128,8 @@ def parse_action(text: str, state: ChatState) -> ChatAction:
             pass  # "without X and compare": a re-run first (compared after it)
         else:
             return ChatAction(action="compare", runs=names)
-    if re.search(r"\b(plot|chart|graph|curve)\b", low):
-        return ChatAction(action="plot", topic=None)
+    if re.search(r"\b(plot|chart|graph|curve|matrix)\b", low):
+        return ChatAction(action="plot", plot=_plot_named(low))
     if re.search(r"\b(profile|describe|summari[sz]e|what(?:'s| is) in)\b", low) and not re.search(
         r"\b(tune|train|fit)\b", low
     ):
@@ -153,6 +153,22 @@ def parse_action(text: str, state: ChatState) -> ChatAction:
     if topic is not None or has_run:
         return ChatAction(action="explain", topic=topic)
     return ChatAction(action="help")
+
+
+def _plot_named(low: str) -> str | None:
+    rules = (
+        ("roc", r"\broc\b"),
+        ("pr", r"precision|\bpr\b"),
+        ("confusion", r"confusion"),
+        ("residuals", r"residual"),
+        ("pred-actual", r"actual"),
+        ("params", r"param"),
+        ("features", r"feature|importan"),
+        ("ensemble", r"ensemble|weight"),
+        ("llm", r"\bllm\b"),
+        ("history", r"history|progress|trials"),
+    )
+    return next((name for name, pattern in rules if re.search(pattern, low)), None)
 
 
 def _named_metric(low: str) -> str | None:
@@ -554,10 +570,15 @@ class ChatSession:
         view = self._view()
         if view is None:
             return "There is no run to plot yet."
-        found = [view.path / name for name in ("history.svg",) if (view.path / name).exists()]
+        found = sorted(view.path.glob("plot-*.png"))
         if not found:
             return f"This run has no plots; its report is {view.path / 'report.md'}."
-        return "\n".join(f"{PLOTS['history']}: {p}" for p in found)
+        wanted = [p for p in found if p.stem == f"plot-{action.plot}"]
+        if action.plot and not wanted:
+            return f"This run has no {PLOTS[action.plot]} plot; it has: " + ", ".join(
+                _plot_title(p) for p in found
+            )
+        return "\n".join(f"{_plot_title(p)}: {p}" for p in wanted or found)
 
     def _do_profile(self, action: ChatAction, text: str) -> str:
         source = action.data or self.state.data
@@ -761,6 +782,10 @@ def profile_text(frame: pd.DataFrame, target: str | None = None) -> str:
             shares = y.value_counts(normalize=True).head(6)
             lines.append(f"{target}: " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
     return "\n".join(lines)
+
+
+def _plot_title(path: Path) -> str:
+    return path.stem.removeprefix("plot-").replace("-", " ")
 
 
 def _num(value: float | None) -> str:

@@ -138,7 +138,7 @@ def test_a_chat_transcript_covers_every_action(churn_csv, tmp_path) -> None:
     assert "fold-by-fold CV: ok" in say("can I trust it?")
     assert "report.md" in say("where is the report?")
     assert "Drop in holdout ROC AUC" in say("which features mattered?")
-    assert "history.svg" in say("plot the history")
+    assert "plot-history.png" in say("plot the history")
     again = say("now try it without the tenure column and compare")
     assert "Without tenure." in again and f"{first.name} vs " in again
     assert "dropped columns: – → tenure" in again

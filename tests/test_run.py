@@ -80,7 +80,9 @@ def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
     report = result.report_path.read_text()
     assert "Plan (llm (scripted))" in report and "| planner | 1 |" in report
     assert "trained in the `local-warm` sandbox (network isolated:" in report
-    assert (result.run_dir / "report.html").exists() and (result.run_dir / "history.svg").exists()
+    assert (result.run_dir / "report.html").exists() and (
+        result.run_dir / "plot-history.png"
+    ).exists()
     X = cancer.drop(columns=["target"])
     np.testing.assert_array_equal(result.model.predict(X), Pilot.load(result.run_dir).predict(X))
 

@@ -36,12 +36,24 @@ TOPICS: dict[str, str] = {
     "checks": "the verifier's checks",
     "report": "where the report is",
 }
+# plot: what it shows (the run report's plot-<name>.png files)
 PLOTS: dict[str, str] = {
-    "history": "the optimisation history",
+    "history": "the optimisation history per family",
+    "params": "which hyperparameters mattered",
+    "roc": "the holdout ROC curve",
+    "pr": "the holdout precision-recall curve",
+    "confusion": "the holdout confusion matrix",
+    "pred-actual": "predicted vs actual values",
+    "residuals": "the residuals",
+    "features": "which features mattered",
+    "ensemble": "the ensemble's weights",
+    "llm": "the LLM's time per role",
+    "feature-gains": "the engineered features' gains",
 }
 
 Action = Literal[tuple(ACTIONS)]  # type: ignore[valid-type]
 Topic = Literal[tuple(TOPICS)]  # type: ignore[valid-type]
+PlotName = Literal[tuple(PLOTS)]  # type: ignore[valid-type]
 
 
 class ChatAction(BaseModel):
@@ -54,5 +66,6 @@ class ChatAction(BaseModel):
     drop: list[str] = Field(default_factory=list, description="columns to leave out")
     metric: str | None = Field(None, description="what to optimise, e.g. AUC, recall, RMSE")
     topic: Topic | None = None  # type: ignore[valid-type]
+    plot: PlotName | None = None  # type: ignore[valid-type]
     runs: list[str] = Field(default_factory=list, description="runs to compare, by name")
     out: str | None = Field(None, description="where to write predictions")
