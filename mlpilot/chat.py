@@ -357,7 +357,9 @@ class ChatSession:
         if s.columns:
             shown = ", ".join(s.columns[:40]) + (" ..." if len(s.columns) > 40 else "")
             facts.append(f"columns: {shown}")
-        return prompts.render("chat", actions=ACTIONS, topics=list(TOPICS), state=facts, text=text)
+        return prompts.render(
+            "chat", actions=ACTIONS, topics=list(TOPICS), plots=list(PLOTS), state=facts, text=text
+        )
 
     def _check(self, answer: ChatAction, parsed: ChatAction) -> ChatAction | None:
         """The LLM's action with what the text says for certain put right: a budget

@@ -670,15 +670,30 @@ def sandbox_check(
 
 
 def main() -> None:
-    """Entry point: runs the app and prints mlpilot's own errors as one line."""
+    """Entry point: runs the app and prints mlpilot's own errors as one line.
+
+    The process ends with ``os._exit`` once the output is flushed: an embedded model
+    still generating an answer nobody waits for (a late leakage review) lives in a
+    daemon thread inside native code, and tearing that down at interpreter exit aborts
+    the process. Every file a run writes is complete (written atomically) by then."""
+    import os
+
+    code = 0
     try:
         app()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            err.print(e.code, highlight=False)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except MlpilotError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

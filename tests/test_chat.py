@@ -41,7 +41,7 @@ def test_chat_asks_for_data_and_target_then_runs_and_answers(data_csv, tmp_path)
 def test_chat_takes_a_whole_request_at_once(data_csv, tmp_path) -> None:
     chat = ChatSession(Pilot(llm=False, runs_dir=tmp_path), default_budget=15)
     reply = chat.say(f"tune a model for {data_csv} to predict benign in 15 seconds")
-    assert reply.startswith("Done."), reply
+    assert reply.startswith("Done in 15 s budget."), reply
     assert chat.budget == 15
 
 

@@ -38,9 +38,10 @@ BUDGET_MARGIN_S = 15.0  # a run may overshoot its budget by this much (refit, re
 FINAL_SINGLES = 3  # single trials refit as the final model after the ensemble, at most
 MAX_RERUN_SINGLES = 10  # single trials whose CV may be re-run fold by fold, at most
 LEAK_REVIEW_S = 30.0  # most seconds the LLM's leakage review may take
-# how long past the budget the run waits for the review's answer: the margin is for the
-# refit and the report, not for an answer that may never come
-REVIEW_GRACE_S = 3.0
+# how long past the budget the run waits for the review's answer
+# (the whole margin: a shorter wait leaves the embedded model generating in a daemon
+# thread when the CLI exits, which aborts the process; a cancellable review is to come)
+REVIEW_GRACE_S = BUDGET_MARGIN_S
 LATE_REVIEW = "the LLM's leakage review did not answer within the budget; rule-based checks only"
 JOB_OVERHEAD_S = 0.3  # a warm sandbox job's start, data and clean-up, beyond its fits
 # a refit job's model file on top: importing skops in the job and writing the file
@@ -325,7 +326,8 @@ def _refit_candidate(
 
     # the members' jobs side by side, as the trials ran: most of a small member's job is
     # its start and the model file's import, which the other core can overlap
-    with ThreadPoolExecutor(max_workers=max(1, ctx.hpo_settings.parallel)) as pool:
+    parallel = getattr(getattr(ctx, "hpo_settings", None), "parallel", 1)
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         outcomes = list(pool.map(one, weights))
     members, holdouts, classes = [], [], None
     for key, out in zip(weights, outcomes, strict=True):
