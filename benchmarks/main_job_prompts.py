@@ -20,15 +20,13 @@ from typing import Any
 import xllamacpp
 from sklearn.datasets import load_breast_cancer
 
-from mlpilot import prompts
 from mlpilot.agents import llambo
-from mlpilot.agents.planner import PLAN_NOTES, PlanDraft, retrieve
+from mlpilot.agents.planner import PLAN_MAX_TOKENS, PlanDraft, plan_messages
 from mlpilot.llm.embedded import EMBEDDED_MODELS, ensure_model_file
 from mlpilot.llm.grammar import compact_grammar
 from mlpilot.llm.structured import response_format_for
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import profile_frame, prompt_context
-from mlpilot.tools.search_spaces import FAMILY_NOTES, SPACES
 
 REQUEST = "tune a model for this dataset, predict target, optimise AUC"
 FAMILIES = ("lightgbm", "random_forest", "extra_trees", "linear")
@@ -38,39 +36,14 @@ def requests() -> list[tuple[str, list[dict[str, str]], dict[str, Any], int]]:
     frame = load_breast_cancer(as_frame=True).frame
     task = TaskSpec.from_data(frame, request=REQUEST, target="target", name="breast_cancer")
     profile = profile_frame(task.X, task.y, text_columns=task.text_columns, classification=True)
+    plan = plan_messages(REQUEST, task, profile, time_budget_s=120)
+    out = [("plan", plan, response_format_for(PlanDraft), PLAN_MAX_TOKENS)]
     ctx = prompt_context(task, profile)
-    system = {"role": "system", "content": prompts.render("system")}
-    plan = prompts.render(
-        "planner",
-        **ctx,
-        request=REQUEST,
-        time_budget_s=120,
-        families={f: PLAN_NOTES.get(f, FAMILY_NOTES[f]) for f in SPACES},
-        retrieved=retrieve(task, profile, None),
-    )
-    out = [
-        ("plan", [system, {"role": "user", "content": plan}], response_format_for(PlanDraft), 250)
-    ]
     for family in FAMILIES:
         model = llambo.Model.family(family)
-        user = prompts.render(
-            "hpo_warmstart",
-            **ctx,
-            family=family,
-            family_note=model.note,
-            space=model.describe(),
-            n=3,
-            answer_format=llambo.answer_format(model, 3),
-        )
+        messages = llambo.proposal_messages(model, ctx, kind="warmstart", n=3)
         schema = response_format_for(llambo.config_model(model, 3))
-        out.append(
-            (
-                family,
-                [system, {"role": "user", "content": user}],
-                schema,
-                80 + 180 * len(model.params),
-            )
-        )
+        out.append((family, messages, schema, llambo.proposal_max_tokens(model, 3)))
     return out
 
 

@@ -24,7 +24,7 @@ from mlpilot.agents.graph import command_line, run_graph
 from mlpilot.agents.hpo import HpoSettings
 from mlpilot.agents.rundir import RunDir, RunMeta
 from mlpilot.agents.state import FeatureSummary, FinalModel, RunState, TrialRow
-from mlpilot.errors import ConfigError, MlpilotError
+from mlpilot.errors import ConfigError, DataError, MlpilotError
 from mlpilot.llm import LLM, Budget, LLMUnavailable, make_llm
 from mlpilot.sandbox import Sandbox, make_sandbox
 from mlpilot.task import TaskSpec
@@ -350,4 +350,36 @@ class LoadedRun:
         return self.model.predict(frame)
 
     def predict_proba(self, frame: pd.DataFrame) -> Any:
+        """Class probabilities, one column per class in ``model.classes_`` order."""
+        if self.model.problem_type == "regression":
+            raise ConfigError(_NO_PROBA)
         return self.model.predict_proba(frame)
+
+    def prediction_table(
+        self, frame: pd.DataFrame, *, proba: bool = False, id_column: str | None = None
+    ) -> pd.DataFrame:
+        """Predictions as a table to submit: ``id_column`` carried through first (when
+        given), then ``<target>_predicted``, or with ``proba`` one column of
+        probabilities per class, named by the class."""
+        if id_column is not None and id_column not in frame.columns:
+            import difflib
+
+            close = difflib.get_close_matches(id_column, [str(c) for c in frame.columns], 3)
+            hint = f" (close matches: {', '.join(close)})" if close else ""
+            raise DataError(f"the data has no id column {id_column!r}{hint}")
+        if proba:
+            values = self.predict_proba(frame)
+            table = pd.DataFrame(values, columns=[str(c) for c in self.model.classes_])
+        else:
+            table = pd.DataFrame({f"{self.model.target}_predicted": self.predict(frame)})
+        if id_column is not None:
+            if id_column in table.columns:
+                raise DataError(f"the id column {id_column!r} has a class's name; rename it")
+            table.insert(0, id_column, frame[id_column].to_numpy())
+        return table
+
+
+_NO_PROBA = (
+    "a regression model has no class probabilities: predict without --proba "
+    "(predict_proba is for classification runs)"
+)

@@ -323,7 +323,8 @@ def _run_and_print(
         if not check["ok"] and check["severity"] == "warning":
             console.print(f"[yellow]doubt — {escape(check['check'])}[/]: {escape(check['detail'])}")
     console.print(f"report: {result.report_path}  (and report.html)")
-    console.print(f"predict: mlpilot predict {result.run_dir} --data new.csv")
+    console.print(f"predict: mlpilot predict {result.run_dir} --data new.csv [--proba]")
+    console.print(f"studies: optuna-dashboard sqlite:///{result.run_dir / 'optuna.db'}")
 
 
 @app.command()
@@ -338,12 +339,16 @@ def chat(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs go.")] = Path(
         "mlpilot-runs"
     ),
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Carry on the last conversation (runs-dir/chat.db).")
+    ] = False,
 ) -> None:
-    """Talk to mlpilot: 'tune a model for data/churn.csv, optimise AUC', then ask follow-ups."""
+    """Talk to mlpilot: 'tune a model for data/churn.csv, predict churn, 30 seconds', then
+    'now without the tenure column and compare', 'why did it win?', 'predict on new.csv'."""
     from rich.live import Live
 
     from mlpilot.api import Pilot
-    from mlpilot.chat import ChatSession
+    from mlpilot.chat import ChatSession, chat_llm
 
     pilot = Pilot(
         llm=False if no_llm else llm, sandbox=sandbox, runs_dir=runs_dir, api_base=api_base
@@ -352,16 +357,33 @@ def chat(
     def run_with_progress(request: str, data: Path, **kwargs: Any) -> Any:
         from mlpilot.task import TaskSpec
 
-        task = TaskSpec.from_data(data, request=request, target=kwargs.get("target"))
+        task = TaskSpec.from_data(
+            data,
+            request=request,
+            target=kwargs.get("target"),
+            metric=kwargs.get("metric"),
+            drop=kwargs.get("drop", ()),
+        )
         progress = _RunProgress(
             task.metric.display, task.metric.greater_is_better, kwargs["time_budget"]
         )
         with Live(progress, console=console, refresh_per_second=4, transient=True):
             return pilot.run(request, data, progress=progress, **kwargs)
 
-    session = ChatSession(pilot, default_budget=time_budget, run=run_with_progress)
+    session = ChatSession(
+        pilot,
+        default_budget=time_budget,
+        run=run_with_progress,
+        llm=None if no_llm else chat_llm(llm, api_base),
+        resume=resume,
+    )
+    if resume and session.state.turns:
+        last_user, last_reply = session.state.turns[-1]
+        console.print(f"[dim]resumed: you> {escape(last_user)}[/]")
+        console.print(f"[dim]mlpilot> {escape(last_reply)}[/]")
     console.print(
-        "mlpilot chat — e.g. 'tune a model for data/churn.csv, optimise AUC'. 'exit' to leave."
+        "mlpilot chat — e.g. 'tune a model for data/churn.csv, predict churn, 30 seconds'. "
+        "'help' for more, 'exit' to leave."
     )
     while not session.done:
         try:
@@ -382,23 +404,83 @@ def predict(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write predictions to this CSV (default: stdout).")
     ] = None,
+    proba: Annotated[
+        bool,
+        typer.Option(
+            "--proba", help="Class probabilities, one column per class (classification runs)."
+        ),
+    ] = False,
+    id_column: Annotated[
+        str | None,
+        typer.Option("--id", help="A column of the data to carry through first (row ids)."),
+    ] = None,
 ) -> None:
-    """Predict with a finished run's model."""
+    """Predict with a finished run's model: labels or values, or class probabilities."""
     from mlpilot.api import Pilot
     from mlpilot.tools.data import read_table
 
     loaded = Pilot.load(run_dir)
     frame = read_table(data)
-    preds = loaded.predict(frame)
-    column = f"{loaded.model.target}_predicted"
-    import pandas as pd
-
-    table = pd.DataFrame({column: preds})
+    table = loaded.prediction_table(frame, proba=proba, id_column=id_column)
     if out is None:
         print(table.to_csv(index=False), end="")
     else:
         table.to_csv(out, index=False)
         err.print(f"wrote {len(table)} predictions to {out}")
+
+
+@app.command()
+def runs(
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where run directories are.")] = Path(
+        "mlpilot-runs"
+    ),
+    status: Annotated[
+        str | None, typer.Option(help="Only runs with this status (finished, running, ...).")
+    ] = None,
+    grep: Annotated[
+        str | None, typer.Option(help="Only runs whose name, request, data or target has this.")
+    ] = None,
+    compare: Annotated[
+        list[str] | None,
+        typer.Option("--compare", help="Two runs (name, prefix or path) side by side."),
+    ] = None,
+) -> None:
+    """List the runs (filtered), or compare two of them side by side."""
+    from mlpilot import runs as runs_mod
+
+    if compare:
+        if len(compare) != 2:
+            raise typer.BadParameter("give --compare twice: --compare RUN_A --compare RUN_B")
+        a, b = (runs_mod.find_run(runs_dir, name) for name in compare)
+        table = Table(title=f"{a.name} vs {b.name}")
+        for col in ("", a.name, b.name):
+            table.add_column(col)
+        for label, left, right, differs in runs_mod.compare(a, b):
+            style = "bold yellow" if differs else None
+            table.add_row(label, escape(left), escape(right), style=style)
+        console.print(table)
+        return
+    found = runs_mod.list_runs(runs_dir, status=status, contains=grep)
+    if not found:
+        console.print(f"no runs in {runs_dir}" + (" match" if status or grep else ""))
+        return
+    table = Table(title=f"Runs in {runs_dir}")
+    for col in ("run", "status", "data", "target", "metric", "best", "holdout", "budget s"):
+        table.add_column(col)
+    for r in found:
+        m = r.meta
+        table.add_row(
+            r.name,
+            m.status,
+            escape(Path(m.data).name),
+            escape(m.target),
+            m.metric,
+            m.best_family or "–",
+            _fmt(m.holdout_score),
+            f"{m.time_budget:g}",
+        )
+    console.print(table)
+    console.print(f"optuna-dashboard {found[-1].storage_url}  (the latest run's studies)")
 
 
 @app.command("llm")
@@ -588,15 +670,30 @@ def sandbox_check(
 
 
 def main() -> None:
-    """Entry point: runs the app and prints mlpilot's own errors as one line."""
+    """Entry point: runs the app and prints mlpilot's own errors as one line.
+
+    The process ends with ``os._exit`` once the output is flushed: an embedded model
+    still generating an answer nobody waits for (a late leakage review) lives in a
+    daemon thread inside native code, and tearing that down at interpreter exit aborts
+    the process. Every file a run writes is complete (written atomically) by then."""
+    import os
+
+    code = 0
     try:
         app()
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            err.print(e.code, highlight=False)
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except MlpilotError as e:
         err.print(f"[red]error:[/] {escape(str(e))}", highlight=False)
-        sys.exit(2)
+        code = 2
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
-        sys.exit(130)
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 # What a command run by these tests sees of the host: nothing that could hold a key,
 # and the network guard on (a provider call that would leave the machine fails).
 PASSED_ENV = ("PATH", "HOME", "LANG", "TMPDIR", "MLPILOT_EMBEDDED_MODEL", "CI")
@@ -84,6 +87,23 @@ def test_quickstart_without_llm_is_a_full_verified_run(tmp_path: Path) -> None:
     assert "Verified trials" in done.stdout and "CV accuracy" in done.stdout
     (run_dir,) = [p for p in runs.iterdir() if p.name != "data"]
     assert "Status: finished" in (run_dir / "report.md").read_text()
+    # predictions to submit: class probabilities named by class, the id carried through
+    new = pd.read_csv(runs / "data" / "wine.csv").drop(columns=["target"]).head(5)
+    new.insert(0, "row_id", [f"r{i}" for i in range(5)])
+    new.to_csv(tmp_path / "new.csv", index=False)
+    out = tmp_path / "preds.csv"
+    args = ("predict", str(run_dir), "--data", str(tmp_path / "new.csv"))
+    done = cli(*args, "--proba", "--id", "row_id", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    preds = pd.read_csv(out)
+    assert list(preds.columns) == ["row_id", "0", "1", "2"]
+    assert preds.row_id.tolist() == ["r0", "r1", "r2", "r3", "r4"]
+    assert np.allclose(preds[["0", "1", "2"]].sum(axis=1), 1.0)
+    labels = cli(*args)  # labels, on stdout
+    assert labels.returncode == 0 and labels.stdout.splitlines()[0] == "target_predicted"
+    bad = cli(*args, "--id", "rowid")
+    assert bad.returncode == 2 and "no id column 'rowid' (close matches: row_id)" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_quickstart_with_unreachable_provider_continues_without_llm(tmp_path: Path) -> None:

@@ -75,3 +75,38 @@ def test_the_final_steps_jobs_get_the_trials_cores(monkeypatch) -> None:
         finalize.finalize_node({}, runtime)  # type: ignore[arg-type]
     assert made == [trial_limits(1, local_llm=True)]
     assert made[0] is not None and made[0].cpus is not None
+
+
+def test_an_ensembles_members_are_refit_side_by_side() -> None:
+    # two members, two workers: both refit jobs run at once (most of a small job is its
+    # start), and the time estimate the final step budgets with says so
+    running, most = [0], [0]
+    lock = threading.Lock()
+
+    class Runner:
+        features = None
+
+        def refit(self, family, params, **_):
+            with lock:
+                running[0] += 1
+                most[0] = max(most[0], running[0])
+            time.sleep(0.5)
+            with lock:
+                running[0] -= 1
+            return finalize.RefitOutcome(ok=False, reason="stop", family=family, params=params)
+
+    class Ctx:
+        task = None
+        hpo_settings = type("S", (), {"parallel": 2})()
+
+        @staticmethod
+        def remaining() -> float:
+            return 60.0
+
+    Row = type("Row", (), {"family": "linear", "params": {}})
+    weights = {"a": 0.5, "b": 0.5}
+    model, *_ = finalize._refit_candidate(Ctx(), Runner(), weights, {"a": Row(), "b": Row()})
+    assert model is None and most[0] == 2
+    assert finalize.side_by_side([3.0, 3.0], 2) == 3.0
+    assert finalize.side_by_side([3.0, 3.0], 1) == 6.0
+    assert finalize.side_by_side([5.0, 1.0, 1.0], 2) == 5.0

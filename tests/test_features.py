@@ -23,6 +23,7 @@ from mlpilot.agents.features import (
     answer_model,
     applicable_families,
     mirror,
+    pair_model,
     prefer_operator,
     same_as,
     untried_pairs,
@@ -527,18 +528,22 @@ def test_the_agent_keeps_what_helps_and_feeds_back_what_failed(sandbox, tmp_path
     # round 3's prompt carries round 2's error and round 1's measured gain
     third = fake.calls[3].messages[-1]["content"]
     assert "could not be used" in third and "left_weight * left_distance: kept, gain +" in third
-    # from the second round on, the families not tried yet and the column pairs not
-    # combined yet are named to the model
+    # from the second round on, the column pairs not combined yet are named to the
+    # model: round 2 is a pairing round (its answer can only combine them), round 3
+    # names them beside the families not tried yet
     first, second = (fake.calls[i].messages[-1]["content"] for i in (0, 1))
-    assert "families not tried yet" not in first and "pairs not combined" not in first
-    assert "families not tried yet: unary, categorical, groupby" in second
-    assert (
-        "pairs not combined yet (what does each pair mean together?): "
+    assert "families not tried yet" not in first and "not combined yet" not in first
+    pairs = (
         "(left_weight * left_distance) & (right_weight * right_distance); "
         "left_weight & right_weight; left_weight & (right_weight * right_distance); "
         "left_distance & right_distance; left_distance & (right_weight * right_distance); "
-        "right_weight & (left_weight * left_distance)\n"
-    ) in second
+        "right_weight & (left_weight * left_distance)"
+    )
+    assert f"combine column pairs that no feature has combined yet: {pairs}." in second
+    schema = json.dumps(fake.calls[1].params["response_format"])
+    assert '"pair"' in schema and "left_weight & right_weight" in schema
+    assert "families not tried yet: unary, categorical, groupby" in third
+    assert "pairs not combined yet (what does each pair mean together?): " in third
     assert "\n- balance" not in fake.calls[0].messages[-1]["content"]  # no per-row labels
     # progress is on disk after every round; a new agent resumes from it
     saved = json.loads((run.path / "features.json").read_text())
@@ -551,6 +556,49 @@ def test_the_agent_keeps_what_helps_and_feeds_back_what_failed(sandbox, tmp_path
         rounds=4,
     ).run(time.monotonic() + 60)
     assert again.rounds == 4 and again.kept == summary.kept  # nothing re-asked
+
+
+def test_a_pairing_round_can_only_combine_pairs_not_combined_yet(sandbox) -> None:
+    # Round 1 pairs the columns that look alike (both weights); round 2's answer must
+    # name an untried pair: the model picks a side's weight and distance, the data
+    # picks the product over the model's ratio, and the other side's mirror joins it.
+    task = TaskSpec.from_data(balance_scale(), target="balance", metric="accuracy")
+    pairing = json.dumps(
+        {
+            "features": [
+                {
+                    "reason": "torque on the left",
+                    "pair": "left_weight & left_distance",
+                    "op": "divide",
+                }
+            ]
+        }
+    )
+    fake = ScriptedLLM(
+        [_reply(("subtract", "left_weight", "right_weight")), pairing, LLMTimeout("slow")]
+    )
+    agent = FeatureAgent(
+        LLM(fake), Evaluator(sandbox, task, "hist_gradient_boosting"), task, build_on_kept=False
+    )
+    summary = agent.run(time.monotonic() + 300)
+    assert summary.rounds == 3
+    model = pair_model(["left_weight & left_distance", "left_distance & right_distance"], 4)
+    enum = model.model_json_schema()["$defs"]["PairFeature"]["properties"]["pair"]["enum"]
+    assert enum == ["left_weight & left_distance", "left_distance & right_distance"]
+    with pytest.raises(ValueError):  # a pair combined already is not an answer
+        model.model_validate_json(
+            '{"features": [{"reason": "weights again", "pair": "left_weight & right_weight",'
+            ' "op": "subtract"}]}'
+        )
+    second = [r for r in summary.records if r.round == 2]
+    assert {r.formula for r in second} == {
+        "left_weight * left_distance",
+        "right_weight * right_distance",
+    }
+    assert [r.proposed for r in second if r.formula.startswith("left")] == [
+        "left_weight / left_distance"
+    ]
+    assert "left_weight & right_weight" not in json.dumps(fake.calls[1].params["response_format"])
 
 
 # -- the plan ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -79,7 +80,9 @@ def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
     report = result.report_path.read_text()
     assert "Plan (llm (scripted))" in report and "| planner | 1 |" in report
     assert "trained in the `local-warm` sandbox (network isolated:" in report
-    assert (result.run_dir / "report.html").exists() and (result.run_dir / "history.svg").exists()
+    assert (result.run_dir / "report.html").exists() and (
+        result.run_dir / "plot-history.png"
+    ).exists()
     X = cancer.drop(columns=["target"])
     np.testing.assert_array_equal(result.model.predict(X), Pilot.load(result.run_dir).predict(X))
 
@@ -92,6 +95,39 @@ def test_invalid_plans_are_reasked_then_the_default_plan_is_used(cancer, tmp_pat
     assert len(fake.calls) == 4
     assert result.status == "finished"
     assert "default (LLM unavailable: StructuredOutputError" in result.report_path.read_text()
+
+
+def test_a_leakage_review_that_never_answers_does_not_hold_the_run_past_its_budget(
+    cancer, tmp_path
+) -> None:
+    from mlpilot.agents.finalize import LATE_REVIEW, REVIEW_GRACE_S
+
+    release = threading.Event()
+
+    def hang(messages, params) -> str:  # the review's call: answers only when released
+        release.wait(120)
+        return NO_LEAKS
+
+    fake = ScriptedLLM([plan_reply("linear"), hang])
+    budget = 20
+    start = time.monotonic()
+    try:
+        result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
+            "predict target",
+            cancer,
+            time_budget=budget,
+            hpo=HpoSettings(warmstart=0, sample_every=10**6),
+        )
+        wall = time.monotonic() - start
+    finally:
+        release.set()
+    assert result.status == "finished" and len(fake.calls) == 2
+    # the run waits for the answer until its budget is spent, and a little more; never
+    # for the whole margin the refit and the report may use
+    assert wall < budget + REVIEW_GRACE_S + 6, wall
+    checks = {c["check"]: c for c in result.checks}
+    assert LATE_REVIEW in checks["leakage"]["detail"] and LATE_REVIEW in result.events
+    assert LATE_REVIEW in result.report_path.read_text()
 
 
 def test_llm_over_budget_runs_without_it_and_says_so(cancer, tmp_path) -> None:
@@ -117,6 +153,19 @@ def test_regression_run_without_llm_and_predict_checks_columns(tmp_path) -> None
     with pytest.raises(DataError, match="repeats"):
         loaded.predict(pd.concat([frame, frame[["age"]]], axis=1))
     assert loaded.predict(frame[list(reversed(frame.columns))]).shape == (len(frame),)
+    # a regression model has no probabilities to submit; its values carry the id column
+    with pytest.raises(ConfigError, match="regression model has no class probabilities"):
+        loaded.prediction_table(frame, proba=True)
+    table = loaded.prediction_table(frame.assign(row=range(len(frame))), id_column="row")
+    assert list(table.columns) == ["row", "target_predicted"] and table.row.tolist()[:2] == [0, 1]
+    # scikit-learn's tooling takes the delivered model as the regressor it is
+    from sklearn.base import clone, is_regressor
+    from sklearn.model_selection import cross_val_score
+
+    model = result.model
+    assert is_regressor(model) and not hasattr(model, "predict_proba")
+    X, y = frame.drop(columns=["target"]), frame["target"]
+    assert cross_val_score(clone(model), X, y, cv=3).mean() > 0.2  # R² of a refit per fold
 
 
 def _finished_trials(db: Path) -> list[tuple[int, float]]:

@@ -97,6 +97,29 @@ def answer_model(
     )
 
 
+# a pairing round's operators: the arithmetic and the group-by ones (a number grouped
+# by the other column's values), so forcing new pairs does not force simple operators
+PAIR_OPS = tuple(
+    name for name, op in OPS.items() if op.binary and op.family in ("arithmetic", "groupby")
+)
+
+
+def pair_model(pairs: list[str], n: int) -> type[BaseModel]:
+    """A pairing round's answer: each feature names one of ``pairs`` (the column pairs
+    no proposal has combined yet) and an arithmetic operator, both enums. Small models
+    pair the columns that look alike and repeat themselves; a round whose answer can
+    only be a new pair covers the pairs that describe one thing together."""
+    idea = create_model(
+        "PairFeature",
+        reason=(str, Field(..., min_length=8, max_length=200)),
+        pair=(Literal[tuple(pairs)], ...),  # type: ignore[valid-type]
+        op=(Literal[PAIR_OPS], ...),  # type: ignore[valid-type]
+    )
+    return create_model(
+        "PairBlock", features=(list[idea], Field(min_length=1, max_length=min(n, len(pairs))))
+    )
+
+
 def applicable_families(kinds: dict[str, set[str]]) -> list[str]:
     """The operator families this data has columns for."""
     have = set().union(*kinds.values()) if kinds else set()
@@ -437,9 +460,14 @@ class FeatureAgent:
         tried = {r.family for r in summary.records}
         families = applicable_families(self.kinds)
         untried = [f for f in families if f not in tried] if self.diversity else []
-        # from the second round on: the pairs no proposal has combined yet
+        # from the second round on: the pairs no proposal has combined yet; every second
+        # round is a pairing round, whose answer can only combine them
         pairs = untried_pairs(columns, kinds, summary.records, PAIRS)
         pairs = pairs if summary.records and self.diversity else []
+        labels = {f"{operand(a)} & {operand(b)}": (a, b) for a, b in pairs}
+        pairing = bool(labels) and summary.rounds % 2 == 0
+        if pairing:
+            model = pair_model(list(labels), BLOCK)
         prompt = prompts.render(
             "features",
             problem=self.task.problem_type,
@@ -455,8 +483,10 @@ class FeatureAgent:
             feedback=feedback,
             n=BLOCK,
             untried=untried,
-            pairs=[f"{operand(a)} & {operand(b)}" for a, b in pairs],
-            code=self.free_code,
+            pairs=list(labels),
+            pairing=pairing,
+            pair_ops=PAIR_OPS,
+            code=self.free_code and not pairing,
         )
         answer = structured(
             self.llm,
@@ -470,10 +500,20 @@ class FeatureAgent:
             # the first round is the model's best guess; later ones explore
             temperature=0.0 if not summary.records else 0.7,
             seed=summary.rounds,
-            max_tokens=80 * BLOCK + (600 if self.free_code else 0),
+            max_tokens=80 * BLOCK + (600 if self.free_code and not pairing else 0),
             timeout=timeout,
         )
         ideas = [f.model_dump() for f in answer.features]  # type: ignore[attr-defined]
+        if pairing:
+            ideas = [
+                {
+                    "reason": i["reason"],
+                    "op": i["op"],
+                    "a": labels[i["pair"]][0],
+                    "b": labels[i["pair"]][1],
+                }
+                for i in ideas
+            ]
         code = getattr(answer, "code", None)
         return ideas, (code.strip() or None) if isinstance(code, str) else None
 

@@ -13,6 +13,7 @@ without is delivered and the report says the features were dropped.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from mlpilot.agents import leakage, verifier
 from mlpilot.agents.context import RunContext
 from mlpilot.agents.hpo import trial_limits, trial_rows
 from mlpilot.agents.state import FinalModel, RunState, SandboxInfo, TrialRow
-from mlpilot.agents.trials import TrialRunner
+from mlpilot.agents.trials import RefitOutcome, TrialRunner
 from mlpilot.tools import combiners
 from mlpilot.tools.featurize import FeatureBuilder
 from mlpilot.tools.metrics import predictions_for
@@ -37,6 +38,11 @@ BUDGET_MARGIN_S = 15.0  # a run may overshoot its budget by this much (refit, re
 FINAL_SINGLES = 3  # single trials refit as the final model after the ensemble, at most
 MAX_RERUN_SINGLES = 10  # single trials whose CV may be re-run fold by fold, at most
 LEAK_REVIEW_S = 30.0  # most seconds the LLM's leakage review may take
+# how long past the budget the run waits for the review's answer
+# (the whole margin: a shorter wait leaves the embedded model generating in a daemon
+# thread when the CLI exits, which aborts the process; a cancellable review is to come)
+REVIEW_GRACE_S = BUDGET_MARGIN_S
+LATE_REVIEW = "the LLM's leakage review did not answer within the budget; rule-based checks only"
 JOB_OVERHEAD_S = 0.3  # a warm sandbox job's start, data and clean-up, beyond its fits
 # a refit job's model file on top: importing skops in the job and writing the file
 # (a logistic regression's refit took 2.5 s in all, on two cores)
@@ -84,7 +90,9 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     final = FinalModel()
     refits = 0
     for label, weights, cv_score in candidates:
-        cost = _verification_cost(weights, by_key, verdicts, runner.folds)
+        cost = _verification_cost(
+            weights, by_key, verdicts, runner.folds, ctx.hpo_settings.parallel
+        )
         # Singles are tried until one holds, whatever the time; the ensemble if it fits.
         if label in ("ensemble", "greedy") and cost > ctx.remaining() + BUDGET_MARGIN_S / 2:
             skipped.append(
@@ -161,8 +169,12 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         )
         break
     checks.append(verifier.check_reruns(list(verdicts.values()), skipped))
-    findings = leakage.find_leaks(task, model=_model_strength(ctx, done)) + review(ctx.remaining())
-    checks.append(leakage.leakage_check(findings, rerun=ctx.command))
+    reviewed = review(ctx.remaining())
+    findings = leakage.find_leaks(task, model=_model_strength(ctx, done)) + (reviewed or [])
+    check = leakage.leakage_check(findings, rerun=ctx.command)
+    if reviewed is None:
+        check = dataclasses.replace(check, detail=f"{check.detail} ({LATE_REVIEW})")
+    checks.append(check)
     if features is not None:
         checks.append(verifier.check_feature_leaks(features.records))
     checks.append(verifier.check_budget(ctx.elapsed(), ctx.time_budget_s, BUDGET_MARGIN_S))
@@ -178,7 +190,8 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         "reruns": sorted(k for k, v in verdicts.items() if v.ok),
         "events": [
             f"final model: {final.description}"
-            + (f"; refit on all {final.rows} rows" if final.refit == "all" else "")
+            + (f"; refit on all {final.rows} rows" if final.refit == "all" else ""),
+            *([LATE_REVIEW] if reviewed is None else []),
         ],
     }
 
@@ -188,18 +201,26 @@ def _verification_cost(
     rows: dict[str, TrialRow],
     verdicts: dict[str, verifier.RerunVerdict],
     folds: int,
+    workers: int = 1,
 ) -> float:
-    """Seconds of sandbox jobs a candidate still needs: a fold-by-fold re-run of each
-    member not yet re-run (about one trial's time, in ``folds`` jobs) and a refit of
-    every member (about one fold's, in one job)."""
+    """Wall seconds of sandbox jobs a candidate still needs, ``workers`` jobs at a time:
+    a fold-by-fold re-run of each member not yet re-run (about one trial's time, in
+    ``folds`` jobs) and a refit of every member (about one fold's, in one job)."""
     rerun = sum(rows[k].seconds + folds * JOB_OVERHEAD_S for k in weights if k not in verdicts)
-    refit = sum(rows[k].seconds / (folds + 1) + REFIT_OVERHEAD_S for k in weights)
-    return rerun + refit
+    refits = [rows[k].seconds / (folds + 1) + REFIT_OVERHEAD_S for k in weights]
+    return rerun / max(1, workers) + side_by_side(refits, workers)
 
 
-def _start_leak_review(ctx: RunContext) -> Callable[[float], list[leakage.Finding]]:
+def side_by_side(seconds: list[float], workers: int) -> float:
+    """About how long jobs of these durations take, ``workers`` at a time: never less
+    than the longest, nor than their sum shared out."""
+    return max([*seconds, sum(seconds) / max(1, workers)], default=0.0)
+
+
+def _start_leak_review(ctx: RunContext) -> Callable[[float], list[leakage.Finding] | None]:
     """Starts the LLM's leakage review in the background; the returned function waits
-    for it at most the given seconds (a late or missing answer adds nothing)."""
+    for it at most the given seconds (plus ``REVIEW_GRACE_S``) and returns its findings,
+    or None when it did not answer in time (a late answer adds nothing)."""
     llm = ctx.llm
     if llm is None or not llm.available:
         return lambda _: []
@@ -216,11 +237,11 @@ def _start_leak_review(ctx: RunContext) -> Callable[[float], list[leakage.Findin
     thread = threading.Thread(target=work, daemon=True)
     thread.start()
 
-    def wait(seconds: float) -> list[leakage.Finding]:
-        thread.join(timeout=max(1.0, seconds + BUDGET_MARGIN_S))
+    def wait(seconds: float) -> list[leakage.Finding] | None:
+        thread.join(timeout=max(1.0, seconds + REVIEW_GRACE_S))
         if crashed:
             raise crashed[0]
-        return list(found) if not thread.is_alive() else []
+        return None if thread.is_alive() else list(found)
 
     return wait
 
@@ -254,9 +275,12 @@ def _refit_on_all_rows(
     kept = (
         f"the delivered model is the verified one, trained on the {len(task.train)} training rows"
     )
-    cost = sum(
-        rows[k].seconds / (runner.folds + 1) * n_all / len(task.train) + REFIT_OVERHEAD_S
-        for k in weights
+    cost = side_by_side(
+        [
+            rows[k].seconds / (runner.folds + 1) * n_all / len(task.train) + REFIT_OVERHEAD_S
+            for k in weights
+        ],
+        ctx.hpo_settings.parallel,
     )
     left = ctx.remaining() + BUDGET_MARGIN_S / 2
     if cost > left:
@@ -291,16 +315,22 @@ def _refit_candidate(
     """The candidate's members refit in the sandbox (on the training rows, or on all
     rows), assembled on the host. Returns the model, the holdout score the jobs'
     predictions give, why it failed, and those predictions with their class order."""
+    from concurrent.futures import ThreadPoolExecutor
+
     task = ctx.task
-    members, holdouts, classes = [], [], None
-    for key in weights:
+    timeout_s = max(30.0, ctx.remaining() + BUDGET_MARGIN_S)
+
+    def one(key: str) -> RefitOutcome:
         row = rows[key]
-        out = runner.refit(
-            row.family,
-            row.params,
-            timeout_s=max(30.0, ctx.remaining() + BUDGET_MARGIN_S),
-            all_rows=all_rows,
-        )
+        return runner.refit(row.family, row.params, timeout_s=timeout_s, all_rows=all_rows)
+
+    # the members' jobs side by side, as the trials ran: most of a small member's job is
+    # its start and the model file's import, which the other core can overlap
+    parallel = getattr(getattr(ctx, "hpo_settings", None), "parallel", 1)
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        outcomes = list(pool.map(one, weights))
+    members, holdouts, classes = [], [], None
+    for key, out in zip(weights, outcomes, strict=True):
         if not out.ok:
             return None, None, f"{key}: {out.reason}", None
         members.append(out.model)  # built from a skops file of trusted types only
@@ -321,7 +351,7 @@ def _refit_candidate(
         builder = FeatureBuilder(runner.features["features"], runner.features.get("drop", []))
         seen = task.all_rows()[list(task.feature_columns)] if all_rows else task.X
         estimator = Pipeline([("features", builder.fit(seen)), ("model", estimator)])
-    model = PilotModel(estimator, task.feature_columns, task.target, task.problem_type)
+    model = PilotModel.wrap(estimator, task.feature_columns, task.target, task.problem_type)
     claimed = task.score_holdout(predictions_for(task.metric, blended, classes))
     return model, claimed, "", (blended, list(classes) if classes is not None else None)
 

@@ -9,14 +9,14 @@ resumes where it stopped without re-running a finished trial.
 
 from __future__ import annotations
 
-import importlib
+import json
 import shlex
 import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from pathlib import Path
 
 import optuna
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -39,6 +39,7 @@ from mlpilot.agents.planner import (
     with_feature_step,
 )
 from mlpilot.agents.reporter import report_data, write_report
+from mlpilot.agents.rundir import CHECKPOINTS_DB, USAGE_JSON
 from mlpilot.agents.state import (
     CHECKPOINT_TYPES,
     EnsembleSummary,
@@ -48,7 +49,7 @@ from mlpilot.agents.state import (
 )
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.sandbox import Limits
-from mlpilot.tools import combiners
+from mlpilot.tools import combiners, model_io
 from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import profile_frame
 
@@ -207,7 +208,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     # skops (the refit models' format) takes ~3 s to import, torch included: while the
     # ensemble is chosen rather than in the final step (and not at the start, where it
     # would compete with the LLM's planning)
-    threading.Thread(target=importlib.import_module, args=("skops.io",), daemon=True).start()
+    model_io.preload()
     events = [f"tuned {', '.join(summary)}"]
     if agent.upfront_waited_s >= 0.5:
         events.append(
@@ -288,6 +289,9 @@ def report_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     ctx = runtime.context
     final = state["final"]
     write_report(ctx.run, report_data(ctx, state))
+    if ctx.llm is not None:  # what the LLM cost, for answers read back from the directory
+        usage = json.dumps(ctx.llm.ledger.as_rows(), indent=1, default=str)
+        ctx.run.write_text(USAGE_JSON, usage)
     status = "finished" if final.ok else "failed"
     ctx.run.update(
         status=status,
@@ -332,6 +336,22 @@ def run_graph(ctx: RunContext, *, resume: bool = False) -> RunState:
         has_checkpoint = graph.get_state(config).values != {}
         payload = None if (resume and has_checkpoint) else {"events": []}
         return graph.invoke(payload, config, context=ctx)  # type: ignore[return-value]
+    finally:
+        conn.close()
+
+
+def saved_state(run_dir: Path) -> RunState:
+    """A run's last checkpointed state (plan, trials, checks, final model), read back
+    without running anything; empty when the run has no checkpoint."""
+    path = Path(run_dir) / CHECKPOINTS_DB
+    if not path.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        serde = JsonPlusSerializer(allowed_msgpack_modules=CHECKPOINT_TYPES)
+        graph = build_graph().compile(checkpointer=SqliteSaver(conn, serde=serde))
+        config = {"configurable": {"thread_id": "run"}}
+        return graph.get_state(config).values  # type: ignore[return-value]
     finally:
         conn.close()
 

@@ -111,6 +111,42 @@ def target_score(scores: Sequence[float], greater_is_better: bool, alpha: float)
     return best + alpha * (best - worst)
 
 
+def proposal_max_tokens(model: Model, n: int) -> int:
+    """The answer's token cap: ``n`` configurations of the model's parameters."""
+    return 80 + 60 * n * len(model.params)
+
+
+def proposal_messages(
+    model: Model,
+    context: dict[str, Any],
+    *,
+    kind: Kind,
+    n: int,
+    history: Sequence[tuple[dict[str, Any], float]] = (),
+    greater_is_better: bool = True,
+    alpha: float = 0.1,
+) -> list[dict[str, str]]:
+    """The prompt asking for ``n`` configurations of ``model`` (see :func:`propose`)."""
+    common = {
+        **context,
+        "family": model.name,
+        "family_note": model.note,
+        "space": model.describe(),
+        "n": n,
+        "answer_format": answer_format(model, n),
+    }
+    if kind == "warmstart":
+        user = prompts.render("hpo_warmstart", **common)
+    else:
+        rows = [{"config": json.dumps(c), "score": f"{s:.4f}"} for c, s in history]
+        target = target_score([s for _, s in history], greater_is_better, alpha)
+        user = prompts.render("hpo_sample", history=rows, target=f"{target:.4f}", **common)
+    return [
+        {"role": "system", "content": prompts.render("system")},
+        {"role": "user", "content": user},
+    ]
+
+
 def propose(
     llm: LLM,
     model: Model,
@@ -132,24 +168,15 @@ def propose(
     failures are recorded in ``stats`` and give an empty list.
     """
     stats = stats if stats is not None else ProposalStats()
-    common = {
-        **context,
-        "family": model.name,
-        "family_note": model.note,
-        "space": model.describe(),
-        "n": n,
-        "answer_format": answer_format(model, n),
-    }
-    if kind == "warmstart":
-        user = prompts.render("hpo_warmstart", **common)
-    else:
-        rows = [{"config": json.dumps(c), "score": f"{s:.4f}"} for c, s in history]
-        target = target_score([s for _, s in history], greater_is_better, alpha)
-        user = prompts.render("hpo_sample", history=rows, target=f"{target:.4f}", **common)
-    messages = [
-        {"role": "system", "content": prompts.render("system")},
-        {"role": "user", "content": user},
-    ]
+    messages = proposal_messages(
+        model,
+        context,
+        kind=kind,
+        n=n,
+        history=history,
+        greater_is_better=greater_is_better,
+        alpha=alpha,
+    )
     try:
         answer = structured(
             llm,
@@ -157,7 +184,7 @@ def propose(
             config_model(model, n),
             role=f"hpo-{kind}",
             temperature=0.0 if kind == "warmstart" else 0.7,
-            max_tokens=80 + 60 * n * len(model.params),
+            max_tokens=proposal_max_tokens(model, n),
             seed=seed,
             timeout=timeout,
         )

@@ -277,6 +277,32 @@ def _assemble(
     )
 
 
+PLAN_MAX_TOKENS = 250  # a plan's answer: a few family names and a short rationale
+
+
+def plan_messages(
+    request: str,
+    task: TaskSpec,
+    profile: DataProfile,
+    *,
+    time_budget_s: float,
+    store: Path | None = None,
+) -> list[dict[str, str]]:
+    """The planner's prompt, as the run sends it."""
+    user = prompts.render(
+        "planner",
+        **prompt_context(task, profile),
+        request=request,
+        time_budget_s=round(time_budget_s),
+        families={f: PLAN_NOTES.get(f, FAMILY_NOTES[f]) for f in SPACES},
+        retrieved=retrieve(task, profile, store),
+    )
+    return [
+        {"role": "system", "content": prompts.render("system")},
+        {"role": "user", "content": user},
+    ]
+
+
 def make_plan(
     llm: LLM | None,
     request: str,
@@ -296,20 +322,7 @@ def make_plan(
         return default_plan(
             task, profile, time_budget_s=time_budget_s, max_trials=max_trials, reason="no LLM"
         )
-    messages = [
-        {"role": "system", "content": prompts.render("system")},
-        {
-            "role": "user",
-            "content": prompts.render(
-                "planner",
-                **prompt_context(task, profile),
-                request=request,
-                time_budget_s=round(time_budget_s),
-                families={f: PLAN_NOTES.get(f, FAMILY_NOTES[f]) for f in SPACES},
-                retrieved=retrieve(task, profile, store),
-            ),
-        },
-    ]
+    messages = plan_messages(request, task, profile, time_budget_s=time_budget_s, store=store)
     try:
         draft = structured(
             llm,
@@ -317,7 +330,7 @@ def make_plan(
             PlanDraft,
             role="planner",
             temperature=0.0,
-            max_tokens=250,
+            max_tokens=PLAN_MAX_TOKENS,
             seed=0,
             timeout=timeout,
         )

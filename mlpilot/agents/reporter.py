@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from mlpilot.agents import verifier
-from mlpilot.agents.rundir import HISTORY_SVG, REPORT_HTML, REPORT_MD, RunDir
+from mlpilot.agents import plots, verifier
+from mlpilot.agents.rundir import REPORT_HTML, REPORT_MD, RunDir
 from mlpilot.agents.state import RunState, SandboxInfo
 from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import PROBLEM_WORDS
@@ -31,48 +33,15 @@ def _env() -> Environment:
     return env
 
 
-def history_svg(points: list[tuple[int, float]], best: list[float], label: str) -> str:
-    """A small dependency-free SVG plot of trial scores and the best-so-far line."""
-    if not points:
-        return ""
-    width, height, pad = 640, 260, 40
-    xs = [p[0] for p in points]
-    ys = [p[1] for p in points] + best
-    x0, x1 = min(xs), max(xs) or 1
-    y0, y1 = min(ys), max(ys)
-    if y1 == y0:
-        y1 = y0 + 1e-9
-
-    def sx(x: float) -> float:
-        return pad + (x - x0) / max(1, x1 - x0) * (width - 2 * pad)
-
-    def sy(y: float) -> float:
-        return height - pad - (y - y0) / (y1 - y0) * (height - 2 * pad)
-
-    dots = "".join(
-        f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="#4c78a8"/>' for x, y in points
-    )
-    line = " ".join(f"{sx(x):.1f},{sy(b):.1f}" for x, b in zip(xs, best, strict=True))
-    return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="sans-serif" font-size="11">'
-        f'<rect width="{width}" height="{height}" fill="white"/>'
-        f'<polyline points="{line}" fill="none" stroke="#e45756" stroke-width="2"/>{dots}'
-        f'<text x="{pad}" y="15">{html.escape(label)} per trial (dots) and best so far (line)'
-        f"</text>"
-        f'<text x="{pad}" y="{height - 10}">trial 0</text>'
-        f'<text x="{width - pad - 40}" y="{height - 10}">trial {x1}</text>'
-        f'<text x="4" y="{sy(y1) + 4:.1f}">{y1:.4f}</text>'
-        f'<text x="4" y="{sy(y0) + 4:.1f}">{y0:.4f}</text></svg>'
-    )
-
-
 def write_report(run: RunDir, data: dict[str, Any]) -> tuple[str, str]:
-    """Renders report.md and report.html (and history.svg) into the run directory."""
+    """Draws the plots and renders report.md (which links them) and report.html (which
+    holds them, so it opens offline on its own) into the run directory."""
     env = _env()
-    svg = data.get("history_svg", "")
-    if svg:
-        run.write_text(HISTORY_SVG, svg)
+    data = dict(data)
+    inputs = data.pop("plot_inputs", None)
+    drawn, problems = plots.draw_all(run.path, inputs) if inputs is not None else ([], [])
+    data["plots"] = [{"file": p.file, "title": p.title, "uri": p.data_uri(run.path)} for p in drawn]
+    data["plot_problems"] = problems
     md = env.get_template("report.md.j2").render(**data)
     page = env.get_template("report.html.j2").render(**data)
     run.write_text(REPORT_MD, md)
@@ -86,11 +55,6 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
     rows = state.get("trials", [])
     checks = state.get("checks", [])
     confirmed = set(state.get("verified", []))
-    ordered = sorted([r for r in rows if r.finished], key=lambda r: r.started)
-    points = [(i, float(r.cv_score)) for i, r in enumerate(ordered)]  # type: ignore[arg-type]
-    best: list[float] = []
-    for _, score in points:
-        best.append(score if not best or task.metric.better(score, best[-1]) else best[-1])
     final = state["final"]
     hpo = state.get("hpo") or {}
     notes = []
@@ -133,7 +97,7 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "leaderboard": [r for r in rows if r.finished and r.key in confirmed][:25],
         "failed": [r for r in rows if r.state == "FAIL"],
         "stopped": {f: h.stopped for f, h in hpo.items() if h.stopped},
-        "history_svg": history_svg(points, best, f"CV {task.metric.display}"),
+        "plot_inputs": plot_inputs(ctx, state),
         "isolation": _isolation(final.sandbox or SandboxInfo()),
         "reruns": set(state.get("reruns", [])),
         "ensemble": state.get("ensemble"),
@@ -144,6 +108,63 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "llm_notes": notes,
         "command": ctx.command,
     }
+
+
+def plot_inputs(ctx: RunContext, state: RunState) -> plots.PlotInputs:
+    """The numbers the plots show, computed on the host: the finished trials, each
+    study's parameter importances, the scored model's predictions on the holdout rows
+    (the model that did not see them) and its permutation importances, the final
+    model's weights, the LLM's seconds per role and the feature step's gains."""
+    from mlpilot.tools import model_io
+    from mlpilot.tools.metrics import predictions_for
+
+    task = ctx.task
+    rows = sorted((r for r in state.get("trials", []) if r.finished), key=lambda r: r.started)
+    final = state["final"]
+    data = plots.PlotInputs(
+        metric=task.metric.display,
+        greater_is_better=task.metric.greater_is_better,
+        problem=task.problem_type,
+        trials=[(r.family, r.started, float(r.cv_score)) for r in rows],  # type: ignore[arg-type]
+    )
+    families = list(dict.fromkeys(r.family for r in rows))
+    studies = {f: f"{task.name}-{f}" for f in families}
+    with contextlib.suppress(Exception):  # an importance is a nicety, never a failure
+        data.importances = plots.param_importances(ctx.run.storage_url, studies)
+    scored = ctx.run.train_model_path if ctx.run.train_model_path.exists() else ctx.run.model_path
+    if final.ok and scored.exists():
+        model = model_io.load(scored, what="the scored model")
+        X = task.holdout.features.reset_index(drop=True)
+        y = np.asarray(task.holdout._labels)
+        classes = list(model.classes_) if task.is_classification else None
+        raw = model.predict_proba(X) if task.is_classification else model.predict(X)
+        data.y_true, data.predicted, data.classes = y, np.asarray(raw), classes
+
+        def score(frame: Any) -> float:
+            out = model.predict_proba(frame) if task.is_classification else model.predict(frame)
+            truth = y[frame.index.to_numpy()]
+            return float(task.metric(truth, predictions_for(task.metric, out, classes)))
+
+        with contextlib.suppress(Exception):
+            data.feature_drops = plots.permutation_drops(
+                score, X, task.metric.greater_is_better, seed=task.seed
+            )
+        if len(final.weights) > 1:
+            data.ensemble = dict(final.weights)
+    if ctx.llm is not None:
+        data.llm_seconds = {
+            str(u["role"]): float(u["latency_s"])
+            for u in ctx.llm.ledger.as_rows()
+            if u["role"] != "total"
+        }
+    features = state.get("features")
+    if features is not None:
+        data.feature_gains = [
+            (r.formula, float(r.gain), float(r.se or 0.0), r.verdict)
+            for r in features.records
+            if r.gain is not None
+        ]
+    return data
 
 
 def _isolation(sandbox: SandboxInfo) -> dict[str, str]:

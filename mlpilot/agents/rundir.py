@@ -16,7 +16,8 @@ What lives in a run directory::
     data.parquet      a copy of a DataFrame the run was given
     model.skops       the delivered model (loads without running code), refit on all rows
     model-train.skops the verified model the holdout scored (training rows only)
-    report.md, report.html, history.svg
+    report.md, report.html, plot-*.png (the report's plots)
+    llm-usage.json    what the LLM cost, per role (a run with an LLM)
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ MODEL = model_io.MODEL_FILE
 TRAIN_MODEL = "model-train.skops"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
-HISTORY_SVG = "history.svg"
+USAGE_JSON = "llm-usage.json"  # the LLM's calls, tokens and seconds per role, total last
 CLOCK_INTERVAL_S = 1.0  # how often a running run saves its spent time
 
 

@@ -9,6 +9,8 @@ job are never loaded: unpickling runs whatever code the file names.
 
 from __future__ import annotations
 
+import importlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +79,11 @@ def dump(model: Any, path: Path) -> None:
 def load(path: Path, *, what: str = "model") -> Any:
     """Reads a model written by :func:`dump` (or by a sandbox job), refusing untrusted types."""
     return loads(Path(path).read_bytes(), what=what)
+
+
+def preload() -> threading.Thread:
+    """Imports skops in a background thread (about 3 s, torch included) so the first
+    :func:`loads` does not wait for it; returns the thread."""
+    thread = threading.Thread(target=importlib.import_module, args=("skops.io",), daemon=True)
+    thread.start()
+    return thread
