@@ -107,13 +107,12 @@ def parse_action(text: str, state: ChatState) -> ChatAction:
     low = t.lower()
     path = _PATH.search(t)
     seconds = parse_seconds(t)
-    metric = metric_from_request(t)
     columns = state.columns
     drop = find_columns(t, columns) if columns else []
     has_run = bool(state.runs)
     fields: dict[str, Any] = {
         "seconds": seconds,
-        "metric": metric.name if metric else _named_metric(low),
+        "metric": _metric_name(t),
         "drop": drop,
     }
     if low in _QUIT:
@@ -171,12 +170,10 @@ def _plot_named(low: str) -> str | None:
     return next((name for name, pattern in rules if re.search(pattern, low)), None)
 
 
-def _named_metric(low: str) -> str | None:
-    if re.search(r"\brecall\b|\bsensitivity\b", low):
-        return "recall"
-    if re.search(r"\bprecision\b", low):
-        return "precision"
-    return None
+def _metric_name(text: str) -> str | None:
+    """The known metric a text names ("optimise recall", "AUC"), if any."""
+    metric = metric_from_request(text)
+    return metric.name if metric else None
 
 
 def _topic(low: str) -> str | None:
@@ -369,12 +366,7 @@ class ChatSession:
         # a budget only when the text states one (a model may invent or misconvert it);
         # a metric only when it is one mlpilot knows
         fix: dict[str, Any] = {"seconds": parsed.seconds}
-        named = metric_from_request(answer.metric or "") or (
-            _named_metric((answer.metric or "").lower())
-        )
-        fix["metric"] = parsed.metric or (
-            named if isinstance(named, str) else getattr(named, "name", None)
-        )
+        fix["metric"] = parsed.metric or _metric_name(answer.metric or "")
         if s.columns:
             known = {c.lower(): c for c in s.columns}
             fix["drop"] = list(
@@ -620,12 +612,6 @@ class ChatSession:
             f"Drop in holdout {view.metric_display} when each feature is shuffled "
             "(bigger = mattered more):\n" + "\n".join(lines)
         )
-
-    def feature_importance(self, top: int = 8) -> str:
-        """Permutation importance of the last run's model on its holdout rows."""
-        view = self._view()
-        assert view is not None
-        return self._importance_text(view.path, top)
 
 
 class RunView:
