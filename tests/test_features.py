@@ -474,8 +474,13 @@ def test_the_agent_offers_kept_features_as_columns_for_later_proposals(sandbox) 
             ),
         ]
     )
+    # diversity off: round 2 would be a pairing round, whose answer names a pair
     agent = FeatureAgent(
-        LLM(fake), Evaluator(sandbox, task, "hist_gradient_boosting"), task, rounds=2
+        LLM(fake),
+        Evaluator(sandbox, task, "hist_gradient_boosting"),
+        task,
+        rounds=2,
+        diversity=False,
     )
     summary = agent.run(time.monotonic() + 300)
     second = fake.calls[1].messages[-1]["content"]
