@@ -9,6 +9,7 @@ refit on all the training rows it was given, as the peers' are. Systems:
 
 * mlpilot (embedded LLM): the full run with the embedded model
 * mlpilot (no LLM): the same run with the default plan and plain TPE
+* mlpilot (no LLM, 3 folds): the same with 3-fold instead of 5-fold cross-validation
 * AutoGluon (medium): ``TabularPredictor(...).fit(train, time_limit=B,
   presets="medium_quality")``
 * AutoGluon (best): the same with ``presets="best_quality"`` (bagged, stacked)
@@ -150,11 +151,24 @@ class Split:
         return np.column_stack([by_name.get(str(c), np.zeros(len(proba))) for c in self.classes])
 
 
-def run_pilot(llm: bool, split: Split, budget: float, work: Path) -> np.ndarray:
+def run_pilot(
+    llm: bool, split: Split, budget: float, work: Path, folds: int | None = None
+) -> np.ndarray:
+    import dataclasses
+
+    from mlpilot.agents.hpo import HpoSettings
     from mlpilot.api import Pilot
 
+    hpo = None
+    if folds is not None:  # the run's own settings for its budget, with another fold count
+        hpo = dataclasses.replace(HpoSettings.for_budget(budget, local_llm=llm), folds=folds)
     result = Pilot(llm=None if llm else False, runs_dir=work).run(
-        split.request, split.train, target=split.target, time_budget=budget, seed=split.seed
+        split.request,
+        split.train,
+        target=split.target,
+        time_budget=budget,
+        seed=split.seed,
+        hpo=hpo,
     )
     if result.model is None:
         raise RuntimeError(f"no verified model ({result.status})")
@@ -208,6 +222,7 @@ def run_peer(peer: str, split: Split, budget: float, work: Path, presets: str = 
 SYSTEMS: dict[str, Callable[[Split, float, Path], np.ndarray]] = {
     "mlpilot (embedded LLM)": lambda s, b, w: run_pilot(True, s, b, w),
     "mlpilot (no LLM)": lambda s, b, w: run_pilot(False, s, b, w),
+    "mlpilot (no LLM, 3 folds)": lambda s, b, w: run_pilot(False, s, b, w, folds=3),
     "AutoGluon (medium)": lambda s, b, w: run_peer("autogluon", s, b, w, "medium"),
     "AutoGluon (best)": lambda s, b, w: run_peer("autogluon", s, b, w, "best"),
     "FLAML": lambda s, b, w: run_peer("flaml", s, b, w),

@@ -141,7 +141,7 @@ class Pilot:
         task = TaskSpec.from_data(
             data, request=request, target=target, metric=metric, seed=seed, drop=drop
         )
-        run = RunDir(Path(run_dir) if run_dir else self._new_run_dir(task.name))
+        run = RunDir(Path(run_dir) if run_dir else self.new_run_dir(task.name))
         run.path.mkdir(parents=True, exist_ok=True)
         settings = hpo or HpoSettings.for_budget(
             time_budget, local_llm=llm is not None and llm.runs_locally
@@ -261,7 +261,8 @@ class Pilot:
                 sandbox.close()
         return _result(run, state, ctx)
 
-    def _new_run_dir(self, name: str) -> Path:
+    def new_run_dir(self, name: str) -> Path:
+        """A new, unused run directory path under the runs directory for data named ``name``."""
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         base = self.runs_dir / f"{stamp}-{name}"
         path, i = base, 1

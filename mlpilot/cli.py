@@ -396,6 +396,71 @@ def chat(
 
 
 @app.command()
+def ui(
+    llm: LlmOption = None,
+    api_base: ApiBaseOption = None,
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="Run without any LLM.")] = False,
+    sandbox: SandboxOption = "local-warm",
+    time_budget: Annotated[
+        float, typer.Option("--time-budget", help="Seconds per run unless a request says.")
+    ] = 120.0,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs go.")] = Path(
+        "mlpilot-runs"
+    ),
+    host: Annotated[str, typer.Option(help="Interface to serve on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8765,
+    allow_remote: Annotated[
+        bool,
+        typer.Option(
+            "--allow-remote",
+            help="Serve on a non-loopback interface (anyone who reaches it can start runs).",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Carry on the UI's last conversation.")
+    ] = False,
+) -> None:
+    """A local web app: the chat, a running job's live progress, the runs list with
+    side-by-side comparison, and each run's report and plots."""
+    from mlpilot.api import Pilot
+    from mlpilot.chat import chat_llm
+    from mlpilot.ui import UiState, check_host, serve
+
+    check_host(host, allow_remote)
+    pilot = Pilot(
+        llm=False if no_llm else llm, sandbox=sandbox, runs_dir=runs_dir, api_base=api_base
+    )
+    state = UiState(
+        pilot,
+        default_budget=time_budget,
+        llm=None if no_llm else chat_llm(llm, api_base),
+        resume=resume,
+    )
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"mlpilot ui on http://{shown}:{port}/ (Ctrl-C stops it); runs in {runs_dir}")
+    serve(state, host=host, port=port, allow_remote=allow_remote)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run's directory.")],
+    open_it: Annotated[
+        bool, typer.Option("--open", help="Open report.html in the default browser.")
+    ] = False,
+) -> None:
+    """Render a finished run's report (report.md, report.html, plots) again from its
+    directory, and print where it is."""
+    from mlpilot.agents.reporter import rerender
+
+    page = rerender(run_dir)
+    console.print(f"report: {page.with_suffix('.md')}  (and {page.name})")
+    if open_it:
+        import webbrowser
+
+        webbrowser.open(page.resolve().as_uri())
+
+
+@app.command()
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A finished run's directory.")],
     data: Annotated[

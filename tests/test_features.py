@@ -697,6 +697,8 @@ def test_a_run_engineers_features_and_its_model_computes_them_on_raw_rows(tmp_pa
     assert "## Engineered features" in report
     assert "| 1 | `left_weight * left_distance` | arithmetic | kept |" in report
     assert "because multiply" in report  # the model's reason is shown
+    drawn = {p.name for p in result.run_dir.glob("plot-*.png")}
+    assert {"plot-feature-gains.png", "plot-llm.png", "plot-confusion.png"} <= drawn, drawn
 
 
 DRIVER = """

@@ -80,9 +80,35 @@ def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
     report = result.report_path.read_text()
     assert "Plan (llm (scripted))" in report and "| planner | 1 |" in report
     assert "trained in the `local-warm` sandbox (network isolated:" in report
-    assert (result.run_dir / "report.html").exists() and (
-        result.run_dir / "plot-history.png"
-    ).exists()
+    drawn = {p.name for p in result.run_dir.glob("plot-*.png")}
+    assert {
+        "plot-history.png",
+        "plot-params.png",
+        "plot-roc.png",
+        "plot-pr.png",
+        "plot-confusion.png",
+        "plot-features.png",
+        "plot-llm.png",
+    } <= drawn, drawn
+    from mlpilot.agents.graph import saved_state
+
+    members = saved_state(result.run_dir)["final"].weights
+    assert ("plot-ensemble.png" in drawn) == (len(members) > 1)
+    html = (result.run_dir / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(drawn)  # opens offline
+    # `mlpilot report RUN` renders the same report again from the directory alone
+    from mlpilot.agents.reporter import rerender
+
+    md = result.report_path.read_text()
+    for p in [result.report_path, result.run_dir / "report.html", *result.run_dir.glob("plot-*")]:
+        p.unlink()
+    rerender(result.run_dir)
+    assert {p.name for p in result.run_dir.glob("plot-*.png")} == drawn
+
+    def body(text: str) -> list[str]:  # the time stated comes from run.json's clock
+        return [line for line in text.splitlines() if not line.startswith("Status:")]
+
+    assert body(result.report_path.read_text()) == body(md)
     X = cancer.drop(columns=["target"])
     np.testing.assert_array_equal(result.model.predict(X), Pilot.load(result.run_dir).predict(X))
 
@@ -147,6 +173,9 @@ def test_regression_run_without_llm_and_predict_checks_columns(tmp_path) -> None
     )
     assert result.status == "finished"
     assert "MAE" in result.report_path.read_text()
+    drawn = {p.name for p in result.run_dir.glob("plot-*.png")}
+    assert {"plot-pred-actual.png", "plot-residuals.png", "plot-features.png"} <= drawn
+    assert not {"plot-roc.png", "plot-llm.png"} & drawn
     loaded = Pilot.load(result.run_dir)
     with pytest.raises(DataError, match=r"lacks 1 training column\(s\): 'bmi'"):
         loaded.predict(frame.drop(columns=["bmi", "target"]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,5 +60,11 @@ class RunContext:
         return self.spent_before_s + time.monotonic() - self.started
 
     def emit(self, event: str, **data: Any) -> None:
+        """Tells the caller's progress display, and appends the event to the run's
+        progress log (what ``mlpilot ui`` shows), with the LLM calls made so far."""
+        if self.llm is not None:
+            data.setdefault("llm_calls", self.llm.ledger.total().calls)
+        with contextlib.suppress(OSError):  # a full disk must not stop the run
+            self.run.log_progress(event, data, self.elapsed())
         if self.progress is not None:
             self.progress(event, data)

@@ -83,6 +83,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         limits=limits,
         data_dir=ctx.run.sandbox_data,
         code=ctx.trial_code,
+        folds=ctx.hpo_settings.folds,
         features=feature_set,
     )
     verdicts: dict[str, verifier.RerunVerdict] = {}
@@ -130,7 +131,12 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         chosen = runner
         if feature_set is not None and features is not None:
             plain = TrialRunner(
-                ctx.sandbox, task, limits=limits, data_dir=ctx.run.sandbox_data, code=ctx.trial_code
+                ctx.sandbox,
+                task,
+                limits=limits,
+                data_dir=ctx.run.sandbox_data,
+                code=ctx.trial_code,
+                folds=ctx.hpo_settings.folds,
             )
             # a combiner was fit on the members with features: without them, the members
             # are averaged with the candidate's weights

@@ -168,6 +168,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         limits=_trial_limits(ctx),
         data_dir=ctx.run.sandbox_data,
         code=ctx.trial_code,
+        folds=ctx.hpo_settings.folds,
         features=features.features if features is not None else None,
     )
 
@@ -290,7 +291,9 @@ def report_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     final = state["final"]
     write_report(ctx.run, report_data(ctx, state))
     if ctx.llm is not None:  # what the LLM cost, for answers read back from the directory
-        usage = json.dumps(ctx.llm.ledger.as_rows(), indent=1, default=str)
+        rows = ctx.llm.ledger.as_rows()
+        rows[-1]["model"] = ctx.llm.model  # the total row names the model (a re-render shows it)
+        usage = json.dumps(rows, indent=1, default=str)
         ctx.run.write_text(USAGE_JSON, usage)
     status = "finished" if final.ok else "failed"
     ctx.run.update(

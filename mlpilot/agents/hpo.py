@@ -105,6 +105,7 @@ class HpoSettings:
     sampler: str = "tpe"
     seed: int = 0
     upfront_s: float = 0.0
+    folds: int = 5
 
     @classmethod
     def for_budget(cls, time_budget_s: float, *, local_llm: bool = True) -> HpoSettings:

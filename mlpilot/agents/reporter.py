@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from mlpilot.agents import plots, verifier
-from mlpilot.agents.rundir import REPORT_HTML, REPORT_MD, RunDir
+from mlpilot.agents.rundir import REPORT_HTML, REPORT_MD, USAGE_JSON, RunDir
 from mlpilot.agents.state import RunState, SandboxInfo
+from mlpilot.errors import ConfigError
+from mlpilot.task import TaskSpec
 from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import PROBLEM_WORDS
 
@@ -49,8 +54,40 @@ def write_report(run: RunDir, data: dict[str, Any]) -> tuple[str, str]:
     return md, page
 
 
-def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
+@dataclass
+class ReportSource:
+    """What a report is rendered from beside the run's state: the run's context while
+    it runs, or its directory read back (``mlpilot report RUN`` re-renders one).
+
+    Attributes:
+        usage: the LLM's ledger rows (per role, total last); empty without an LLM.
+        llm_model: the LLM's model name; None for a run without an LLM.
+    """
+
+    task: TaskSpec
+    run: RunDir
+    request: str
+    command: str
+    elapsed_s: float
+    usage: list[dict[str, Any]] = field(default_factory=list)
+    llm_model: str | None = None
+
+    @classmethod
+    def of(cls, ctx: RunContext) -> ReportSource:
+        return cls(
+            task=ctx.task,
+            run=ctx.run,
+            request=ctx.request,
+            command=ctx.command,
+            elapsed_s=ctx.elapsed(),
+            usage=ctx.llm.ledger.as_rows() if ctx.llm is not None else [],
+            llm_model=ctx.llm.model if ctx.llm is not None else None,
+        )
+
+
+def report_data(ctx: RunContext | ReportSource, state: RunState) -> dict[str, Any]:
     """What the report templates show, from the run's state (verified numbers only)."""
+    ctx = ctx if isinstance(ctx, ReportSource) else ReportSource.of(ctx)
     task = ctx.task
     rows = state.get("trials", [])
     checks = state.get("checks", [])
@@ -60,19 +97,19 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
     notes = []
     for family, info in hpo.items():
         llm = info.llm
-        if llm and ctx.llm is not None:
+        if llm and ctx.llm_model is not None:
             notes.append(
                 f"{family}: the LLM proposed {llm['proposed']} configurations, "
                 f"{llm['enqueued']} entered the study ({llm['invalid']} invalid, "
                 f"{llm['duplicates']} duplicates)"
                 + (f"; LLM errors: {'; '.join(llm['llm_errors'][:2])}" if llm["llm_errors"] else "")
             )
-    if ctx.llm is None:
+    if ctx.llm_model is None:
         notes.append("no LLM: default plan and plain TPE")
     ok = final.ok and verifier.all_ok(checks)
     return {
         "status_line": (
-            f"Status: finished in {ctx.elapsed():.0f} s; every number below was recomputed "
+            f"Status: finished in {ctx.elapsed_s:.0f} s; every number below was recomputed "
             "on the host."
             if ok
             else "Status: FAILED verification — no model is reported as a success; "
@@ -103,14 +140,14 @@ def report_data(ctx: RunContext, state: RunState) -> dict[str, Any]:
         "ensemble": state.get("ensemble"),
         "features": state.get("features"),
         "checks": [c.as_row() for c in checks],
-        "usage": ctx.llm.ledger.as_rows() if ctx.llm is not None else [],
-        "llm_model": ctx.llm.model if ctx.llm is not None else None,
+        "usage": ctx.usage,
+        "llm_model": ctx.llm_model,
         "llm_notes": notes,
         "command": ctx.command,
     }
 
 
-def plot_inputs(ctx: RunContext, state: RunState) -> plots.PlotInputs:
+def plot_inputs(ctx: ReportSource, state: RunState) -> plots.PlotInputs:
     """The numbers the plots show, computed on the host: the finished trials, each
     study's parameter importances, the scored model's predictions on the holdout rows
     (the model that did not see them) and its permutation importances, the final
@@ -151,11 +188,9 @@ def plot_inputs(ctx: RunContext, state: RunState) -> plots.PlotInputs:
             )
         if len(final.weights) > 1:
             data.ensemble = dict(final.weights)
-    if ctx.llm is not None:
+    if ctx.llm_model is not None:
         data.llm_seconds = {
-            str(u["role"]): float(u["latency_s"])
-            for u in ctx.llm.ledger.as_rows()
-            if u["role"] != "total"
+            str(u["role"]): float(u["latency_s"]) for u in ctx.usage if u["role"] != "total"
         }
     features = state.get("features")
     if features is not None:
@@ -181,3 +216,58 @@ def _isolation(sandbox: SandboxInfo) -> dict[str, str]:
             "(`apt-get install bubblewrap`) or use `--sandbox docker` for a real wall."
         )
     return {"level": level, "line": line, "warning": warning}
+
+
+def rerender(run_dir: Path) -> Path:
+    """Renders a finished run's report again from what its directory holds (the last
+    checkpointed state, run.json, the LLM's usage, the data file for the holdout rows):
+    after an upgrade, or when report files were deleted. Returns report.html's path.
+
+    Raises:
+        ConfigError: the directory holds no finished run, or its data file is gone.
+    """
+    from mlpilot.agents.graph import command_line, saved_state
+
+    run = RunDir(run_dir)
+    meta = run.meta()
+    state = saved_state(run.path)
+    if "final" not in state or "plan" not in state:
+        raise ConfigError(f"{run.path} has no finished run to report on (status {meta.status})")
+    try:
+        task = TaskSpec.from_data(
+            meta.data,
+            request=meta.request,
+            target=meta.target,
+            metric=meta.metric,
+            seed=meta.seed,
+            name=meta.name or None,
+            drop=meta.drop,
+        )
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot re-read the run's data {meta.data!r}: {e}") from e
+    usage_file = run.path / USAGE_JSON
+    usage = json.loads(usage_file.read_text(encoding="utf-8")) if usage_file.is_file() else []
+    named = [str(r["model"]) for r in usage if r.get("role") == "total" and r.get("model")]
+    model = named[0] if named else (None if meta.no_llm else (meta.llm or "embedded"))
+    source = ReportSource(
+        task=task,
+        run=run,
+        request=meta.request,
+        command=command_line(
+            meta.request,
+            meta.data,
+            meta.target,
+            meta.time_budget,
+            meta.llm,
+            meta.sandbox,
+            drop=meta.drop,
+            description=meta.description_file,
+            features=meta.features,
+            refit=meta.refit,
+        ),
+        elapsed_s=meta.spent_s,
+        usage=usage,
+        llm_model=model if usage else None,
+    )
+    write_report(run, report_data(source, state))
+    return run.path / REPORT_HTML

@@ -18,11 +18,15 @@ What lives in a run directory::
     model-train.skops the verified model the holdout scored (training rows only)
     report.md, report.html, plot-*.png (the report's plots)
     llm-usage.json    what the LLM cost, per role (a run with an LLM)
+    progress.jsonl    the run's progress events as they happen, one JSON object a line
+                      (appended, not atomic: read by whoever watches the run, never
+                      by a resume)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +52,7 @@ TRAIN_MODEL = "model-train.skops"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 USAGE_JSON = "llm-usage.json"  # the LLM's calls, tokens and seconds per role, total last
+PROGRESS = "progress.jsonl"
 CLOCK_INTERVAL_S = 1.0  # how often a running run saves its spent time
 
 
@@ -89,6 +94,7 @@ class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._progress_lock = threading.Lock()
 
     # -- names ---------------------------------------------------------------------
 
@@ -214,6 +220,17 @@ class RunDir:
     # -- the model and the report ----------------------------------------------------------
 
     @property
+    def progress_path(self) -> Path:
+        return self.path / PROGRESS
+
+    def log_progress(self, event: str, data: dict[str, Any], elapsed_s: float) -> None:
+        """Appends one progress event (a line is written whole or, if the process dies
+        mid-write, ends without a newline: :func:`read_progress` skips it)."""
+        line = json.dumps({"t": round(elapsed_s, 2), "event": event, **data}, default=str)
+        with self._progress_lock, self.progress_path.open("a", encoding="utf-8") as f:
+            f.write(line + "\n")
+
+    @property
     def train_model_path(self) -> Path:
         """The verified model, trained on the training rows only (the one the holdout
         scored), kept when the delivered model was refit on all rows."""
@@ -240,3 +257,20 @@ class RunDir:
         path = self.path / name
         write_atomic(path, text.encode())
         return path
+
+
+def read_progress(path: Path, start: int = 0) -> tuple[list[dict[str, Any]], int]:
+    """The progress events in ``path`` from byte offset ``start`` on, and the offset to
+    read from next time; a last line still being written is left for then."""
+    try:
+        with path.open("rb") as f:
+            f.seek(start)
+            chunk = f.read()
+    except FileNotFoundError:
+        return [], start
+    end = chunk.rfind(b"\n") + 1
+    events = []
+    for line in chunk[:end].splitlines():
+        with contextlib.suppress(ValueError):
+            events.append(json.loads(line))
+    return events, start + end
