@@ -66,6 +66,17 @@ def test_regression_and_multiclass_plots(tmp_path) -> None:
     assert {d.file for d in drawn} == {"plot-roc.png", "plot-confusion.png"}
 
 
+def test_the_confusion_matrix_counts_integer_labels_held_as_objects(tmp_path) -> None:
+    # a run's holdout labels come back as an object array; with integer classes
+    # scikit-learn's confusion_matrix refused it ("unknown is not supported")
+    y = np.array([0, 0, 1, 1, 1], dtype=object)
+    proba = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.7, 0.3]])
+    np.testing.assert_array_equal(plots.confusion_counts(y, proba, [0, 1]), [[1, 1], [1, 2]])
+    data = plots.PlotInputs("ROC AUC", True, "binary", y_true=y, predicted=proba, classes=[0, 1])
+    drawn, problems = plots.draw_all(tmp_path, data)
+    assert problems == [] and "plot-confusion.png" in {d.file for d in drawn}
+
+
 def test_nothing_to_draw_draws_nothing_and_a_failing_plot_is_named(tmp_path) -> None:
     empty = plots.PlotInputs("ROC AUC", True, "binary")
     assert plots.draw_all(tmp_path, empty) == ([], [])

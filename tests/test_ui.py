@@ -108,6 +108,9 @@ def test_the_runs_page_lists_and_the_compare_page_marks_what_differs(client) -> 
     assert any("dropped columns" in r and "x" in r for r in differs)
     assert any("CV score" in r and "0.9000" in r and "0.9200" in r for r in differs)
     assert not any("<th>target</th>" in r for r in differs)
+    one = client.get("/runs/20260101-000000-a")
+    assert one.status_code == 200 and 'href="/runs/20260101-000000-a/files/report.html"' in one.text
+    assert "optuna-dashboard sqlite:///" in one.text
 
 
 def test_the_event_stream_replays_a_finished_runs_progress_and_ends(client) -> None:
@@ -209,7 +212,9 @@ def test_a_run_started_from_the_chat_box_is_watched_live_and_its_report_opens(
         b.find_element(By.CSS_SELECTOR, "#chat-live a.run-link").click()
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#run-live.finished")))
         imgs = b.find_elements(By.CSS_SELECTOR, ".plots img")
-        assert len(imgs) >= 5
+        shown = {i.get_attribute("src").rsplit("/", 1)[-1] for i in imgs}
+        wanted = {"history", "roc", "pr", "confusion", "features"}
+        assert {f"plot-{p}.png" for p in wanted} <= shown, shown
         assert all(b.execute_script("return arguments[0].naturalWidth", i) > 0 for i in imgs)
         b.save_screenshot(str(shots / "ui-run.png"))
         b.find_element(By.ID, "report-link").click()

@@ -173,14 +173,25 @@ def _pr(ax: Any, d: PlotInputs) -> bool:
     return True
 
 
-def _confusion(ax: Any, d: PlotInputs) -> bool:
+def confusion_counts(y_true: Any, predicted: Any, classes: list[Any]) -> np.ndarray:
+    """Rows: actual class, columns: predicted class (the most probable), in ``classes``'
+    order. Labels are matched by position, never handed to scikit-learn as they are: it
+    cannot tell the kind of an object array of numbers (integer labels read back as
+    objects) and refuses it."""
     from sklearn.metrics import confusion_matrix
 
+    position = {str(c): i for i, c in enumerate(classes)}
+    truth = np.array([position.get(str(v), -1) for v in np.asarray(y_true)])
+    guess = np.asarray(predicted).argmax(axis=1)
+    known = truth >= 0
+    return confusion_matrix(truth[known], guess[known], labels=list(range(len(classes))))
+
+
+def _confusion(ax: Any, d: PlotInputs) -> bool:
     if d.problem == "regression" or d.y_true is None or d.predicted is None or not d.classes:
         return False
     classes = list(d.classes)
-    labels = np.asarray(classes, dtype=object)[np.asarray(d.predicted).argmax(axis=1)]
-    matrix = confusion_matrix(np.asarray(d.y_true, dtype=object), labels, labels=classes)
+    matrix = confusion_counts(d.y_true, d.predicted, classes)
     shown = classes[:12]
     m = matrix[: len(shown), : len(shown)]
     ax.imshow(m, cmap="Blues")

@@ -125,8 +125,8 @@ def create_app(state: UiState, *, host: str = "127.0.0.1") -> FastAPI:
     static = Path(__file__).parent / "static"
     app.mount("/static", StaticFiles(directory=static), name="static")
 
-    def page(name: str, **values: Any) -> HTMLResponse:
-        return HTMLResponse(pages.get_template(name).render(**values))
+    def page(template: str, **values: Any) -> HTMLResponse:
+        return HTMLResponse(pages.get_template(template).render(**values))
 
     def run_or_404(name: str) -> RunDir:
         try:
