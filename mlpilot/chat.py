@@ -725,26 +725,30 @@ def read_usage(path: Path) -> list[dict[str, Any]]:
 
 
 def permutation_importance(path: Path) -> list[tuple[float, str]]:
-    """(drop in the holdout score when the column is shuffled, column), largest first:
-    the run's delivered model on the run's own holdout rows, computed on the host."""
+    """(drop in the holdout score when the column is shuffled, column), largest first,
+    computed on the host as the report's feature plot is: the model the holdout scored
+    (``model-train.skops`` when the delivered model was refit on every row, since that
+    one has seen the holdout) on the run's own holdout rows."""
+    from mlpilot.agents.plots import permutation_drops
     from mlpilot.agents.rundir import RunDir
+    from mlpilot.tools import model_io
 
-    meta = RunDir(path).meta()
-    loaded = Pilot.load(path)
+    run = RunDir(path)
+    meta = run.meta()
+    scored = run.train_model_path if run.train_model_path.exists() else run.model_path
+    model = model_io.load(scored, what=f"the scored model of run {path}")
     task = TaskSpec.from_data(
         meta.data, request=meta.request, target=meta.target, metric=meta.metric,
         seed=meta.seed, drop=meta.drop,
     )  # fmt: skip
-    X = task.holdout.features
+    X = task.holdout.features.reset_index(drop=True)
     y = task.holdout._labels.to_numpy()
-    base = _score(loaded.model, X, y, task)
-    rng = np.random.default_rng(0)
-    drops: list[tuple[float, str]] = []
-    for col in X.columns:
-        shuffled = X.copy()
-        shuffled[col] = rng.permutation(shuffled[col].to_numpy())
-        drops.append((task.metric.sign() * (base - _score(loaded.model, shuffled, y, task)), col))
-    return sorted(drops, reverse=True)
+
+    def score(frame: pd.DataFrame) -> float:
+        return _score(model, frame, y[frame.index.to_numpy()], task)
+
+    drops = permutation_drops(score, X, task.metric.greater_is_better, seed=task.seed)
+    return [(drop, col) for col, drop in drops]
 
 
 def profile_text(frame: pd.DataFrame, target: str | None = None) -> str:

@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,20 @@ def test_the_event_stream_replays_a_finished_runs_progress_and_ends(client) -> N
     events = [line.split(": ", 1)[1] for line in text.splitlines() if line.startswith("event:")]
     assert events == ["meta", "progress", "progress", "done"]
     assert '"greater_is_better": true' in text and '"holdout_score": 0.91' in text
+
+
+def test_the_stream_of_a_run_whose_process_died_ends(client, tmp_path) -> None:
+    import os
+
+    from mlpilot.ui.app import STALE_S, STOPPED
+
+    run = RunDir(tmp_path / "runs" / "20260101-000000-a")
+    run.update(status="running")  # as a killed run leaves it
+    old = time.time() - STALE_S - 5
+    os.utime(run.path / "run.json", (old, old))
+    with client.stream("GET", f"/api/runs/{run.path.name}/events") as r:
+        text = "".join(r.iter_text())
+    assert text.rstrip().endswith("}") and STOPPED in text
 
 
 def test_the_progress_log_leaves_a_half_written_line_for_later(tmp_path) -> None:

@@ -44,6 +44,8 @@ from mlpilot.tools.metrics import get_metric
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 STREAM_POLL_S = 0.5  # how often the event stream looks for new progress lines
+STALE_S = 20.0  # a "running" run whose run.json is older than this has stopped
+STOPPED = "stopped (its process ended; mlpilot run --resume carries on)"
 RUN_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 SERVED = re.compile(r"^(report\.html|report\.md|plot-[a-z0-9_-]+\.png)$")
 
@@ -153,7 +155,10 @@ def create_app(state: UiState, *, host: str = "127.0.0.1") -> FastAPI:
             text = str(body["text"])
         except (ValueError, KeyError, TypeError) as e:
             raise HTTPException(400, 'send JSON: {"text": "..."}') from e
-        answer = await asyncio.to_thread(state.say, text)
+        try:
+            answer = await asyncio.to_thread(state.say, text)
+        except Exception as e:  # a bug must reach the page as words, not a bare 500
+            return JSONResponse({"error": f"that failed: {type(e).__name__}: {e}"}, 500)
         if answer is None:
             return JSONResponse({"error": "busy: the last request is still running"}, 409)
         return JSONResponse(answer)
@@ -236,6 +241,9 @@ async def _stream(run: RunDir) -> AsyncIterator[str]:
         for event in found:
             yield _sse("progress", event)
         meta = run.meta()
+        if meta.status == "running" and _stale(run):
+            yield _sse("done", {**_outcome(meta), "status": STOPPED})
+            return
         if meta.status != "running":
             found, offset = read_progress(run.progress_path, offset)
             for event in found:
@@ -244,6 +252,15 @@ async def _stream(run: RunDir) -> AsyncIterator[str]:
             return
         yield ": waiting\n\n"  # a comment line: keeps proxies and the browser patient
         await asyncio.sleep(STREAM_POLL_S)
+
+
+def _stale(run: RunDir) -> bool:
+    """Whether a run marked running has stopped: a live run saves its spent time every
+    second, so a run.json untouched for ``STALE_S`` belongs to a process that died."""
+    try:
+        return time.time() - (run.path / RUN_JSON).stat().st_mtime > STALE_S
+    except OSError:
+        return True
 
 
 def _outcome(meta: Any) -> dict[str, Any]:
