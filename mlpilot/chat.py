@@ -377,7 +377,13 @@ class ChatSession:
                 fix["target"] = known.get(answer.target.lower())
         if answer.data is not None and parsed.data is not None:
             fix["data"] = parsed.data  # the path exactly as written
+        if answer.action == "explain" and parsed.action == "explain" and parsed.topic:
+            fix["topic"] = parsed.topic  # "what did it cost?" names its topic in words
         action = answer.model_copy(update=fix)
+        if action.action == "compare" and parsed.action != "compare" and not action.runs:
+            # a comparison the text does not ask for: a small model, shown the last turn
+            # was a comparison, compared again for "what did it cost?"
+            return None
         if action.action in ("rerun", "compare", "explain", "predict", "plot") and not s.runs:
             return None if parsed.action != action.action else action
         wants_file = action.action in ("run", "predict", "profile") and action.data is not None
@@ -478,9 +484,10 @@ class ChatSession:
             else ""
         )
         dropped = f" Without {', '.join(s.drop)}." if s.drop else ""
+        n = len(r.leaderboard)
         return (
-            f"Done in {budget:g} s budget. Holdout {r.metric_display} {r.holdout_score:.4f} "
-            f"(CV {r.cv_score:.4f}), {len(r.leaderboard)} verified trials.{lead}{dropped} "
+            f"Done ({budget:g} s budget). Holdout {r.metric_display} {r.holdout_score:.4f} "
+            f"(CV {r.cv_score:.4f}), {n} verified trial{'s' if n != 1 else ''}.{lead}{dropped} "
             f"Report: {r.report_path}. Ask why it won, what the LLM did, which features "
             "mattered, what it cost — or for a variation ('without column X')."
         )

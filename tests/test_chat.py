@@ -28,7 +28,7 @@ def test_chat_asks_for_data_and_target_then_runs_and_answers(data_csv, tmp_path)
     assert "Which column should I predict?" in question and "benign" in question
     assert "no column 'colour'" in chat.say("colour")
     done = chat.say("benign")
-    assert done.startswith("Done in 15 s budget. Holdout ROC AUC"), done
+    assert done.startswith("Done (15 s budget). Holdout ROC AUC"), done
     assert chat.result is not None and chat.result.status == "finished"
     features = chat.say("which features mattered?")
     assert "Drop in holdout ROC AUC" in features and ":" in features
@@ -41,7 +41,7 @@ def test_chat_asks_for_data_and_target_then_runs_and_answers(data_csv, tmp_path)
 def test_chat_takes_a_whole_request_at_once(data_csv, tmp_path) -> None:
     chat = ChatSession(Pilot(llm=False, runs_dir=tmp_path), default_budget=15)
     reply = chat.say(f"tune a model for {data_csv} to predict benign in 15 seconds")
-    assert reply.startswith("Done in 15 s budget."), reply
+    assert reply.startswith("Done (15 s budget)."), reply
     assert chat.budget == 15
 
 
@@ -56,7 +56,7 @@ def test_cli_chat_reads_lines_until_exit(data_csv, tmp_path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "Which column should I predict?" in done.stdout
-    assert "Done in 15 s budget. Holdout ROC AUC" in done.stdout
+    assert "Done (15 s budget). Holdout ROC AUC" in done.stdout
     assert "No LLM was used" in done.stdout
 
 
@@ -115,6 +115,8 @@ def test_a_chat_transcript_covers_every_action(churn_csv, tmp_path) -> None:
             # an invented column is not dropped; the one the text names is
             act("rerun", drop=["tenure", "colour"]),
             act("compare"),
+            # a comparison the text does not ask for: the parser's reading (the cost) wins
+            act("compare"),
             act("predict", data=new),
             LLMTimeout("slow"),  # no answer in time: the parser reads "list my runs"
             act("quit"),
@@ -127,7 +129,7 @@ def test_a_chat_transcript_covers_every_action(churn_csv, tmp_path) -> None:
     profile = say(f"describe {data}")
     assert "400 rows, 5 columns: 3 numeric" in profile and "Likely targets: churn" in profile
     done = say(f"tune a model for {data}, predict churn, take 12 seconds")
-    assert done.startswith("Done in 12 s budget. Holdout ROC AUC"), done
+    assert done.startswith("Done (12 s budget). Holdout ROC AUC"), done
     assert chat.budget == 12 and chat.result is not None
     first = chat.result.run_dir
     assert "The delivered model is" in say("why did that model win?")
@@ -144,6 +146,7 @@ def test_a_chat_transcript_covers_every_action(churn_csv, tmp_path) -> None:
     assert "dropped columns: – → tenure" in again
     assert chat.result.run_dir != first and chat.state.drop == ["tenure"]
     assert "dropped columns: – → tenure" in say("compare the two runs")
+    assert "No LLM was used" in say("and what did that cost?") and chat.chosen_by == "parser"
     written = say(f"predict on {new}")
     assert "Wrote 7 rows of class probabilities" in written
     import pandas as pd
@@ -208,7 +211,7 @@ def test_the_embedded_model_starts_a_run_and_its_budget_holds(
     reply = chat.say(f"tune a model for {churn_csv}, predict churn, take 30 seconds")
     assert chat.chosen_by == "llm"  # the model answered in time, and its answer held
     assert chat.last_action is not None and chat.last_action.action == "run"
-    assert reply.startswith("Done in 30 s budget"), reply
+    assert reply.startswith("Done (30 s budget)"), reply
     assert chat.result is not None and chat.result.run_dir.exists()
     from mlpilot.agents.rundir import RunDir
 
