@@ -62,7 +62,7 @@ def test_the_final_steps_jobs_get_the_trials_cores(monkeypatch) -> None:
 
     class Ctx:
         llm = type("L", (), {"runs_locally": True, "available": False})()
-        hpo_settings = type("S", (), {"parallel": 1})()
+        hpo_settings = type("S", (), {"parallel": 1, "folds": 5})()
         task = None
         run = type("R", (), {"storage_url": "sqlite://", "sandbox_data": None})()
         trial_code = None
@@ -97,7 +97,7 @@ def test_an_ensembles_members_are_refit_side_by_side() -> None:
 
     class Ctx:
         task = None
-        hpo_settings = type("S", (), {"parallel": 2})()
+        hpo_settings = type("S", (), {"parallel": 2, "folds": 5})()
 
         @staticmethod
         def remaining() -> float:

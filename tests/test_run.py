@@ -60,7 +60,8 @@ def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
             warm_reply("knn"),
             warm_reply("lightgbm"),
             NO_LEAKS,  # the LLM's leakage review, at the end
-        ]
+        ],
+        latency_per_call=0.5,  # reported seconds per call: the report's LLM plot shows them
     )
     pilot = Pilot(llm=LLM(fake), runs_dir=tmp_path)
     result = pilot.run(
