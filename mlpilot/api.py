@@ -20,9 +20,9 @@ from typing import Any
 import pandas as pd
 
 from mlpilot.agents.context import RunContext
-from mlpilot.agents.graph import command_line, run_graph
+from mlpilot.agents.graph import command_of, run_graph
 from mlpilot.agents.hpo import HpoSettings
-from mlpilot.agents.rundir import RunDir, RunMeta
+from mlpilot.agents.rundir import RunDir, RunMeta, task_of
 from mlpilot.agents.state import FeatureSummary, FinalModel, RunState, TrialRow
 from mlpilot.errors import ConfigError, DataError, MlpilotError
 from mlpilot.llm import LLM, Budget, LLMUnavailable, make_llm
@@ -183,15 +183,7 @@ class Pilot:
         if self.api_base is None:
             self.api_base = meta.api_base
         started = time.monotonic()
-        task = TaskSpec.from_data(
-            meta.data,
-            request=meta.request,
-            target=meta.target,
-            metric=meta.metric,
-            seed=meta.seed,
-            name=meta.name or None,
-            drop=meta.drop,
-        )
+        task = task_of(meta)
         llm = self._make_llm(meta.time_budget)
         settings = (
             HpoSettings(**meta.hpo)
@@ -237,18 +229,7 @@ class Pilot:
             store=self.runs_dir,
             hpo_settings=settings,
             progress=progress,
-            command=command_line(
-                meta.request,
-                meta.data,
-                meta.target,
-                meta.time_budget,
-                meta.llm,
-                self._sandbox_name(),
-                drop=meta.drop,
-                description=meta.description_file,
-                features=meta.features,
-                refit=meta.refit,
-            ),
+            command=command_of(meta, self._sandbox_name()),
             description=meta.description,
             features=meta.features,
             refit=meta.refit,

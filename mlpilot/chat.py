@@ -737,17 +737,14 @@ def permutation_importance(path: Path) -> list[tuple[float, str]]:
     (``model-train.skops`` when the delivered model was refit on every row, since that
     one has seen the holdout) on the run's own holdout rows."""
     from mlpilot.agents.plots import permutation_drops
-    from mlpilot.agents.rundir import RunDir
+    from mlpilot.agents.rundir import RunDir, task_of
     from mlpilot.tools import model_io
 
     run = RunDir(path)
     meta = run.meta()
     scored = run.train_model_path if run.train_model_path.exists() else run.model_path
     model = model_io.load(scored, what=f"the scored model of run {path}")
-    task = TaskSpec.from_data(
-        meta.data, request=meta.request, target=meta.target, metric=meta.metric,
-        seed=meta.seed, drop=meta.drop,
-    )  # fmt: skip
+    task = task_of(meta)
     X = task.holdout.features.reset_index(drop=True)
     y = task.holdout._labels.to_numpy()
 

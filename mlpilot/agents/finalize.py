@@ -77,15 +77,19 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     # OpenMP jobs given every core beside it ran a 1 s fold for 14 s.
     local_llm = ctx.llm is not None and ctx.llm.runs_locally
     limits = trial_limits(ctx.hpo_settings.parallel, local_llm=local_llm)
-    runner = TrialRunner(
-        ctx.sandbox,
-        task,
-        limits=limits,
-        data_dir=ctx.run.sandbox_data,
-        code=ctx.trial_code,
-        folds=ctx.hpo_settings.folds,
-        features=feature_set,
-    )
+
+    def runner_with(features: Any = None) -> TrialRunner:
+        return TrialRunner(
+            ctx.sandbox,
+            task,
+            limits=limits,
+            data_dir=ctx.run.sandbox_data,
+            code=ctx.trial_code,
+            folds=ctx.hpo_settings.folds,
+            features=features,
+        )
+
+    runner = runner_with(feature_set)
     verdicts: dict[str, verifier.RerunVerdict] = {}
     skipped: list[str] = []
     final = FinalModel()
@@ -130,14 +134,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         dropped = False
         chosen = runner
         if feature_set is not None and features is not None:
-            plain = TrialRunner(
-                ctx.sandbox,
-                task,
-                limits=limits,
-                data_dir=ctx.run.sandbox_data,
-                code=ctx.trial_code,
-                folds=ctx.hpo_settings.folds,
-            )
+            plain = runner_with(None)
             # a combiner was fit on the members with features: without them, the members
             # are averaged with the candidate's weights
             check, without = _compare_without_features(ctx, plain, weights, by_key, holdout)

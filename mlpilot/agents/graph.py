@@ -39,7 +39,7 @@ from mlpilot.agents.planner import (
     with_feature_step,
 )
 from mlpilot.agents.reporter import report_data, write_report
-from mlpilot.agents.rundir import CHECKPOINTS_DB, USAGE_JSON
+from mlpilot.agents.rundir import CHECKPOINTS_DB, USAGE_JSON, RunMeta
 from mlpilot.agents.state import (
     CHECKPOINT_TYPES,
     EnsembleSummary,
@@ -357,6 +357,22 @@ def saved_state(run_dir: Path) -> RunState:
         return graph.get_state(config).values  # type: ignore[return-value]
     finally:
         conn.close()
+
+
+def command_of(meta: RunMeta, sandbox: str) -> str:
+    """The ``mlpilot run`` command that reproduces the run ``meta`` describes."""
+    return command_line(
+        meta.request,
+        meta.data,
+        meta.target,
+        meta.time_budget,
+        meta.llm,
+        sandbox,
+        drop=meta.drop,
+        description=meta.description_file,
+        features=meta.features,
+        refit=meta.refit,
+    )
 
 
 def command_line(

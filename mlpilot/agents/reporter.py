@@ -13,7 +13,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from mlpilot.agents import plots, verifier
-from mlpilot.agents.rundir import REPORT_HTML, REPORT_MD, USAGE_JSON, RunDir
+from mlpilot.agents.rundir import REPORT_HTML, REPORT_MD, USAGE_JSON, RunDir, task_of
 from mlpilot.agents.state import RunState, SandboxInfo
 from mlpilot.errors import ConfigError
 from mlpilot.task import TaskSpec
@@ -226,7 +226,7 @@ def rerender(run_dir: Path) -> Path:
     Raises:
         ConfigError: the directory holds no finished run, or its data file is gone.
     """
-    from mlpilot.agents.graph import command_line, saved_state
+    from mlpilot.agents.graph import command_of, saved_state
 
     run = RunDir(run_dir)
     meta = run.meta()
@@ -234,15 +234,7 @@ def rerender(run_dir: Path) -> Path:
     if "final" not in state or "plan" not in state:
         raise ConfigError(f"{run.path} has no finished run to report on (status {meta.status})")
     try:
-        task = TaskSpec.from_data(
-            meta.data,
-            request=meta.request,
-            target=meta.target,
-            metric=meta.metric,
-            seed=meta.seed,
-            name=meta.name or None,
-            drop=meta.drop,
-        )
+        task = task_of(meta)
     except (OSError, ValueError) as e:
         raise ConfigError(f"cannot re-read the run's data {meta.data!r}: {e}") from e
     usage_file = run.path / USAGE_JSON
@@ -253,18 +245,7 @@ def rerender(run_dir: Path) -> Path:
         task=task,
         run=run,
         request=meta.request,
-        command=command_line(
-            meta.request,
-            meta.data,
-            meta.target,
-            meta.time_budget,
-            meta.llm,
-            meta.sandbox,
-            drop=meta.drop,
-            description=meta.description_file,
-            features=meta.features,
-            refit=meta.refit,
-        ),
+        command=command_of(meta, meta.sandbox),
         elapsed_s=meta.spent_s,
         usage=usage,
         llm_model=model if usage else None,

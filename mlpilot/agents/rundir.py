@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field
@@ -39,6 +39,9 @@ from pydantic import BaseModel, Field
 from mlpilot.errors import ConfigError
 from mlpilot.tools import model_io
 from mlpilot.tools.files import write_atomic
+
+if TYPE_CHECKING:
+    from mlpilot.task import TaskSpec
 
 RUN_JSON = "run.json"
 OPTUNA_DB = "optuna.db"
@@ -86,6 +89,22 @@ class RunMeta(BaseModel):
     holdout_score: float | None = None
     problem_type: str | None = None
     profile: dict[str, Any] | None = None
+
+
+def task_of(meta: RunMeta) -> TaskSpec:
+    """The run's task rebuilt from its data file as the run built it (same columns,
+    holdout and folds): for a resume, a re-rendered report, or answers about the run."""
+    from mlpilot.task import TaskSpec
+
+    return TaskSpec.from_data(
+        meta.data,
+        request=meta.request,
+        target=meta.target,
+        metric=meta.metric,
+        seed=meta.seed,
+        name=meta.name or None,
+        drop=meta.drop,
+    )
 
 
 class RunDir:
