@@ -337,3 +337,50 @@ def param_importances(storage: str, studies: dict[str, str]) -> dict[str, dict[s
             continue
         out[family] = {k: float(v) for k, v in list(weights.items())[:5]}
     return out
+
+
+def pareto_plot(
+    path: Path,
+    fronts: dict[str, Sequence[tuple[float, float]]],
+    *,
+    xlabel: str,
+    ylabel: str = "validation error",
+    chosen: tuple[float, float] | None = None,
+    title: str = "",
+) -> Path:
+    """Each method's evaluated points (faint) and its Pareto front (a step line),
+    both objectives minimised; the chosen point starred. ``fronts`` maps a method
+    to its (x, y) points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mlpilot.tools.pareto import front
+
+    fig, ax = plt.subplots(figsize=SIZE)
+    try:
+        for i, (name, points) in enumerate(fronts.items()):
+            if not points:
+                continue
+            color = f"C{i}"
+            arr = np.asarray(points, dtype=float)
+            ax.scatter(arr[:, 0], arr[:, 1], s=10, alpha=0.3, color=color)
+            nd = front(arr)
+            ax.step(nd[:, 0], nd[:, 1], where="post", color=color, label=f"{name} ({len(arr)})")
+            ax.scatter(nd[:, 0], nd[:, 1], s=18, color=color)
+        if chosen is not None:
+            ax.scatter(
+                [chosen[0]], [chosen[1]], marker="*", s=180, color="black", zorder=5, label="chosen"
+            )
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        if title:
+            ax.set_title(title, fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=PLOT_DPI)
+    finally:
+        plt.close(fig)
+    return path

