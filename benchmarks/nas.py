@@ -94,7 +94,6 @@ def run_dataset(name: str, args: argparse.Namespace, box: LocalSandbox) -> dict:
         if method != "nsga2":
             methods[method] = agent.timed(f"search {method}", lambda m=method: agent.search(m))
     full = result.full
-    full_latency = full.latency_ms
     ref = (1.0 - max(np.bincount(agent.y_val)) / len(agent.y_val), 1.0)
     fronts = {**methods, **result.baselines}
     rows = []
@@ -104,12 +103,8 @@ def run_dataset(name: str, args: argparse.Namespace, box: LocalSandbox) -> dict:
             {
                 "method": method,
                 "evaluations": len(cands),
-                "hv_params": pareto.hypervolume_2d(
-                    [c.objectives("params", full_latency) for c in cands], ref
-                ),
-                "hv_latency": pareto.hypervolume_2d(
-                    [c.objectives("latency", full_latency) for c in cands], ref
-                ),
+                "hv_params": pareto.hypervolume_2d([c.objectives("params") for c in cands], ref),
+                "hv_latency": pareto.hypervolume_2d([c.objectives("latency") for c in cands], ref),
                 "within_1pt": None
                 if best is None
                 else {
@@ -126,12 +121,9 @@ def run_dataset(name: str, args: argparse.Namespace, box: LocalSandbox) -> dict:
     for kind, fn in (("params", "pareto-params"), ("latency", "pareto-latency")):
         pareto_plot(
             out / f"{fn}.png",
-            {
-                m: [c.objectives(kind, full_latency)[::-1] for c in cands]
-                for m, cands in fronts.items()
-            },
+            {m: [c.objectives(kind)[::-1] for c in cands] for m, cands in fronts.items()},
             xlabel="encoder parameters / full" if kind == "params" else "CPU latency / full",
-            chosen=result.chosen.objectives(kind, full_latency)[::-1],
+            chosen=result.chosen.objectives(kind)[::-1],
             title=f"{name}: validation error vs {'size' if kind == 'params' else 'latency'}",
         )
     summary = {

@@ -255,3 +255,64 @@ def test_small_run_killed_during_the_search_resumes_and_ships_a_smaller_model(tm
     }
     arch = json.loads((pruned / "arch.json").read_text())
     assert SubNet.from_dict(arch["subnet"]) == SubNet.from_dict(result.chosen.subnet)
+
+
+# ------------------------------------------------------------- reading the request
+
+from mlpilot.agents.nas_request import asks_for_pruning, read_pruning_request  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "make this text classifier smaller, keep accuracy within 1 point",
+        "prune the model",
+        "compress the classifier to half its size",
+        "I need lower latency on CPU",
+        "make the model faster",
+        "a model with fewer parameters please",
+    ],
+)
+def test_pruning_requests_are_recognised(text: str) -> None:
+    assert asks_for_pruning(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["tune a model for this dataset", "find better features", "predict churn", "compare two runs"],
+)
+def test_other_requests_are_not_pruning(text: str) -> None:
+    assert not asks_for_pruning(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "tolerance", "max_params", "latency", "objective"),
+    [
+        (
+            "make this text classifier smaller, keep accuracy within 1 point",
+            0.01,
+            None,
+            None,
+            "params",
+        ),
+        ("prune it, lose at most 2 points", 0.02, None, None, "params"),
+        ("make it smaller with no more than 0.5% accuracy loss", 0.005, None, None, "params"),
+        ("half the size, within 1.5 points", 0.015, 0.5, None, "params"),
+        ("3x smaller", 0.01, 1 / 3, None, "params"),
+        ("compress to 30% of the parameters", 0.01, 0.3, None, "params"),
+        ("40% smaller please", 0.01, 0.6, None, "params"),
+        ("make it faster: under 5 ms per example", 0.01, None, 5.0, "latency"),
+        ("prune it but keep the same accuracy", 0.0, None, None, "params"),
+    ],
+)
+def test_the_constraint_is_read_from_the_words(
+    text, tolerance, max_params, latency, objective
+) -> None:
+    ask = read_pruning_request(text)
+    assert ask.tolerance == pytest.approx(tolerance)
+    assert (ask.max_params is None) == (max_params is None)
+    if max_params is not None:
+        assert ask.max_params == pytest.approx(max_params)
+    assert ask.max_latency_ms == latency
+    assert ask.objective == objective
+    assert "accuracy within" in ask.said

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 JOB = Path(subnets.__file__).with_name("nas_job.py")  # read, never imported here
 METHODS = ("nsga2", "tpe", "random", "local")
+DUPLICATE_CAP = 4  # a search asks at most this many times its evaluations
 OBJECTIVES = ("params", "latency")
 # the jobs load local files only; nothing may reach for the model hub
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -146,10 +147,11 @@ class Candidate:
     params_ratio: float
     latency_ms: float
     source: str
+    latency_ratio: float = 1.0  # to the full model timed in the same job
 
-    def objectives(self, objective: str, full_latency: float) -> tuple[float, float]:
+    def objectives(self, objective: str) -> tuple[float, float]:
         if objective == "latency":
-            return (self.error, self.latency_ms / full_latency)
+            return (self.error, self.latency_ratio)
         return (self.error, self.params_ratio)
 
 
@@ -475,6 +477,7 @@ class NasAgent:
                         params=params,
                         params_ratio=params / full_params,
                         latency_ms=float(info["latency_ms"][i]),
+                        latency_ratio=float(info["latency_ms"][i]) / float(info["full_latency_ms"]),
                         source=source,
                     )
                 )
@@ -510,54 +513,64 @@ class NasAgent:
         if not study.trials:
             study.enqueue_trial(full_params)
         rng = random.Random(s.seed)
-        full_latency = None
+        complete = optuna.trial.TrialState.COMPLETE
         while True:
-            done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-            if len(done) >= s.evaluations:
+            done = [t for t in study.trials if t.state == complete]
+            distinct = [t for t in done if not t.user_attrs.get("duplicate")]
+            left = s.evaluations - len(distinct)
+            # samplers repeat themselves near convergence: a repeat is told the values
+            # already measured, costs no job and does not count; past this many trials
+            # the search stops with what it has
+            if left <= 0 or len(study.trials) >= DUPLICATE_CAP * s.evaluations:
                 break
-            if full_latency is None and done:
-                full_latency = next(
-                    (
-                        t.user_attrs["latency_ms"]
-                        for t in done
-                        if t.user_attrs.get("source") == "full"
-                    ),
-                    None,
-                )
-            if method == "local" and done:
-                for params in _neighbours(
-                    done,
-                    ranges,
-                    rng,
-                    min(s.per_job, s.evaluations - len(done)),
-                    s.objective,
-                    full_latency,
-                ):
+            seen = {_key(t.user_attrs["subnet"]): t for t in distinct}
+            if method == "local" and distinct:
+                for params in _neighbours(distinct, ranges, rng, min(s.per_job, left)):
                     study.enqueue_trial(params, skip_if_exists=True)
-            trials = [study.ask() for _ in range(min(s.per_job, s.evaluations - len(done)))]
-            for t in trials:
+            fresh: list[tuple[Any, subnets.SubNet]] = []
+            pending: set[str] = set()
+            for _ in range(min(s.per_job, left)):
+                t = study.ask()
                 for key, (lo, hi) in ranges.items():
                     t.suggest_int(key, lo, hi)
-            nets = [subnets.from_params(s.space, shape, t.params) for t in trials]
-            scored = self._evaluate(supernet, nets, "search")
-            for t, c in zip(trials, scored, strict=True):
-                if t.params == full_params and not any(
-                    x.user_attrs.get("source") == "full" for x in done
-                ):
+                net = subnets.from_params(s.space, shape, t.params)
+                key = _key(net.to_dict())
+                if key in pending:  # asked twice in one batch: measured once
+                    t.set_user_attr("duplicate", True)
+                    study.tell(t, state=optuna.trial.TrialState.PRUNED)
+                    continue
+                earlier = seen.get(key)
+                if earlier is not None:
+                    t.set_user_attr("duplicate", True)
+                    for attr in Candidate.__dataclass_fields__:
+                        t.set_user_attr(attr, earlier.user_attrs[attr])
+                    study.tell(t, list(earlier.values))
+                    continue
+                pending.add(key)
+                fresh.append((t, net))
+            if not fresh:
+                continue
+            scored = self._evaluate(supernet, [net for _, net in fresh], "search")
+            for (t, _), c in zip(fresh, scored, strict=True):
+                if t.params == full_params:
                     c.source = "full"
                 for key, value in vars(c).items():
                     t.set_user_attr(key, value)
-                latency_ref = full_latency or c.latency_ms
-                study.tell(t, list(c.objectives(s.objective, latency_ref)))
-            done_now = len(done) + len(trials)
+                study.tell(t, list(c.objectives(s.objective)))
             best = min(c.error for c in scored)
             self.progress(
-                "search", {"evaluations": done_now, "of": s.evaluations, "best_error": best}
+                "search",
+                {
+                    "method": method,
+                    "evaluations": len(distinct) + len(fresh),
+                    "of": s.evaluations,
+                    "best_error": best,
+                },
             )
         return [
             Candidate(**{k: t.user_attrs[k] for k in Candidate.__dataclass_fields__})
             for t in study.trials
-            if t.state == optuna.trial.TrialState.COMPLETE
+            if t.state == complete and not t.user_attrs.get("duplicate")
         ]
 
     def baselines(self) -> dict[str, list[Candidate]]:
@@ -640,15 +653,12 @@ class NasAgent:
 
     def _hypervolumes(self, result: NasResult) -> None:
         majority = 1.0 - float(np.max(np.bincount(self.y_val)) / len(self.y_val))
-        full_latency = result.full.latency_ms
         fronts = {"search": result.candidates, **result.baselines}
         for objective in OBJECTIVES:
             ref = (majority, 1.0)
             result.reference_point[objective] = ref
             result.hypervolume[objective] = {
-                name: pareto.hypervolume_2d(
-                    [c.objectives(objective, full_latency) for c in cands], ref
-                )
+                name: pareto.hypervolume_2d([c.objectives(objective) for c in cands], ref)
                 for name, cands in fronts.items()
             }
 
@@ -674,9 +684,13 @@ def head_importance_subnets(shape: Any, importance: np.ndarray, steps: int = 8) 
     return out
 
 
-def _neighbours(done, ranges, rng, n, objective, full_latency) -> list[dict[str, int]]:
-    """Local search: mutate one parameter of a random point of the current front
-    (random points until the front has two)."""
+def _key(subnet: dict[str, list]) -> str:
+    return json.dumps(subnet, sort_keys=True)
+
+
+def _neighbours(done, ranges, rng, n) -> list[dict[str, int]]:
+    """Local search: move one parameter of a random point of the current front by
+    one or two steps (random points for the first four)."""
     points = [t.values for t in done]
     front = [t for t, keep in zip(done, pareto.pareto_mask(points), strict=True) if keep]
     out = []
