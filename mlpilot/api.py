@@ -22,6 +22,8 @@ import pandas as pd
 from mlpilot.agents.context import RunContext
 from mlpilot.agents.graph import command_of, run_graph
 from mlpilot.agents.hpo import HpoSettings
+from mlpilot.agents.nas_step import NAS_DIR
+from mlpilot.agents.planner import pruning_plan
 from mlpilot.agents.rundir import RunDir, RunMeta, task_of
 from mlpilot.agents.state import FeatureSummary, FinalModel, RunState, TrialRow
 from mlpilot.errors import ConfigError, DataError, MlpilotError
@@ -31,6 +33,7 @@ from mlpilot.task import TaskSpec
 from mlpilot.tools import model_io
 from mlpilot.tools.files import write_atomic
 from mlpilot.tools.model import PilotModel
+from mlpilot.tools.text_model import PrunedTextClassifier
 
 REFITS = ("all", "train")  # what the delivered model learns from (see Pilot.run)
 
@@ -118,6 +121,7 @@ class Pilot:
         description: str | Path | None = None,
         features: bool | None = None,
         refit: str = "all",
+        nas: dict[str, Any] | None = None,
     ) -> RunResult:
         """Runs the request on ``data`` within ``time_budget`` seconds (wall clock).
 
@@ -128,6 +132,8 @@ class Pilot:
         ``refit`` says what the delivered model learns from once the holdout has
         scored it: ``"all"`` rows (the default; the holdout score then describes the
         same configuration trained without the holdout) or ``"train"`` rows only.
+        ``nas`` sets fields of :class:`mlpilot.agents.nas.NasSettings` for a pruning
+        request ("make this text classifier smaller"); the rest are sized to the budget.
         """
         if refit not in REFITS:
             raise ConfigError(f"refit must be one of {', '.join(REFITS)}, but got {refit!r}")
@@ -141,6 +147,15 @@ class Pilot:
         task = TaskSpec.from_data(
             data, request=request, target=target, metric=metric, seed=seed, drop=drop
         )
+        # a pruning request on data it cannot prune fails here, before a run exists
+        pruning_plan(request, task, time_budget_s=time_budget, max_trials=max_trials)
+        if nas:
+            from mlpilot.agents.nas import NasSettings
+
+            try:
+                NasSettings(**nas)  # unknown or bad fields fail before the run
+            except TypeError as e:
+                raise ConfigError(f"nas takes fields of NasSettings: {e}") from e
         run = RunDir(Path(run_dir) if run_dir else self.new_run_dir(task.name))
         run.path.mkdir(parents=True, exist_ok=True)
         settings = hpo or HpoSettings.for_budget(
@@ -159,6 +174,7 @@ class Pilot:
             description_file=description_file,
             features=features,
             refit=refit,
+            nas=dict(nas) if nas else None,
             llm=self.llm_spec if isinstance(self.llm_spec, str) else None,
             no_llm=self.llm_spec is False,
             api_base=self.api_base,
@@ -233,6 +249,7 @@ class Pilot:
             description=meta.description,
             features=meta.features,
             refit=meta.refit,
+            nas=meta.nas,
         )
         try:
             with run.clock(meta.spent_s):  # the spent time survives a kill at any instant
@@ -326,6 +343,9 @@ class LoadedRun:
             self.model: PilotModel = run.load_model()
         except model_io.UntrustedModel as e:
             raise ConfigError(str(e)) from e
+        inner = getattr(self.model, "estimator_", None)
+        if isinstance(inner, PrunedTextClassifier):  # its folder, wherever the run now is
+            inner.directory = str(run_dir / NAS_DIR / "pruned")
         self.report_path = run.report_path
 
     def predict(self, frame: pd.DataFrame) -> Any:

@@ -63,6 +63,19 @@ def _root(
     """mlpilot's commands."""
 
 
+def _nas_line(data: dict) -> str:
+    """One line of the pruning step's progress: the phase and how far it is."""
+    phase = data.get("phase", "")
+    if phase in ("finetune", "supernet", "polish"):
+        name = {"finetune": "fine-tuning", "supernet": "super-network", "polish": "polishing"}
+        acc = data.get("val_accuracy")
+        extra = f", validation accuracy {acc:.3f}" if acc is not None else ""
+        return f"{name[phase]} epoch {data.get('epoch')}/{data.get('epochs')}{extra}"
+    if phase == "search":
+        return f"search {data.get('evaluations')}/{data.get('of')} sub-networks"
+    return phase
+
+
 class _RunProgress:
     """A live line: current step, trials done, best score so far."""
 
@@ -82,7 +95,11 @@ class _RunProgress:
     def __call__(self, event: str, data: dict) -> None:
         if event == "plan":
             plan = data["plan"]
-            self.step = "plan: " + ", ".join(plan["families"]) + f" ({plan['source']})"
+            kinds = [s["kind"] for s in plan["steps"]]
+            what = ", ".join(plan["families"]) or ", ".join(kinds)
+            self.step = f"plan: {what} ({plan['source']})"
+        elif event == "nas":
+            self.step = "pruning: " + _nas_line(data)
         elif event == "family":
             self.step = f"tuning {data['family']}"
         elif event == "features":

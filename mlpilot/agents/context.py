@@ -48,6 +48,8 @@ class RunContext:
     description: str = ""
     features: bool | None = None
     refit: str = "all"  # the delivered model learns from: "all" rows, or "train" rows only
+    # the pruning step's settings as fields of NasSettings (None: sized to the budget)
+    nas: dict[str, Any] | None = None
 
     @property
     def deadline(self) -> float:

@@ -31,11 +31,13 @@ from mlpilot.agents.feature_eval import Evaluator
 from mlpilot.agents.features import FeatureAgent, evaluator_family
 from mlpilot.agents.finalize import finalize_node
 from mlpilot.agents.hpo import HpoAgent, trial_cores, trial_limits, trial_rows
+from mlpilot.agents.nas_step import nas_finalize_node, nas_prune_node
 from mlpilot.agents.planner import (
     FEATURES_SHARE,
     default_plan,
     feature_step,
     make_plan,
+    pruning_plan,
     with_feature_step,
 )
 from mlpilot.agents.reporter import report_data, write_report
@@ -72,6 +74,12 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         # The model's load (begun with the run) is not the planner's share: every LLM
         # step needs it, and on two cores it takes 3-5 s of the 18 s of a 120 s run.
         ctx.llm.warm_up()
+    pruning = pruning_plan(
+        ctx.request, task, time_budget_s=ctx.time_budget_s, max_trials=ctx.max_trials
+    )
+    if pruning is not None:  # the request names the step and its constraint
+        ctx.emit("plan", plan=pruning.model_dump())
+        return {"plan": pruning, "step": 0, "events": ["planned: pruning, from the request"]}
     # Planning gets a small share of the budget; past it, the default plan is used.
     share = max(10.0, PLAN_SHARE * ctx.time_budget_s)
     pool = ThreadPoolExecutor(max_workers=1)
@@ -152,9 +160,12 @@ def features_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 
 
 def route(state: RunState) -> str:
-    """The node of the plan's next step, or ``finalize`` when every step has run."""
+    """The node of the plan's next step, or the finalize node when every step has run
+    (a pruning plan's own: its model is the pruned transformer, not a trial)."""
     plan, step = state["plan"], state.get("step", 0)
-    return plan.steps[step].kind if step < len(plan.steps) else "finalize"
+    if step < len(plan.steps):
+        return plan.steps[step].kind
+    return "nas_finalize" if any(s.kind == "nas_prune" for s in plan.steps) else "finalize"
 
 
 def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
@@ -318,13 +329,16 @@ def build_graph() -> StateGraph:
     g.add_node("features", features_node)
     g.add_node("hpo", hpo_node)
     g.add_node("ensemble", ensemble_node)
+    g.add_node("nas_prune", nas_prune_node)
     g.add_node("finalize", finalize_node)
+    g.add_node("nas_finalize", nas_finalize_node)
     g.add_node("report", report_node)
     g.add_edge(START, "plan")
-    steps = {k: k for k in ("features", "hpo", "ensemble", "finalize")}
-    for node in ("plan", "features", "hpo", "ensemble"):
+    steps = {k: k for k in ("features", "hpo", "ensemble", "nas_prune", "finalize", "nas_finalize")}
+    for node in ("plan", "features", "hpo", "ensemble", "nas_prune"):
         g.add_conditional_edges(node, route, steps)
     g.add_edge("finalize", "report")
+    g.add_edge("nas_finalize", "report")
     g.add_edge("report", END)
     return g
 

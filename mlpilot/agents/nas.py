@@ -116,6 +116,30 @@ class NasSettings:
     job_timeout_s: float = 3600.0
     memory_mb: int | None = None
 
+    @classmethod
+    def for_budget(cls, time_budget_s: float, rows: int, **fixed: Any) -> NasSettings:
+        """Settings that fit ``time_budget_s`` on a 2-core CPU for ``rows`` training texts.
+
+        Measured on Rotten Tomatoes with 64 tokens (docs/nas.md): an epoch of
+        fine-tuning costs about 0.03 s per training row, one of the super-network 2.2
+        times that, an evaluation about 1.5 s plus 6.5 ms per validation row. A
+        quarter of the budget fine-tunes, 40% trains the super-network, a quarter
+        searches (the rest slices, measures and reports); epochs are kept within
+        0.25-3 and evaluations within 8-60.
+        """
+        fit_rows = max(1, round(rows * 0.8))
+        per_epoch = 0.03 * fit_rows
+        finetune = min(3.0, max(0.25, 0.25 * time_budget_s / per_epoch))
+        supernet = min(3.0, max(0.25, 0.40 * time_budget_s / (2.2 * per_epoch)))
+        per_eval = 1.5 + 0.0065 * max(1, rows - fit_rows)
+        evaluations = int(min(60, max(8, 0.25 * time_budget_s / per_eval)))
+        base = {
+            "finetune_epochs": round(finetune, 2),
+            "supernet_epochs": round(supernet, 2),
+            "evaluations": evaluations,
+        }
+        return cls(**{**base, **fixed})
+
     def __post_init__(self) -> None:
         if self.space not in SPACES:
             raise ConfigError(f"space must be one of {', '.join(SPACES)}, but got {self.space!r}")
@@ -265,6 +289,7 @@ class NasAgent:
         self.settings = settings
         self.progress = progress or (lambda phase, details: None)
         self.pretrained = pretrained
+        self.last_sandbox: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ phases
 
@@ -348,6 +373,12 @@ class NasAgent:
         )
         job = Job(code=JOB.read_text(), files=files, env=OFFLINE)
         run = self.sandbox.run(job, limits=limits)
+        self.last_sandbox = {  # the wall the jobs ran behind, for the report
+            "backend": run.backend,
+            "network_isolated": run.network_isolated,
+            "isolation": run.isolation,
+            "gpus": run.gpus,
+        }
         if not run.ok:
             raise NasJobError(
                 f"the {config['phase']} job failed: {run.summary()}\n{run.stderr[-1500:]}"

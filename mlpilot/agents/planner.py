@@ -19,12 +19,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from mlpilot import prompts
+from mlpilot.errors import ConfigError
 from mlpilot.llm import LLM, LLMError, LLMTimeout, StructuredOutputError, structured
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, prompt_context
 from mlpilot.tools.search_spaces import DEFAULT_FAMILIES, FAMILY_NOTES, SPACES
 
-StepKind = Literal["features", "hpo", "ensemble"]  # each kind is a node of the run's graph
+# each kind is a node of the run's graph
+StepKind = Literal["features", "hpo", "ensemble", "nas_prune"]
 Family = Literal[
     "hist_gradient_boosting",
     "lightgbm",
@@ -40,18 +42,26 @@ RELEVANT = 4.0  # a recipe scoring below this does not fit the task (problem typ
 
 class Step(BaseModel):
     """One step of a plan: engineer features (``features``, with its ``share`` of the
-    time budget), tune ``families`` (``hpo``), or ensemble the trials so far."""
+    time budget), tune ``families`` (``hpo``), ensemble the trials so far, or prune
+    a fine-tuned transformer text classifier (``nas_prune``, with the request's
+    constraint: accuracy ``tolerance``, size or latency target, and objective)."""
 
     kind: StepKind
     families: list[Family] = Field(default_factory=list, max_length=7)
     share: float | None = Field(None, gt=0, lt=1)
+    text_column: str | None = None
+    tolerance: float | None = Field(None, ge=0, lt=1)
+    max_params: float | None = Field(None, gt=0, le=1)
+    max_latency_ms: float | None = Field(None, gt=0)
+    objective: Literal["params", "latency"] | None = None
 
 
 class Plan(BaseModel):
     """What the run will do, in order, and with which budgets."""
 
     steps: list[Step] = Field(min_length=1, max_length=8)
-    families: list[Family] = Field(min_length=1, max_length=7)
+    # a pruning plan tunes no family: its model is the transformer it prunes
+    families: list[Family] = Field(default_factory=list, max_length=7)
     metric: str
     time_budget_s: float = Field(gt=0)
     max_trials: int = Field(ge=1)
@@ -97,6 +107,57 @@ class PlanDraft(BaseModel):
             return text
         cut = text[:RATIONALE_CHARS].rsplit(" ", 1)[0].rstrip(",;:")  # at a word's end
         return cut + "…"
+
+
+def pruning_plan(
+    request: str, task: TaskSpec, *, time_budget_s: float, max_trials: int
+) -> Plan | None:
+    """The plan of a request to make a text classifier smaller or faster, with the
+    constraint read from its words (:mod:`mlpilot.agents.nas_request`); None for any
+    other request.
+
+    Raises:
+        ConfigError: the request asks for pruning but the data has no text column, or
+            the task is not classification.
+    """
+    from mlpilot.agents.nas_request import asks_for_pruning, read_pruning_request
+
+    if not asks_for_pruning(request):
+        return None
+    if not task.text_columns:
+        raise ConfigError(
+            "the request asks for a smaller text classifier, but the data has no text "
+            f"column (columns: {', '.join(task.feature_columns[:8])}); pruning works on a "
+            "fine-tuned transformer that reads one column of free text"
+        )
+    if not task.is_classification:
+        raise ConfigError(
+            f"pruning prunes a text classifier, but the target {task.target!r} is "
+            f"{task.problem_type}; give a categorical target"
+        )
+    ask = read_pruning_request(request)
+    column = max(task.text_columns, key=lambda c: task.train[c].astype(str).str.len().mean())
+    step = Step(
+        kind="nas_prune",
+        text_column=column,
+        tolerance=ask.tolerance,
+        max_params=ask.max_params,
+        max_latency_ms=ask.max_latency_ms,
+        objective=ask.objective,  # type: ignore[arg-type]
+    )
+    others = [c for c in task.text_columns if c != column]
+    note = f"prune a fine-tuned MiniLM-L6 on {column!r} ({ask.said}; read from the request)"
+    if others:
+        note += f"; the other text columns ({', '.join(others)}) are not read"
+    return Plan(
+        steps=[step],
+        families=[],
+        metric=task.metric.name,
+        time_budget_s=time_budget_s,
+        max_trials=max_trials,
+        source="request",
+        notes=note,
+    )
 
 
 FEATURES_SHARE = 0.25  # of the time budget, for a planned feature step

@@ -19,6 +19,7 @@ from mlpilot.errors import ConfigError
 from mlpilot.task import TaskSpec
 from mlpilot.tools.featurize import formula
 from mlpilot.tools.profile import PROBLEM_WORDS
+from mlpilot.tools.subnets import SubNet
 
 if TYPE_CHECKING:
     from mlpilot.agents.context import RunContext
@@ -45,6 +46,8 @@ def write_report(run: RunDir, data: dict[str, Any]) -> tuple[str, str]:
     data = dict(data)
     inputs = data.pop("plot_inputs", None)
     drawn, problems = plots.draw_all(run.path, inputs) if inputs is not None else ([], [])
+    if data.get("nas"):
+        drawn = _nas_plots(run, data["nas"], problems) + drawn
     data["plots"] = [{"file": p.file, "title": p.title, "uri": p.data_uri(run.path)} for p in drawn]
     data["plot_problems"] = problems
     md = env.get_template("report.md.j2").render(**data)
@@ -52,6 +55,61 @@ def write_report(run: RunDir, data: dict[str, Any]) -> tuple[str, str]:
     run.write_text(REPORT_MD, md)
     run.write_text(REPORT_HTML, page)
     return md, page
+
+
+def _nas_plots(run: RunDir, nas: dict[str, Any], problems: list[str]) -> list[plots.Plot]:
+    """The pruning step's Pareto fronts: validation error against size and latency."""
+    out = []
+    for objective, file, xlabel, title in (
+        (
+            "params",
+            "plot-nas-params.png",
+            "encoder parameters / full",
+            "Pareto front: error vs size",
+        ),
+        ("latency", "plot-nas-latency.png", "CPU latency / full", "Pareto front: error vs latency"),
+    ):
+        key = "params_ratio" if objective == "params" else "latency_ratio"
+        fronts = {
+            name: [(c[key], c["error"]) for c in cands] for name, cands in nas["sources"].items()
+        }
+        chosen = (nas["chosen"][key], nas["chosen"]["error"])
+        try:
+            plots.pareto_plot(run.path / file, fronts, xlabel=xlabel, chosen=chosen, title=title)
+            out.append(plots.Plot(file, title))
+        except Exception as e:  # a plot is never worth a failed report
+            problems.append(f"{title}: {type(e).__name__}: {e}"[:200])
+    return out
+
+
+def nas_view(state: RunState) -> dict[str, Any] | None:
+    """The pruning step's numbers for the report: the Pareto sub-networks, the chosen
+    one and why, each method's hypervolume, the host's measurements."""
+    from mlpilot.tools.pareto import pareto_mask
+
+    nas = state.get("nas")
+    if nas is None:
+        return None
+    cands = nas.candidates
+    mask = pareto_mask([(c["error"], c["params_ratio"]) for c in cands]) if cands else []
+    front = sorted(
+        (c for c, keep in zip(cands, mask, strict=True) if keep), key=lambda c: c["params_ratio"]
+    )
+    return {
+        "column": nas.text_column,
+        "device": nas.device,
+        "why": nas.why,
+        "full": nas.full,
+        "chosen": nas.chosen,
+        "front": [{**c, "describe": SubNet.from_dict(c["subnet"]).describe()} for c in front],
+        "sources": {f"search ({nas.settings.get('method', '')})": cands, **nas.baselines},
+        "hypervolume": nas.hypervolume,
+        "reference_point": nas.reference_point,
+        "seconds": nas.seconds,
+        "host": nas.host,
+        "evaluations": len(cands),
+        "settings": nas.settings,
+    }
 
 
 @dataclass
@@ -139,6 +197,7 @@ def report_data(ctx: RunContext | ReportSource, state: RunState) -> dict[str, An
         "reruns": set(state.get("reruns", [])),
         "ensemble": state.get("ensemble"),
         "features": state.get("features"),
+        "nas": nas_view(state),
         "checks": [c.as_row() for c in checks],
         "usage": ctx.usage,
         "llm_model": ctx.llm_model,

@@ -79,6 +79,7 @@ class RunMeta(BaseModel):
     no_llm: bool = False
     api_base: str | None = None
     hpo: dict[str, Any] = Field(default_factory=dict)  # HpoSettings' fields
+    nas: dict[str, Any] | None = None  # the pruning step's NasSettings fields, if set
     sandbox: str = "local-warm"
     name: str = ""
     status: str = "running"

@@ -110,6 +110,29 @@ class FeatureSummary(BaseModel):
         return {"features": [dict(f) for f in self.kept], "drop": []}
 
 
+class NasSummary(BaseModel):
+    """What the pruning step found (every score computed by the host).
+
+    ``candidates`` and ``baselines`` hold the evaluated sub-networks as dicts of
+    :class:`mlpilot.agents.nas.Candidate`'s fields; ``full`` and ``chosen`` are two of them.
+    """
+
+    text_column: str
+    device: str
+    model_dir: str
+    full: dict[str, Any]
+    chosen: dict[str, Any]
+    why: str
+    candidates: list[dict[str, Any]] = Field(default_factory=list)
+    baselines: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    hypervolume: dict[str, dict[str, float]] = Field(default_factory=dict)
+    reference_point: dict[str, list[float]] = Field(default_factory=dict)
+    seconds: dict[str, float] = Field(default_factory=dict)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    host: dict[str, Any] = Field(default_factory=dict)  # finalize's own measurements
+    sandbox: dict[str, Any] = Field(default_factory=dict)  # SandboxInfo's fields, last job
+
+
 class SandboxInfo(BaseModel):
     """Where the final model's jobs ran."""
 
@@ -150,6 +173,7 @@ class RunState(TypedDict, total=False):
     features: FeatureSummary | None
     hpo: dict[str, FamilySummary]
     ensemble: EnsembleSummary | None
+    nas: NasSummary | None
     trials: list[TrialRow]  # every trial, best finished first (set once tuning is over)
     final: FinalModel
     checks: list[Check]
@@ -173,6 +197,7 @@ CHECKPOINT_TYPES = [
         FinalModel,
         FeatureRecord,
         FeatureSummary,
+        NasSummary,
     )
 ]
 
@@ -183,6 +208,7 @@ __all__ = [
     "FeatureRecord",
     "FeatureSummary",
     "FinalModel",
+    "NasSummary",
     "RunState",
     "SandboxInfo",
     "TrialRow",

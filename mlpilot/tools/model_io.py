@@ -40,6 +40,8 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "mlpilot.tools.model.WeightedEnsemble",
     "mlpilot.tools.model.CombinedEnsemble",  # its combiner's parameters: numpy arrays
     "mlpilot.tools.featurize.FeatureBuilder",  # typed features: mlpilot's own code
+    # the NAS agent's model: a folder path and two settings (its weights are safetensors)
+    "mlpilot.tools.text_model.PrunedTextClassifier",
 )
 
 
