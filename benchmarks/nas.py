@@ -11,15 +11,17 @@ same super-network; the baselines prune the fine-tuned model. Printed per datase
   class error, 1.0) — the area the method's points dominate, larger is better;
 * per method, the smallest sub-network within 1 point of the full model's
   validation accuracy;
-* the full model and the shipped sub-network (NSGA-II's choice, sliced and saved)
-  measured by the host on the test rows: accuracy, encoder and embedding parameters,
+* the full model and the shipped sub-network (NSGA-II's choice, sliced, polished
+  and saved) measured by the host on the test rows: accuracy, encoder and embedding parameters,
   file size, CPU latency per example;
 * wall time per phase.
 
 Results and Pareto plots go to ``--out`` (a rerun reuses every finished phase).
 
     python benchmarks/nas.py [--datasets rotten_tomatoes bbc_news] [--evaluations 60]
-        [--methods nsga2 random local] [--train N] [--out DIR] [--device auto]
+        [--methods nsga2 random local] [--epochs 3] [--supernet-epochs E]
+        [--polish 2] [--polish-tries 3] [--val-fraction 0.2] [--train N]
+        [--out DIR] [--device auto]
 
 Needs ``pip install -e ".[nas,evals]"`` and torch.
 """
@@ -32,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from mlpilot.agents.nas import NasAgent, NasSettings, NasStore, measure
@@ -77,7 +78,10 @@ def run_dataset(name: str, args: argparse.Namespace, box: LocalSandbox) -> dict:
         max_length=DATASETS[name][1],
         evaluations=args.evaluations,
         finetune_epochs=args.epochs,
-        supernet_epochs=args.epochs,
+        supernet_epochs=args.supernet_epochs or args.epochs,
+        polish_epochs=args.polish,
+        polish_tries=args.polish_tries,
+        val_fraction=args.val_fraction,
         device=args.device,
         space=args.space,
     )
@@ -118,6 +122,27 @@ def run_dataset(name: str, args: argparse.Namespace, box: LocalSandbox) -> dict:
     full_dir = out / "finetune"
     host_full = measure(full_dir, X_te, y_te, settings.max_length)
     host_pruned = measure(result.model_dir, X_te, y_te, settings.max_length)
+    host_supernet = measure(out / "supernet", X_te, y_te, settings.max_length)
+    # every sub-network the polishing tried, before and after, on the test rows too
+    polished = []
+    for c in result.candidates:
+        kept = agent._polish_name(c)
+        if not (out / kept).is_dir():
+            continue
+        state = json.loads((out / f"{kept}.json").read_text())
+        before = measure(out / f"{kept}-sliced", X_te, y_te, settings.max_length, 4)
+        after = measure(out / kept, X_te, y_te, settings.max_length, 4)
+        polished.append(
+            {
+                "params_ratio": c.params_ratio,
+                "subnet": c.subnet,
+                "val_before": 1 - c.error,
+                "val_after": state["val_accuracy"],
+                "test_before": before["accuracy"],
+                "test_after": after["accuracy"],
+            }
+        )
+    polished.sort(key=lambda r: r["params_ratio"])
     for kind, fn in (("params", "pareto-params"), ("latency", "pareto-latency")):
         pareto_plot(
             out / f"{fn}.png",
@@ -136,7 +161,14 @@ def run_dataset(name: str, args: argparse.Namespace, box: LocalSandbox) -> dict:
         "reference_point": ref,
         "host_full": host_full,
         "host_pruned": host_pruned,
+        "host_supernet": host_supernet,
+        "polished": polished,
         "chosen": result.chosen.subnet,
+        "chosen_params_ratio": result.chosen.params_ratio,
+        "chosen_val_accuracy": 1 - result.chosen.error,
+        "chosen_unpolished_val_accuracy": None
+        if result.chosen.unpolished_error is None
+        else 1 - result.chosen.unpolished_error,
         "why": result.why,
         "seconds": agent.seconds,
     }
@@ -198,6 +230,7 @@ def table(summary: dict) -> str:
     ]
     for name, m in (
         ("full fine-tuned", summary["host_full"]),
+        ("super-network, full", summary["host_supernet"]),
         ("pruned (shipped)", summary["host_pruned"]),
     ):
         lines.append(
@@ -212,7 +245,31 @@ def table(summary: dict) -> str:
                 ]
             )
         )
+    if summary.get("polished"):
+        lines += [
+            "",
+            _row(["polished sub-network", "val before", "val after", "test before", "test after"]),
+            _row(["---"] * 5),
+        ]
+        for r in summary["polished"]:
+            lines.append(
+                _row(
+                    [
+                        f"{r['params_ratio']:.1%}",
+                        f"{r['val_before']:.4f}",
+                        f"{r['val_after']:.4f}",
+                        f"{r['test_before']:.4f}",
+                        f"{r['test_after']:.4f}",
+                    ]
+                )
+            )
+    before = summary.get("chosen_unpolished_val_accuracy")
     lines += [
+        "",
+        f"Shipped: {summary['chosen_params_ratio']:.1%} of the encoder, validation accuracy "
+        f"{summary['chosen_val_accuracy']:.4f}"
+        + ("" if before is None else f" (before polishing {before:.4f})")
+        + f" against the full super-network's {summary['full_val_accuracy']:.4f}.",
         "",
         f"Chosen: {summary['why']}. Seconds: "
         + ", ".join(f"{k} {v:.0f}" for k, v in summary["seconds"].items()),
@@ -226,6 +283,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["nsga2", "random", "local"])
     parser.add_argument("--evaluations", type=int, default=60)
     parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--supernet-epochs", type=float, default=0.0, help="default: --epochs")
+    parser.add_argument(
+        "--polish", type=float, default=2.0, help="epochs of polishing a sliced sub-network"
+    )
+    parser.add_argument("--polish-tries", type=int, default=3)
+    parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--space", default="small")
     parser.add_argument("--train", type=int, default=0, help="at most this many training rows")
     parser.add_argument("--device", default="auto")
@@ -238,5 +301,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    pd.options.mode.copy_on_write = True
     main()

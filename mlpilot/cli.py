@@ -73,6 +73,15 @@ def _nas_line(data: dict) -> str:
         return f"{name[phase]} epoch {data.get('epoch')}/{data.get('epochs')}{extra}"
     if phase == "search":
         return f"search {data.get('evaluations')}/{data.get('of')} sub-networks"
+    if phase == "polished":
+        tried = data.get("tried") or []
+        best = [t for t in tried if t.get("after") is not None]
+        return f"polished {len(tried)} smaller sub-network(s)" + (
+            f", the last at {best[-1]['params_ratio']:.0%}: validation error "
+            f"{best[-1]['before']:.3f} -> {best[-1]['after']:.3f}"
+            if best
+            else ""
+        )
     return phase
 
 

@@ -122,6 +122,62 @@ def test_a_size_no_subnetwork_reaches_is_a_clear_error() -> None:
         agent.choose([full, _cand(0.105, 0.5), _cand(0.3, 0.05)], full)
 
 
+class _Polisher(NasAgent):
+    """The choice around polishing, with polished errors given instead of trained."""
+
+    def __init__(self, settings: NasSettings, after: dict[float, float]) -> None:
+        super().__init__(None, NasStore("/tmp/unused-nas-store"), [], [], settings)
+        self.after, self.polished = after, []
+
+    def _polished_error(self, c: Candidate) -> float:
+        self.polished.append(c.params_ratio)
+        return self.after[c.params_ratio]
+
+
+def _front() -> tuple[Candidate, list[Candidate]]:
+    full = _cand(0.10, 1.0)
+    ratios = [(0.3, 0.16), (0.4, 0.125), (0.5, 0.12), (0.6, 0.115), (0.7, 0.112), (0.8, 0.108)]
+    cands = [full] + [_cand(e, r) for r, e in ratios]
+    for i, c in enumerate(cands):
+        c.subnet = {"layers": [i]}
+    return full, cands
+
+
+def test_polishing_bisects_to_the_smallest_within_the_tolerance() -> None:
+    full, cands = _front()
+    settings = NasSettings(tolerance=0.01, polish_epochs=1, polish_tries=3, polish_slack=0.03)
+    # before polishing only 0.8 is within a point; polished, 0.5 and larger are
+    after = {0.3: 0.14, 0.4: 0.113, 0.5: 0.109, 0.6: 0.107, 0.7: 0.106, 0.8: 0.104}
+    agent = _Polisher(settings, after)
+    chosen, _ = agent.choose(cands, full)
+    assert chosen.params_ratio == 0.8
+    best, why = agent.polish(cands, full, chosen, "rule")
+    # tried: 0.3 is beyond the slack; the pool is 0.4-0.7, bisection 0.5 -> 0.4
+    assert agent.polished == [0.5, 0.4]
+    assert best.params_ratio == 0.5 and best.error == 0.109 and best.unpolished_error == 0.12
+    assert "polished" in why and "0.1090" in why
+    # a size target keeps larger ones out of the pool: 0.4, then 0.5
+    capped = _Polisher(NasSettings(tolerance=0.01, polish_epochs=1, max_params=0.55), after)
+    assert capped.polish(cands, full, chosen, "rule")[0].params_ratio == 0.5
+    assert capped.polished == [0.4, 0.5]
+
+
+def test_polishing_that_helps_nothing_ships_the_chosen_one() -> None:
+    full, cands = _front()
+    settings = NasSettings(tolerance=0.01, polish_epochs=1, polish_tries=2)
+    worse = {r: 0.2 for r in (0.3, 0.4, 0.5, 0.6, 0.7)} | {0.8: 0.105}
+    agent = _Polisher(settings, worse)
+    chosen = cands[-1]
+    best, why = agent.polish(cands, full, chosen, "rule")
+    assert len(agent.polished) == 3  # two tries, then the chosen one
+    assert best.params_ratio == 0.8 and best.error == 0.105 and best.unpolished_error == 0.108
+    assert "none within the tolerance" in why
+    # polishing that makes the chosen one worse ships the slice as it was
+    agent = _Polisher(settings, {**worse, 0.8: 0.13})
+    best, why = agent.polish(cands, full, chosen, "rule")
+    assert best is chosen and best.unpolished_error is None and "unpolished" in why
+
+
 def test_head_importance_prunes_the_least_important_heads_first() -> None:
     import numpy as np
 
@@ -162,6 +218,8 @@ SMALL = {
     "latency_examples": 4,
     "device": "cpu",
     "tolerance": 0.05,
+    "polish_epochs": 0.5,
+    "polish_tries": 1,
 }
 
 
@@ -239,6 +297,10 @@ def test_small_run_killed_during_the_search_resumes_and_ships_a_smaller_model(tm
     assert result.device.startswith("cpu")
     assert result.full.params_ratio == 1.0 and result.full.source == "full"
     assert result.chosen.error <= result.full.error + SMALL["tolerance"] + 1e-9
+    # the shipped one was polished (its error is then the polished one), or polishing
+    # made it worse and the slice shipped as it was, which the choice says
+    assert result.chosen.unpolished_error is not None or "unpolished" in result.why
+    assert "polish" in agent.seconds
     assert set(result.baselines) == {"layer dropping", "head importance"}
     assert result.hypervolume["params"]["search"] >= 0.0
 
@@ -337,6 +399,7 @@ TINY = {
     "latency_examples": 4,
     "device": "cpu",
     "polish_epochs": 0.5,  # the optional brief fine-tuning of the sliced model
+    "polish_tries": 1,
 }
 
 
@@ -396,7 +459,8 @@ def test_the_pruning_request_runs_end_to_end_and_predicts(tmp_path) -> None:
     assert checks["pruned model's size"]["ok"], checks
     assert "pruned model on the holdout" in checks
     report = (result.run_dir / "report.md").read_text()
-    assert "## Pruning" in report and "(chosen)" in report
+    assert "## Pruning" in report and "(chosen" in report
+    assert "polish" in report  # the choice says how polishing went
     assert (result.run_dir / "plot-nas-params.png").stat().st_size > 1000
     assert (result.run_dir / "plot-nas-latency.png").stat().st_size > 1000
     # the delivered model: loads and predicts new text, from the API and the CLI
@@ -411,3 +475,14 @@ def test_the_pruning_request_runs_end_to_end_and_predicts(tmp_path) -> None:
     )
     assert out.exit_code == 0, out.output
     assert "label_predicted" in out.output or "fresh" in out.output or "rotten" in out.output
+
+
+def test_the_progress_line_names_each_phase() -> None:
+    from mlpilot.cli import _nas_line
+
+    line = _nas_line({"phase": "polish", "epoch": 1, "epochs": 2, "val_accuracy": 0.81})
+    assert line == "polishing epoch 1/2, validation accuracy 0.810"
+    tried = [{"params_ratio": 0.5, "before": 0.12, "after": 0.109}]
+    line = _nas_line({"phase": "polished", "tried": tried})
+    assert "polished 1 smaller" in line and "50%" in line and "0.120 -> 0.109" in line
+    assert _nas_line({"phase": "search", "evaluations": 8, "of": 40}) == "search 8/40 sub-networks"

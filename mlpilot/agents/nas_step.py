@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from langgraph.runtime import Runtime
 
 from mlpilot.agents.context import RunContext
@@ -23,18 +22,11 @@ from mlpilot.agents.state import FinalModel, NasSummary, RunState, SandboxInfo
 from mlpilot.agents.verifier import Check, check_budget
 from mlpilot.tools.metrics import predictions_for
 from mlpilot.tools.model import PilotModel
+from mlpilot.tools.text_embed import max_tokens
 from mlpilot.tools.text_model import PrunedTextClassifier
 
 NAS_DIR = "nas"  # the agent's folder inside the run directory
 BUDGET_MARGIN_S = 15.0
-
-
-def max_tokens(texts: list[str]) -> int:
-    """Tokens per text: about 1.4 per word of the 90th-percentile text, in steps of
-    16 within 32-256 (longer texts are cut; attention costs grow with the square)."""
-    words = np.array([len(str(t).split()) for t in texts]) if texts else np.array([0])
-    wanted = float(np.percentile(words, 90)) * 1.4 + 2
-    return int(min(256, max(32, 16 * round(wanted / 16))))
 
 
 def nas_settings(ctx: RunContext, step: Any, texts: list[str]) -> Any:

@@ -23,7 +23,14 @@ from mlpilot.errors import ConfigError
 from mlpilot.llm import LLM, LLMError, LLMTimeout, StructuredOutputError, structured
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, prompt_context
-from mlpilot.tools.search_spaces import DEFAULT_FAMILIES, FAMILY_NOTES, SPACES
+from mlpilot.tools.search_spaces import (
+    DEFAULT_FAMILIES,
+    FAMILY_NOTES,
+    SPACES,
+    affordable,
+    available,
+)
+from mlpilot.tools.text_embed import max_tokens
 
 # each kind is a node of the run's graph
 StepKind = Literal["features", "hpo", "ensemble", "nas_prune"]
@@ -33,6 +40,7 @@ Family = Literal[
     "random_forest",
     "extra_trees",
     "linear",
+    "minilm",
     "knn",
     "svm",
     "mlp",
@@ -78,6 +86,7 @@ PLAN_NOTES = {
     "random_forest": "",
     "extra_trees": "",
     "linear": "logistic or ridge regression",
+    "minilm": "sentence embeddings of the text + logistic regression",
     "knn": "",
     "svm": "RBF kernel; slow above 10k rows",
     "mlp": "small neural network",
@@ -311,8 +320,23 @@ def default_plan(
     """The deterministic plan: the best-matching recipe's families, then an ensemble."""
     recipes = load_recipes()
     best = max(recipes, key=lambda r: _recipe_score(r, task, profile))
-    families = [f for f in best["families"] if f in SPACES][:4] or list(DEFAULT_FAMILIES)
+    usable = usable_families(task, time_budget_s)
+    families = [f for f in best["families"] if f in usable][:4] or list(DEFAULT_FAMILIES)
     return _assemble(task, families, True, time_budget_s, max_trials, f"default ({reason})", "")
+
+
+def usable_families(task: TaskSpec, time_budget_s: float) -> list[str]:
+    """The families that can run on this task here: installed, reading what the data
+    holds, and affordable in the budget (a minilm trial embeds every text)."""
+    rows = len(task.train) + len(task.holdout.features)
+    text = bool(task.text_columns)
+    tokens = max(max_tokens(task.train[c].tolist()) for c in task.text_columns) if text else 128
+    return [
+        f
+        for f in SPACES
+        if available(f, text=text)
+        and affordable(f, rows=rows, time_budget_s=time_budget_s, max_length=tokens)
+    ]
 
 
 def _assemble(
@@ -355,7 +379,9 @@ def plan_messages(
         **prompt_context(task, profile),
         request=request,
         time_budget_s=round(time_budget_s),
-        families={f: PLAN_NOTES.get(f, FAMILY_NOTES[f]) for f in SPACES},
+        families={
+            f: PLAN_NOTES.get(f, FAMILY_NOTES[f]) for f in usable_families(task, time_budget_s)
+        },
         retrieved=retrieve(task, profile, store),
     )
     return [
@@ -407,8 +433,14 @@ def make_plan(
                 else f"LLM unavailable: {type(e).__name__}: {str(e)[:160]}"
             ),
         )
-    families = list(dict.fromkeys(draft.families))  # keep order, drop repeats
-    fallback = default_plan(task, profile, time_budget_s=1, max_trials=1, reason="")
+    usable = usable_families(task, time_budget_s)
+    asked = list(dict.fromkeys(draft.families))  # keep order, drop repeats
+    families = [f for f in asked if f in usable]
+    notes = draft.rationale
+    if len(families) < len(asked):
+        left = ", ".join(f for f in asked if f not in usable)
+        notes = f"{notes}; not run here: {left} (not installed, no text, or the budget is short)"
+    fallback = default_plan(task, profile, time_budget_s=time_budget_s, max_trials=1, reason="")
     lead = fallback.families[0]  # the best-matching recipe's first family always runs
     if lead not in families:
         # on text it runs first: trees on sparse TF-IDF may not finish one fit in budget
@@ -425,5 +457,5 @@ def make_plan(
         time_budget_s,
         max_trials,
         f"llm ({llm.model})",
-        draft.rationale,
+        notes,
     )

@@ -25,7 +25,7 @@ import pandas as pd
 from mlpilot.sandbox import ExecResult, Job, Limits, Sandbox, SandboxError
 from mlpilot.sandbox.base import read_artifact
 from mlpilot.task import TaskSpec
-from mlpilot.tools import cv_job, featurize, model_io
+from mlpilot.tools import cv_job, featurize, model_io, text_embed
 from mlpilot.tools.data import plain_numbers
 from mlpilot.tools.files import write_atomic
 from mlpilot.tools.metrics import predictions_for
@@ -152,6 +152,13 @@ class TrialRunner:
         if features:
             self._files["featurize.py"] = Path(featurize.__file__).read_bytes()
         self._code = code if code is not None else Path(cv_job.__file__).read_text()
+        # tokens per text for the families that embed it (the longest text column's)
+        self.max_length = (
+            max(text_embed.max_tokens(task.train[c].tolist()) for c in task.text_columns)
+            if task.text_columns
+            else 128
+        )
+        self._embed_files: dict[str, bytes | Path] | None = None
         self.last_network_isolated = False
         self.last_sandbox: dict[str, Any] = {}  # where the last job ran, for the report
 
@@ -183,6 +190,9 @@ class TrialRunner:
         if timeout_s is not None:
             limits = Limits(**{**limits.__dict__, "timeout_s": max(1.0, timeout_s)})
         data = {**self._files, **(files or {})}
+        if family in cv_job.EMBED_FAMILIES and task.text_columns:
+            config["max_length"] = self.max_length
+            data.update(self.embed_files())
         job = Job(code=self._code, files={**data, "config.json": json.dumps(config)})
         run = self.sandbox.run(job, limits=limits)
         self.last_network_isolated = run.network_isolated
@@ -193,6 +203,34 @@ class TrialRunner:
             "gpus": run.gpus,
         }
         return run
+
+    def embed_files(self) -> dict[str, bytes | Path]:
+        """What a job of an embedding family gets beside the data: ``text_embed.py``
+        and the packaged encoder's weights, tokenizer and configuration."""
+        if self._embed_files is None:
+            encoder = text_embed.packaged_encoder()
+            files: dict[str, bytes | Path] = {"text_embed.py": Path(text_embed.__file__)}
+            for path in sorted(encoder.iterdir()):
+                if path.is_file() and path.suffix in (".json", ".txt", ".safetensors"):
+                    files[f"encoder/{path.name}"] = path
+            self._embed_files = files
+        return self._embed_files
+
+    def host_model(self, family: str, params: dict[str, Any], model: Any) -> Any:
+        """A refit job's pipeline made whole on the host: an embedding family's gets
+        the host's own :class:`text_embed.SentenceEmbedder` in front (the job's file
+        holds neither its code nor the encoder's weights)."""
+        if family not in cv_job.EMBED_FAMILIES or not self.task.text_columns:
+            return model
+        from sklearn.pipeline import Pipeline
+
+        embed = text_embed.SentenceEmbedder(
+            list(self.task.text_columns),
+            None,
+            max_length=self.max_length,
+            keep_text=bool(params.get("tfidf", False)),
+        )
+        return Pipeline([("embed", embed), ("model", model)])
 
     def run(
         self, family: str, params: dict[str, Any], *, timeout_s: float | None = None
@@ -315,7 +353,11 @@ class TrialRunner:
             return RefitOutcome(ok=False, reason=run.summary(), **base)
         try:
             art = job_outputs(run, (model_io.MODEL_FILE, "holdout_pred.npy"))
-            model = model_io.loads(art[model_io.MODEL_FILE], what=f"{family} model from the job")
+            model = self.host_model(
+                family,
+                params,
+                model_io.loads(art[model_io.MODEL_FILE], what=f"{family} model from the job"),
+            )
             hold = load_npy(art["holdout_pred.npy"])
             classes = job_classes(art)
         except (KeyError, OSError, ValueError, SandboxError, model_io.UntrustedModel) as e:

@@ -28,6 +28,11 @@ starts with ``featurize.FeatureBuilder`` (``featurize.py`` is handed in next to 
 script), fitted with the rest on each fold's training rows; the saved model then
 leaves that first step out (the host builds it from the same features with its own
 copy of the module, so the file holds only scikit-learn's types).
+
+The ``minilm`` family (logistic regression or ridge, as ``linear``) first replaces
+each text column by its frozen MiniLM-L6 sentence embedding (``text_embed.py`` and
+the encoder in ``encoder/`` are handed in); with ``tfidf`` true the text's TF-IDF
+columns are kept beside it. The saved model leaves that step out too.
 """
 
 from __future__ import annotations
@@ -257,7 +262,7 @@ def build_estimator(family: str, params: dict, classification: bool, seed: int):
             params={k: v for k, v in params.items() if k in LIGHTGBM_PARAMS},
             seed=seed,
         )
-    if family in ("linear", "logistic_regression"):
+    if family in ("linear", "logistic_regression", "minilm"):
         c = _opt(params, "C", float, 1.0)
         return LogisticRegression(C=c, max_iter=2000) if classification else Ridge(alpha=1.0 / c)
     if family == "knn":
@@ -285,6 +290,9 @@ def build_estimator(family: str, params: dict, classification: bool, seed: int):
 
 
 DENSE_ONLY = ("hist_gradient_boosting",)  # estimators that reject sparse input
+# families whose text columns become frozen MiniLM-L6 sentence embeddings first
+# (``text_embed.py`` and the encoder's files are handed in next to this script)
+EMBED_FAMILIES = ("minilm",)
 # Gradient boosting splits on categories itself and handles missing values: its
 # categorical columns become codes (missing and unseen values stay missing) and its
 # numeric columns keep their missing values.
@@ -399,13 +407,29 @@ def main() -> None:
 
         builder = featurize.FeatureBuilder(features.get("features", []), features.get("drop", []))
         schema = builder.fit(X).transform(X)  # the columns the model will see
+    text_columns = [c for c in config.get("text_columns", []) if c in schema.columns]
+    embed = None
+    if config["family"] in EMBED_FAMILIES and text_columns:
+        import text_embed  # handed in next to this script
+
+        params = config.get("params", {})
+        embed = text_embed.SentenceEmbedder(
+            text_columns,
+            "encoder" if Path("encoder").is_dir() else None,
+            max_length=int(config.get("max_length", 128)),
+            keep_text=bool(params.get("tfidf", False)),
+        )
+        schema = embed.fit(schema).transform(schema.head(2))  # the columns after it
+        text_columns = text_columns if embed.keep_text else []
     pipeline = build_pipeline(
         schema,
-        config.get("text_columns", []),
+        text_columns,
         estimator,
         dense=dense,
         cardinality=config.get("cardinality"),
     )
+    if embed is not None:
+        pipeline = Pipeline([("embed", embed), *pipeline.steps])
     if builder is not None:
         pipeline = Pipeline([("features", builder), *pipeline.steps])
     method = "predict_proba" if classification else "predict"
@@ -423,7 +447,10 @@ def main() -> None:
     if config.get("save_model"):
         import skops.io  # loads on the host without running code (no pickle)
 
-        skops.io.dump(portable(pipeline[1:] if builder is not None else pipeline), "model.skops")
+        # without the engineered features and the embeddings: the host puts its own
+        # copies of those steps back (their code and weights are not in a model file)
+        kept = [(n, step) for n, step in pipeline.steps if n not in ("features", "embed")]
+        skops.io.dump(portable(Pipeline(kept)), "model.skops")
     result = {"cv_seconds": cv_seconds, "fit_seconds": fit_seconds}
     if classification:
         classes = pipeline.classes_.tolist()

