@@ -705,14 +705,14 @@ class NasAgent:
         )
         how = f"{s.polish_epochs:g} epochs distilled from the full network"
         tried: list[tuple[Candidate, float]] = []
-        best: Candidate | None = None
+        best: tuple[Candidate, float] | None = None  # and its polished error
         lo, hi = 0, len(pool) - 1
         while lo <= hi and len(tried) < s.polish_tries:
             mid = (lo + hi) // 2
             error = self._polished_error(pool[mid])
             tried.append((pool[mid], error))
             if error <= limit + 1e-12:
-                best, hi = pool[mid], mid - 1
+                best, hi = (pool[mid], error), mid - 1
             else:
                 lo = mid + 1
         self.progress(
@@ -725,13 +725,13 @@ class NasAgent:
             },
         )
         if best is not None:
-            error = dict((_key(c.subnet), e) for c, e in tried)[_key(best.subnet)]
-            polished = replace(best, error=error, unpolished_error=best.error)
+            picked, error = best
+            polished = replace(picked, error=error, unpolished_error=picked.error)
             return polished, (
                 f"the smallest of {len(tried)} smaller sub-networks polished ({how}) whose "
                 f"polished validation error {error:.4f} is within {s.tolerance * 100:.1f} "
                 f"points of the full model's {full.error:.4f} (before polishing: "
-                f"{best.error:.4f}); before polishing, {why}"
+                f"{picked.error:.4f}); before polishing, {why}"
             )
         error = self._polished_error(chosen)
         tail = f" ({len(tried)} smaller ones polished, none within the tolerance)" if tried else ""

@@ -30,7 +30,7 @@ from mlpilot.tools.search_spaces import (
     affordable,
     available,
 )
-from mlpilot.tools.text_embed import max_tokens
+from mlpilot.tools.text_embed import column_tokens
 
 # each kind is a node of the run's graph
 StepKind = Literal["features", "hpo", "ensemble", "nas_prune"]
@@ -330,7 +330,7 @@ def usable_families(task: TaskSpec, time_budget_s: float) -> list[str]:
     holds, and affordable in the budget (a minilm trial embeds every text)."""
     rows = len(task.train) + len(task.holdout.features)
     text = bool(task.text_columns)
-    tokens = max(max_tokens(task.train[c].tolist()) for c in task.text_columns) if text else 128
+    tokens = column_tokens(task.train, task.text_columns)
     return [
         f
         for f in SPACES

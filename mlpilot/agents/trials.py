@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +153,6 @@ class TrialRunner:
         if features:
             self._files["featurize.py"] = Path(featurize.__file__).read_bytes()
         self._code = code if code is not None else Path(cv_job.__file__).read_text()
-        # tokens per text for the families that embed it (the longest text column's)
-        self.max_length = (
-            max(text_embed.max_tokens(task.train[c].tolist()) for c in task.text_columns)
-            if task.text_columns
-            else 128
-        )
         self._embed_files: dict[str, bytes | Path] | None = None
         self.last_network_isolated = False
         self.last_sandbox: dict[str, Any] = {}  # where the last job ran, for the report
@@ -203,6 +198,12 @@ class TrialRunner:
             "gpus": run.gpus,
         }
         return run
+
+    @cached_property
+    def max_length(self) -> int:
+        """Tokens per text for the families that embed it (the longest text column's),
+        counted when such a family first runs."""
+        return text_embed.column_tokens(self.task.train, self.task.text_columns)
 
     def embed_files(self) -> dict[str, bytes | Path]:
         """What a job of an embedding family gets beside the data: ``text_embed.py``

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,11 @@ def max_tokens(texts: list[str]) -> int:
     words = np.array([len(str(t).split()) for t in texts]) if texts else np.array([0])
     wanted = float(np.percentile(words, 90)) * 1.4 + 2
     return int(min(256, max(32, 16 * round(wanted / 16))))
+
+
+def column_tokens(frame: pd.DataFrame, columns: Sequence[str]) -> int:
+    """:func:`max_tokens` of the longest-texted of ``columns`` (128 with none)."""
+    return max((max_tokens(frame[c].tolist()) for c in columns), default=128)
 
 
 def embedding_columns(column: str) -> list[str]:
