@@ -348,7 +348,17 @@ def test_pruning_requests_are_recognised(text: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["tune a model for this dataset", "find better features", "predict churn", "compare two runs"],
+    [
+        "tune a model for this dataset",
+        "find better features",
+        "predict churn",
+        "compare two runs",
+        # column names that contain a pruning word
+        "predict compressive_strength, minimise RMSE",
+        "predict latency, minimise RMSE",
+        "predict compression_ratio from the rest",
+        "predict prunes_sold",
+    ],
 )
 def test_other_requests_are_not_pruning(text: str) -> None:
     assert not asks_for_pruning(text)

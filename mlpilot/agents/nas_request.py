@@ -15,10 +15,14 @@ from dataclasses import dataclass
 
 DEFAULT_TOLERANCE = 0.01  # one accuracy point, when the request names none
 
+# Whole words in the forms a request uses, so that a column named in the request
+# ("predict compressive_strength", "predict latency") is not read as a pruning ask.
 _ASK = re.compile(
-    r"\b(?:prun\w*|smaller|shrink\w*|compress\w*|slim\w*|distil\w*|fewer\s+param\w*|"
-    r"lower\s+latency|latency|faster\s+(?:model|classifier|inference)|"
-    r"(?:model|classifier)\s+faster|speed\s+up\s+(?:the\s+)?(?:model|classifier|inference))\b",
+    r"\b(?:prun(?:e|es|ed|ing)|smaller|shrink(?:s|ing)?|compress(?:es|ed|ing|ion)?|"
+    r"slim(?:mer|med|ming)?|distil(?:l|ls|led|ling|lation)?|fewer\s+param(?:eter)?s|"
+    r"(?:lower|less|reduce[sd]?)\s+(?:the\s+)?latency|latency\s+(?:under|below|of\s+at\s+most)|"
+    r"faster\s+(?:model|classifier|inference)|(?:model|classifier|it)\s+faster|"
+    r"speed\s+up\s+(?:the\s+)?(?:model|classifier|inference))\b",
     re.IGNORECASE,
 )
 _NUMBER = r"(\d+(?:\.\d+)?)"
