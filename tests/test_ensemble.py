@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlpilot.agents.ensemble import Member, greedy_ensemble
@@ -92,3 +93,34 @@ def test_an_ensemble_after_the_feature_step_in_a_pipeline_predicts() -> None:
     unfitted = WeightedEnsemble([fitted, LogisticRegression()], [1, 1], True)
     with pytest.raises(NotFittedError):
         Pipeline([("features", StandardScaler().fit(X)), ("model", unfitted)]).predict(X)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "log_loss", "accuracy"])
+def test_string_labels_select_the_same_ensemble_as_their_codes(metric: str) -> None:
+    # the selection scores labels as their positions in the class order: the same
+    # weights and scores as on the labels themselves, classes given in any order
+    rng = np.random.default_rng(3)
+    codes = rng.integers(0, 3, 300)
+    labels = np.array(["good", "bad", "unknown"], dtype=object)[codes]
+    classes = ["bad", "good", "unknown"]  # the probability columns' order
+    truth = np.eye(3)[pd.Index(classes).get_indexer(labels)]
+    members = [
+        Member(f"m{i}", np.clip(truth + rng.normal(0, s, truth.shape), 0.01, None), np.zeros(5))
+        for i, s in enumerate([0.6, 0.7, 0.8])
+    ]
+    for m in members:
+        m.oof[:] = m.oof / m.oof.sum(axis=1, keepdims=True)
+    by_label = greedy_ensemble(members, labels, get_metric(metric), classes=classes)
+    by_code = greedy_ensemble(
+        members, pd.Index(classes).get_indexer(labels), get_metric(metric), classes=[0, 1, 2]
+    )
+    assert by_label.weights == by_code.weights
+    assert by_label.score == pytest.approx(by_code.score)
+    assert by_label.score == pytest.approx(
+        get_metric(metric)(
+            labels,
+            by_label.oof
+            if metric != "accuracy"
+            else np.asarray(classes, dtype=object)[by_label.oof.argmax(axis=1)],
+        )
+    )

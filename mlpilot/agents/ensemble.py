@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from mlpilot.tools.metrics import Metric, predictions_for
 
@@ -81,6 +82,8 @@ def greedy_ensemble(
     if len(shapes) != 1:
         raise ValueError(f"members' out-of-fold predictions differ in shape: {sorted(shapes)}")
 
+    y, classes = _as_codes(y, classes)
+
     def score(pred: np.ndarray) -> float:
         return metric(y, predictions_for(metric, pred, classes))
 
@@ -114,3 +117,16 @@ def greedy_ensemble(
         holdout_pred=np.asarray(holdout),
         history=history,
     )
+
+
+def _as_codes(y: np.ndarray, classes: Sequence[Any] | None) -> tuple[np.ndarray, Any]:
+    """Labels as their positions in ``classes`` (and the classes as those positions),
+    so the thousands of metric calls of a selection find the classes of an integer
+    array: on string labels, sorting them took most of the time (20 s of a 35 s
+    comparison on 4,507 rows). Unchanged when a label is not among ``classes``."""
+    if classes is None:
+        return y, classes
+    codes = pd.Index(list(classes)).get_indexer(np.asarray(y))
+    if (codes < 0).any():
+        return y, classes
+    return codes, np.arange(len(classes))

@@ -216,9 +216,15 @@ def _fit(
     seed: int,
 ) -> tuple[dict[str, float], Params]:
     sub = [Member(m.name, m.oof[rows], m.holdout_pred) for m in members]
-    if method in ("single", "greedy"):
+    if method == "single":  # the first of the best, as greedy selection names it
+        best = max(
+            sub,
+            key=lambda m: metric.sign() * metric(y[rows], predictions_for(metric, m.oof, classes)),
+        )
+        return {best.name: 1.0}, {}
+    if method == "greedy":
         result = greedy_ensemble(sub, y[rows], metric, classes=classes)
-        if method == "single" or not result.kept:
+        if not result.kept:
             return {result.best_single_name: 1.0}, {}
         return result.normalized_weights(), {}
     P = combiners.stack([m.oof for m in sub])
