@@ -47,6 +47,9 @@ JOB_OVERHEAD_S = 0.3  # a warm sandbox job's start, data and clean-up, beyond it
 # a refit job's model file on top: importing skops in the job and writing the file
 # (a logistic regression's refit took 2.5 s in all, on two cores)
 REFIT_OVERHEAD_S = 2.0
+# choosing the ensemble and writing the report with its plots, beyond the jobs (about
+# what a 40 s run on a small data set spent on them here, two cores)
+FINISH_FIXED_S = 6.0
 
 
 def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
@@ -96,7 +99,10 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     refits = 0
     for label, weights, cv_score in candidates:
         cost = _verification_cost(
-            weights, by_key, verdicts, runner.folds, ctx.hpo_settings.parallel
+            [by_key[k].seconds for k in weights if k not in verdicts],
+            [by_key[k].seconds for k in weights],
+            runner.folds,
+            ctx.hpo_settings.parallel,
         )
         # Singles are tried until one holds, whatever the time; the ensemble if it fits.
         if label in ("ensemble", "greedy") and cost > ctx.remaining() + BUDGET_MARGIN_S / 2:
@@ -200,18 +206,23 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
 
 
 def _verification_cost(
-    weights: dict[str, float],
-    rows: dict[str, TrialRow],
-    verdicts: dict[str, verifier.RerunVerdict],
-    folds: int,
-    workers: int = 1,
+    rerun: list[float], refit: list[float], folds: int, workers: int = 1
 ) -> float:
-    """Wall seconds of sandbox jobs a candidate still needs, ``workers`` jobs at a time:
-    a fold-by-fold re-run of each member not yet re-run (about one trial's time, in
-    ``folds`` jobs) and a refit of every member (about one fold's, in one job)."""
-    rerun = sum(rows[k].seconds + folds * JOB_OVERHEAD_S for k in weights if k not in verdicts)
-    refits = [rows[k].seconds / (folds + 1) + REFIT_OVERHEAD_S for k in weights]
-    return rerun / max(1, workers) + side_by_side(refits, workers)
+    """Wall seconds of sandbox jobs, ``workers`` at a time, for a fold-by-fold re-run of
+    each trial whose seconds are in ``rerun`` (about one trial's time, in ``folds``
+    jobs) and a refit of each in ``refit`` (about one fold's, in one job)."""
+    rerun_s = sum(seconds + folds * JOB_OVERHEAD_S for seconds in rerun)
+    refits = [seconds / (folds + 1) + REFIT_OVERHEAD_S for seconds in refit]
+    return rerun_s / max(1, workers) + side_by_side(refits, workers)
+
+
+def finish_seconds(trial_s: float, folds: int, workers: int, rows_ratio: float) -> float:
+    """About how long the steps after the search take when the final model is a single
+    trial that took ``trial_s``: its fold-by-fold re-run and refit, its refit on all
+    rows (``rows_ratio`` times the training rows), and ensembling and the report."""
+    verify = _verification_cost([trial_s], [trial_s], folds, workers)
+    all_rows = trial_s / (folds + 1) * rows_ratio + REFIT_OVERHEAD_S
+    return verify + all_rows + FINISH_FIXED_S
 
 
 def side_by_side(seconds: list[float], workers: int) -> float:

@@ -29,7 +29,7 @@ from mlpilot.agents.context import RunContext
 from mlpilot.agents.ensemble import Member, greedy_ensemble
 from mlpilot.agents.feature_eval import Evaluator
 from mlpilot.agents.features import FeatureAgent, evaluator_family
-from mlpilot.agents.finalize import finalize_node
+from mlpilot.agents.finalize import finalize_node, finish_seconds
 from mlpilot.agents.hpo import HpoAgent, trial_cores, trial_limits, trial_rows
 from mlpilot.agents.nas_step import nas_finalize_node, nas_prune_node
 from mlpilot.agents.planner import (
@@ -201,11 +201,21 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         settings=ctx.hpo_settings,
         on_trial=on_trial,
     )
-    # Leave time for ensembling, the fold-by-fold re-runs, the refit and the report.
+    # Leave time for ensembling, the fold-by-fold re-runs, the refits and the report: a
+    # share of the budget, or more once the best trial shows these take longer
     low, high = HPO_RESERVE_S
-    hpo_deadline = ctx.deadline - min(max(HPO_RESERVE * ctx.time_budget_s, low), high)
+    reserve = min(max(HPO_RESERVE * ctx.time_budget_s, low), high)
+    rows_ratio = (len(ctx.task.train) + len(ctx.task.holdout.features)) / len(ctx.task.train)
+
+    def hpo_deadline() -> float:
+        best = agent.best_trial_seconds
+        if best is None:
+            return ctx.deadline - reserve
+        after = finish_seconds(best, runner.folds, ctx.hpo_settings.parallel, rows_ratio)
+        return ctx.deadline - max(reserve, after)
+
     per_family_trials = max(1, plan.max_trials // max(1, len(families)))
-    ctx.emit("family", family=", ".join(families), seconds=hpo_deadline - time.monotonic())
+    ctx.emit("family", family=", ".join(families), seconds=hpo_deadline() - time.monotonic())
     studies = agent.optimize_all(list(families), n_trials=per_family_trials, deadline=hpo_deadline)
     summary = dict(state.get("hpo") or {})
     for family, study in studies.items():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from typing import Any
 import optuna
 
 from mlpilot.agents import llambo
+from mlpilot.agents.allocation import FamilyRecord, choose_family
 from mlpilot.agents.llambo import ProposalStats
 from mlpilot.agents.rundir import RunDir
 from mlpilot.agents.state import TrialRow
@@ -158,12 +160,18 @@ class HpoAgent:
         self._llm_thread: threading.Thread | None = None
         self._warm_requested: set[str] = set()
         self._llm_off = False
-        self._deadline: float | None = None
+        self._deadline_of: Callable[[], float] | None = None
         self.upfront_waited_s = 0.0  # seconds the search waited for warm starts
+        self._best: tuple[float, float] | None = None  # (loss, seconds) of the best trial
         task = runner.task
         self._profile: DataProfile = profile_frame(
             task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
         )
+
+    @property
+    def best_trial_seconds(self) -> float | None:
+        """Wall seconds of the best trial this agent has run, None before any finished."""
+        return None if self._best is None else self._best[1]
 
     @property
     def task(self) -> TaskSpec:
@@ -276,8 +284,8 @@ class HpoAgent:
         try:
             proposer = self._proposer(family)
             timeout = None
-            if self._deadline is not None:
-                timeout = self._deadline - time.monotonic()
+            if self._deadline_of is not None:
+                timeout = self._deadline_of() - time.monotonic()
                 if timeout < 2.0:
                     proposer.stats.llm_errors.append(
                         f"{kind}: not asked, the search was about to end"
@@ -310,21 +318,34 @@ class HpoAgent:
         return self.optimize_all([family], n_trials=n_trials, deadline=deadline)[family]
 
     def optimize_all(
-        self, families: list[str], *, n_trials: int, deadline: float | None = None
+        self,
+        families: list[str],
+        *,
+        n_trials: int,
+        deadline: float | Callable[[], float] | None = None,
     ) -> dict[str, optuna.Study]:
-        """Tunes several families side by side, each new trial going to the family with
-        the fewest trials, so that each gets its share of the time and an LLM proposal
-        that arrives late is still used on that family's next turn. With
-        ``settings.parallel`` > 1, that many trials run at once (the sandbox needs as
-        many workers); choosing, asking and telling stay serialised."""
-        self._deadline = deadline
-        window = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        """Tunes several families side by side. Every family gets its first trial before
+        any gets a second; after that each new trial goes to a family drawn by its
+        estimated cost for improvement (:mod:`mlpilot.agents.allocation`), so the
+        promising and cheap families get most of the time and the others keep a chance.
+        With ``settings.parallel`` > 1, that many trials run at once (the sandbox needs
+        as many workers); choosing, asking and telling stay serialised.
+
+        ``deadline`` (time.monotonic) may be a function, asked again before each trial:
+        what must follow the search can depend on how long its trials take."""
+        deadline_of: Callable[[], float] | None = (
+            deadline if callable(deadline) or deadline is None else (lambda d=deadline: d)
+        )
+        self._deadline_of = deadline_of
+        first = None if deadline_of is None else deadline_of()
+        window = 0.0 if first is None else max(0.0, first - time.monotonic())
         studies = {f: self.study(f) for f in families}
         dists = {f: {p.name: p.distribution() for p in space(f)} for f in families}
         in_flight = dict.fromkeys(families, 0)
         lock = threading.Lock()
+        rng = random.Random(self.settings.seed)
         self.prefetch_warmstart(list(families))
-        self._wait_for_warmstart(deadline)
+        self._wait_for_warmstart(first)
 
         def started(family: str) -> int:
             return _finished(studies[family]) + in_flight[family]
@@ -332,6 +353,7 @@ class HpoAgent:
         def next_trial() -> tuple[str, optuna.Trial, float | None] | None:
             self._raise_crash()
             any_completed = any(_completed_count(st) for st in studies.values())
+            deadline = None if deadline_of is None else deadline_of()
             late = deadline is not None and time.monotonic() >= deadline - 1.0
             if late and (any_completed or sum(in_flight.values())):
                 return None  # past the deadline; but never stop before one trial has finished
@@ -346,7 +368,8 @@ class HpoAgent:
             ]
             if not open_families:
                 return None
-            family = min(open_families, key=started)
+            records = {f: _record_of(studies[f], in_flight[f]) for f in families}
+            family = choose_family(records, rng, open_families)
             study = studies[family]
             stats = self.stats.setdefault(family, HpoStats())
             self._enqueue_ready(study, family, stats)
@@ -446,6 +469,9 @@ class HpoAgent:
                     f"{family}-{trial.number}", outcome.oof, outcome.holdout_pred, outcome.classes
                 )
             study.tell(trial, outcome.cv_score)
+            loss = -outcome.cv_score if self.task.metric.greater_is_better else outcome.cv_score
+            if self._best is None or loss < self._best[0]:
+                self._best = (loss, outcome.seconds)
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if self.on_trial is not None:
@@ -461,6 +487,26 @@ class HpoAgent:
             except queue.Empty:
                 break
         llambo.enqueue(study, ready, stats)
+
+
+def _record_of(study: optuna.Study, in_flight: int) -> FamilyRecord:
+    """The family's finished trials as the allocation reads them (lower loss is better)."""
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+    ]
+    return FamilyRecord(
+        seconds=[float(t.user_attrs.get("seconds", 0.0)) for t in done],
+        losses=[
+            sign * float(t.value)
+            if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None
+            else None
+            for t in done
+        ],
+        in_flight=in_flight,
+    )
 
 
 def _scored(study: optuna.Study) -> list[tuple[dict[str, Any], float]]:

@@ -1,0 +1,114 @@
+"""Which family gets the next trial: every family's first trial first, then by the
+estimated cost for improvement, so a clear leader gets most of a short search."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from mlpilot.agents.allocation import (
+    FamilyRecord,
+    choose_family,
+    estimated_costs,
+    improvement_rate,
+)
+from mlpilot.agents.finalize import finish_seconds
+
+
+def draws(records: dict[str, FamilyRecord], n: int = 2000, seed: int = 0) -> Counter[str]:
+    rng = random.Random(seed)
+    return Counter(choose_family(records, rng, list(records)) for _ in range(n))
+
+
+def test_a_family_never_started_goes_first_whatever_the_others_scored() -> None:
+    records = {
+        "lightgbm": FamilyRecord(seconds=[6.0, 6.0], losses=[10.0, 9.0]),
+        "linear": FamilyRecord(seconds=[], losses=[]),
+    }
+    assert all(
+        choose_family(records, random.Random(s), list(records)) == "linear" for s in range(20)
+    )
+
+
+def test_a_family_whose_only_trial_is_running_gets_no_second_one() -> None:
+    records = {
+        "lightgbm": FamilyRecord(seconds=[], losses=[], in_flight=1),
+        "linear": FamilyRecord(seconds=[2.0], losses=[5.0]),
+    }
+    assert set(draws(records, 200)) == {"linear"}
+
+
+def test_the_leader_gets_most_trials_and_the_others_keep_a_chance() -> None:
+    # ames at 60 s: LightGBM leads and has improved once; the forest is 11% behind,
+    # the linear model 25% behind and cheap
+    records = {
+        "lightgbm": FamilyRecord(seconds=[6.6, 6.6], losses=[27777.0, 26677.0]),
+        "random_forest": FamilyRecord(seconds=[7.7], losses=[29701.0]),
+        "linear": FamilyRecord(seconds=[1.9], losses=[33374.0]),
+    }
+    counts = draws(records)
+    assert counts["lightgbm"] > 0.55 * 2000
+    assert counts["lightgbm"] > counts["random_forest"] > counts["linear"] > 0
+
+
+def test_a_family_far_behind_gets_less_than_one_close_behind() -> None:
+    base = {"leader": FamilyRecord(seconds=[1.0, 1.0], losses=[1.0, 0.5])}
+    close = estimated_costs({**base, "other": FamilyRecord(seconds=[1.0], losses=[0.6])})
+    far = estimated_costs({**base, "other": FamilyRecord(seconds=[1.0], losses=[5.0])})
+    assert far["other"] > close["other"]
+    # gap 4.5 at the leader's rate of 0.5 per second: 9 s
+    assert far["other"] == pytest.approx(9.0)
+    assert close["leader"] == pytest.approx(1.0)
+
+
+def test_a_leader_that_stopped_improving_costs_more_as_time_passes() -> None:
+    fresh = FamilyRecord(seconds=[2.0, 2.0], losses=[3.0, 2.0])
+    stale = FamilyRecord(seconds=[2.0, 2.0, 2.0, 2.0, 2.0], losses=[3.0, 2.0, 2.5, 2.6, 2.4])
+    assert estimated_costs({"f": stale})["f"] == pytest.approx(6.0)  # 6 s since its best
+    assert estimated_costs({"f": fresh})["f"] == pytest.approx(2.0)
+
+
+def test_improvement_rate_reads_the_last_improvement_and_failures_cost_time() -> None:
+    record = FamilyRecord(seconds=[1.0, 3.0, 1.0], losses=[4.0, None, 2.0])
+    assert improvement_rate(record) == pytest.approx(2.0 / 4.0)
+    assert improvement_rate(FamilyRecord(seconds=[1.0], losses=[1.0])) is None
+    failing = estimated_costs(
+        {
+            "ok": FamilyRecord(seconds=[1.0], losses=[1.0]),
+            "failing": FamilyRecord(seconds=[5.0], losses=[None]),
+        }
+    )
+    assert failing["failing"] >= 10.0 > failing["ok"]
+
+
+def test_the_search_leaves_more_time_after_it_when_trials_are_slow() -> None:
+    quick = finish_seconds(1.0, folds=5, workers=1, rows_ratio=1.25)
+    slow = finish_seconds(18.0, folds=5, workers=1, rows_ratio=1.25)
+    # a re-run of the best trial alone takes its own time again
+    assert slow - quick > 17.0
+    assert quick < 15.0  # a small data set: about the 12 s a 60 s run keeps back anyway
+
+
+def test_before_any_improvement_a_cheap_family_far_behind_is_not_favoured() -> None:
+    # each family's first trial only: linear is cheap but 20% behind
+    records = {
+        "lightgbm": FamilyRecord(seconds=[4.7], losses=[27777.0]),
+        "random_forest": FamilyRecord(seconds=[8.0], losses=[29701.0]),
+        "linear": FamilyRecord(seconds=[2.1], losses=[33374.0]),
+    }
+    counts = draws(records)
+    assert counts["lightgbm"] > counts["random_forest"] > counts["linear"] > 0
+    assert counts["linear"] < 0.1 * 2000
+
+
+def test_gains_below_the_noise_do_not_keep_a_family_in_the_lead_cheaply() -> None:
+    # wa_churn: a cheap linear model whose trials differ in the fifth digit of the AUC
+    # (losses are negated scores), LightGBM 0.004 behind after one trial
+    linear = FamilyRecord(seconds=[1.1] * 12, losses=[-0.83990 - 0.000004 * i for i in range(12)])
+    records = {"linear": linear, "lightgbm": FamilyRecord(seconds=[5.0], losses=[-0.8361])}
+    costs = estimated_costs(records)
+    assert improvement_rate(linear) is None
+    assert costs["linear"] == pytest.approx(11 * 1.1)  # all the time since its first
+    assert costs["lightgbm"] < costs["linear"]
