@@ -22,6 +22,9 @@ subprocesses (:mod:`mlpilot.evals.peers`); data and predictions travel as CSV
 files. Cells are interleaved per dataset and seed (each system in turn, the order
 rotated per seed), so machine noise hits all systems alike. Results are appended
 to a JSONL file; a rerun skips the cells it holds, so a long benchmark can be resumed.
+The default file, ``benchmarks/results/tabular.jsonl``, is kept in the repository: it
+is the record behind the tables in docs/benchmarks.md, and a race longer than one
+sitting goes on from it on another machine.
 
     python benchmarks/tabular.py [--budgets 60 120] [--seeds 3] [--datasets ...]
         [--systems ...] [--out FILE]
@@ -52,6 +55,7 @@ from mlpilot.tools.metrics import Metric, metric_from_request, predictions_for
 
 CORES = min(2, os.cpu_count() or 1)  # every system gets the same cores
 TEST_SHARE = 0.2
+RESULTS = Path(__file__).parent / "results" / "tabular.jsonl"
 
 
 def _rd(package: str, item: str, drop: tuple[str, ...] = ()) -> Callable[[], pd.DataFrame]:
@@ -269,6 +273,7 @@ def measure(args: argparse.Namespace) -> None:
                         "wall_s": round(wall, 1),
                         "error": error,
                     }
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(json.dumps(row), flush=True)
@@ -338,7 +343,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
     parser.add_argument("--systems", nargs="*", default=DEFAULT_SYSTEMS)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/tabular-results.jsonl"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--table", action="store_true", help="print the tables only")
     args = parser.parse_args()
     unknown = [s for s in args.systems if s not in SYSTEMS]
