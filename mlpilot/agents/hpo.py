@@ -469,7 +469,7 @@ class HpoAgent:
                     f"{family}-{trial.number}", outcome.oof, outcome.holdout_pred, outcome.classes
                 )
             study.tell(trial, outcome.cv_score)
-            loss = -outcome.cv_score if self.task.metric.greater_is_better else outcome.cv_score
+            loss = -self.task.metric.sign() * outcome.cv_score
             if self._best is None or loss < self._best[0]:
                 self._best = (loss, outcome.seconds)
         else:
