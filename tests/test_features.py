@@ -735,6 +735,7 @@ else:
 """
 
 
+@pytest.mark.ci_only
 def test_a_run_killed_during_the_feature_step_resumes_from_its_last_round(tmp_path) -> None:
     import os
     import signal

@@ -244,6 +244,7 @@ def _complete(store: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.ci_only
 def test_small_run_killed_during_the_search_resumes_and_ships_a_smaller_model(tmp_path) -> None:
     from importlib.util import find_spec
 

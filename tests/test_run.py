@@ -292,6 +292,7 @@ def test_the_readme_main_command_runs_with_the_embedded_model_in_budget(
 
 
 @pytest.mark.slow
+@pytest.mark.ci_only
 def test_killed_at_random_instants_every_resume_succeeds_and_loses_nothing(tmp_path) -> None:
     """kill -9 at 20 random instants (planning, trials, writes of run.json, predictions,
     checkpoints), resuming each time; then one resume runs to the end."""
