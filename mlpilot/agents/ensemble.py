@@ -87,8 +87,7 @@ def greedy_ensemble(
     def score(pred: np.ndarray) -> float:
         return metric(y, predictions_for(metric, pred, classes))
 
-    singles = [score(m.oof) for m in members]
-    best_i = max(range(len(members)), key=lambda i: metric.sign() * singles[i])
+    best_i, singles = best_member(members, y, metric, classes=classes)
     total = np.zeros_like(members[0].oof, dtype=float)
     counts: Counter[int] = Counter()
     history: list[float] = []
@@ -117,6 +116,20 @@ def greedy_ensemble(
         holdout_pred=np.asarray(holdout),
         history=history,
     )
+
+
+def best_member(
+    members: Sequence[Member],
+    y: np.ndarray,
+    metric: Metric,
+    *,
+    classes: Sequence[Any] | None = None,
+) -> tuple[int, list[float]]:
+    """The position of the best member by its out-of-fold score (the first of equals),
+    and every member's score."""
+    y, classes = _as_codes(y, classes)
+    scores = [metric(y, predictions_for(metric, m.oof, classes)) for m in members]
+    return max(range(len(members)), key=lambda i: metric.sign() * scores[i]), scores
 
 
 def _as_codes(y: np.ndarray, classes: Sequence[Any] | None) -> tuple[np.ndarray, Any]:

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from mlpilot.agents.ensemble import Member, greedy_ensemble
+from mlpilot.agents.ensemble import Member, best_member, greedy_ensemble
 from mlpilot.tools import combiners
 from mlpilot.tools.combiners import EPS
 from mlpilot.tools.metrics import Metric, predictions_for
@@ -216,12 +216,9 @@ def _fit(
     seed: int,
 ) -> tuple[dict[str, float], Params]:
     sub = [Member(m.name, m.oof[rows], m.holdout_pred) for m in members]
-    if method == "single":  # the first of the best, as greedy selection names it
-        best = max(
-            sub,
-            key=lambda m: metric.sign() * metric(y[rows], predictions_for(metric, m.oof, classes)),
-        )
-        return {best.name: 1.0}, {}
+    if method == "single":
+        best, _ = best_member(sub, y[rows], metric, classes=classes)
+        return {sub[best].name: 1.0}, {}
     if method == "greedy":
         result = greedy_ensemble(sub, y[rows], metric, classes=classes)
         if not result.kept:
