@@ -1,5 +1,6 @@
 """Who gets the cores: a local LLM reads its prompts with every core only while no
-sandbox job runs, and the final step's jobs get the trials' cores, not all of them."""
+sandbox job runs and generates with every core only while the run waits for it; the
+final step's jobs get the trials' cores, not all of them."""
 
 from __future__ import annotations
 
@@ -10,20 +11,28 @@ import pytest
 
 from mlpilot.agents import finalize
 from mlpilot.agents.hpo import trial_limits
-from mlpilot.llm.embedded import EMBEDDED_MODELS, EmbeddedEngine
+from mlpilot.llm.embedded import EMBEDDED_MODELS, EmbeddedEngine, cores_to_itself
 from mlpilot.sandbox import Limits
 from mlpilot.sandbox.base import job_running, running_jobs
 
 
-def test_prompt_threads_drop_to_generation_threads_while_a_job_runs(monkeypatch) -> None:
+def test_the_llm_uses_every_core_only_while_nothing_else_may_run(monkeypatch) -> None:
+    monkeypatch.delenv("MLPILOT_LLM_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 4)
     engine = EmbeddedEngine(EMBEDDED_MODELS["qwen2.5-coder-0.5b"], n_threads=2)
-    assert engine.batch_threads() == 4
+    assert engine.threads() == (2, 4)  # (generating, reading the prompt)
     with job_running():
         assert running_jobs() == 1
-        assert engine.batch_threads() == 2
+        assert engine.threads() == (2, 2)
     assert running_jobs() == 0
-    assert engine.batch_threads() == 4
+    with cores_to_itself():  # the run waits for the answer and starts no job
+        assert engine.threads() == (4, 4)
+        with job_running():  # one started anyway: the job gets its cores
+            assert engine.threads() == (2, 2)
+        monkeypatch.setenv("MLPILOT_LLM_THREADS", "2")  # the user's count holds
+        assert engine.threads() == (2, 4)
+    monkeypatch.delenv("MLPILOT_LLM_THREADS")
+    assert engine.threads() == (2, 4)
 
 
 def test_a_sandbox_job_counts_as_running_while_it_runs(box) -> None:

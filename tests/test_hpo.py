@@ -264,7 +264,9 @@ def test_for_budget_leaves_the_llm_its_cores() -> None:
     cores = os.cpu_count() or 1
     assert HpoSettings.for_budget(60, local_llm=False).parallel == max(1, cores // 2)
     assert HpoSettings.for_budget(60).parallel == max(1, (cores - default_threads()) // 2)
-    assert HpoSettings.for_budget(60).warmstart == 3 and HpoSettings.for_budget(600).warmstart == 5
+    assert HpoSettings.for_budget(60).warmstart == 2 and HpoSettings.for_budget(600).warmstart == 3
+    remote = [HpoSettings.for_budget(b, local_llm=False).warmstart for b in (60, 600)]
+    assert remote == [3, 5]
 
 
 def test_only_an_llm_on_this_machine_keeps_cores_from_trials() -> None:
@@ -291,10 +293,11 @@ def test_a_local_llms_warm_start_is_awaited_before_the_first_trial(box, task, tm
     for upfront in (5.0, 0.0):
         answered: list[datetime.datetime] = []
 
-        def slow(messages, params, answered=answered) -> str:
+        def slow(messages, params, answered=answered, upfront=upfront) -> str:
             time.sleep(1.5)
             answered.append(datetime.datetime.now())
-            return knn_reply((7, "distance"), (25, "uniform"))
+            reply = knn_reply((7, "distance"), (25, "uniform"))
+            return json.dumps({"knn": json.loads(reply)["configs"]}) if upfront else reply
 
         settings = HpoSettings(warmstart=2, sample_every=10**6, upfront_s=upfront)
         agent = HpoAgent(
@@ -313,7 +316,81 @@ def test_a_local_llms_warm_start_is_awaited_before_the_first_trial(box, task, tm
             assert first < answered[0] and agent.upfront_waited_s == 0.0
 
 
+def test_the_upfront_warm_starts_of_all_families_are_one_request(box, task, tmp_path) -> None:
+    """A local LLM answers every family's warm start in one request before the first
+    trial, and that request stops when the wait ends: it never generates beside a
+    trial."""
+    asked: list[dict] = []
+
+    def both(messages, params) -> str:
+        from mlpilot.llm import embedded
+
+        asked.append({**params, "alone": embedded._alone})
+        prompt = messages[-1]["content"]
+        assert "Model: knn" in prompt and "Model: linear" in prompt
+        return json.dumps(
+            {
+                "knn": [{"n_neighbors": 9, "weights": "uniform"}],
+                "linear": [{"C": 0.05}, {"C": 5e4}],  # the second is out of range
+            }
+        )
+
+    fake = ScriptedLLM([both])  # a second call would fail loudly
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake),
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(warmstart=2, sample_every=10**6, upfront_s=8.0, defaults=False),
+    )
+    studies = agent.optimize_all(["knn", "linear"], n_trials=2)
+    assert len(fake.calls) == 1 and 0 < asked[0]["timeout"] <= 8.0
+    assert asked[0]["alone"] == 1  # generated with every core (no trial runs meanwhile)
+    warm = {
+        f: [t.params for t in st.trials if t.user_attrs.get(SOURCE_ATTR) == "llm-warmstart"]
+        for f, st in studies.items()
+    }
+    assert warm == {"knn": [{"n_neighbors": 9, "weights": "uniform"}], "linear": [{"C": 0.05}]}
+    assert agent.stats["linear"].invalid == 1 and agent.stats["knn"].proposed == 1
+
+
+def test_a_cut_off_warm_start_keeps_the_families_it_completed(box, task, tmp_path) -> None:
+    from mlpilot.llm import LLMTimeout
+
+    partial = '{"knn":[{"n_neighbors":9,"weights":"uniform"}],"linear":[{"C":0.'
+    fake = ScriptedLLM([LLMTimeout("stopped at its 8 s time limit", partial=partial)])
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake),
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(warmstart=2, sample_every=10**6, upfront_s=8.0, defaults=False),
+    )
+    studies = agent.optimize_all(["knn", "linear"], n_trials=1)
+    assert sources(studies["knn"]) == ["llm-warmstart"]
+    assert sources(studies["linear"]) == ["tpe"]
+    assert "LLMTimeout" in agent.stats["linear"].llm_errors[0]
+    assert not agent.stats["knn"].llm_errors
+
+
+def test_complete_members_reads_what_a_cut_answer_finished() -> None:
+    from mlpilot.agents import llambo
+
+    models = [llambo.Model.family("knn"), llambo.Model.family("linear")]
+    shape = llambo.warmstarts_model(models, 2)
+    knn = '"knn":[{"n_neighbors":9,"weights":"uniform"}]'
+    assert llambo.complete_members("{" + knn + ',"linear":[{"C":0.', shape) == {
+        "knn": [{"n_neighbors": 9, "weights": "uniform"}]
+    }
+    assert llambo.complete_members("{" + knn + ',"linear":[{"C":0.5}]}', shape) == {
+        "knn": [{"n_neighbors": 9, "weights": "uniform"}],
+        "linear": [{"C": 0.5}],
+    }
+    assert llambo.complete_members('{"knn":[{"n_neighbors":9,"wei', shape) == {}
+    assert llambo.complete_members("", shape) == {}
+    # a finished list that breaks the schema is not kept
+    assert llambo.complete_members('{"knn":[{"n_neighbors":"many"}],"lin', shape) == {}
+
+
 def test_for_budget_awaits_only_a_local_llm() -> None:
-    assert HpoSettings.for_budget(120, local_llm=True).upfront_s == pytest.approx(18.0)
-    assert HpoSettings.for_budget(600, local_llm=True).upfront_s == 45.0
+    assert HpoSettings.for_budget(120, local_llm=True).upfront_s == pytest.approx(42.0)
+    assert HpoSettings.for_budget(600, local_llm=True).upfront_s == 60.0
     assert HpoSettings.for_budget(120, local_llm=False).upfront_s == 0.0

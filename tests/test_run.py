@@ -52,10 +52,18 @@ def warm_reply(family: str) -> str:
 
 
 def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
+    from mlpilot.llm import embedded
+
+    alone: list[int] = []
+
+    def planned(messages, params) -> str:
+        alone.append(embedded._alone)  # a local model would plan with every core
+        return plan_reply("linear", "knn")
+
     # The LLM plans two families; the plan is topped up to three from the matching recipe.
     fake = ScriptedLLM(
         [
-            plan_reply("linear", "knn"),
+            planned,
             warm_reply("linear"),
             warm_reply("knn"),
             warm_reply("lightgbm"),
@@ -68,6 +76,7 @@ def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
         "tune a model for this dataset, predict target", cancer, time_budget=30, hpo=NO_SAMPLING
     )
     assert result.status == "finished"
+    assert alone == [1]
     assert fake.remaining == 0
     plan_prompt = fake.calls[0].messages[-1]["content"]
     assert "recipe" in plan_prompt  # retrieval grounded the plan

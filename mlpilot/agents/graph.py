@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
+from typing import Any
 
 import optuna
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
@@ -34,6 +35,7 @@ from mlpilot.agents.hpo import HpoAgent, trial_cores, trial_limits, trial_rows
 from mlpilot.agents.nas_step import nas_finalize_node, nas_prune_node
 from mlpilot.agents.planner import (
     FEATURES_SHARE,
+    Plan,
     default_plan,
     feature_step,
     make_plan,
@@ -50,6 +52,7 @@ from mlpilot.agents.state import (
     RunState,
 )
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
+from mlpilot.llm.embedded import cores_to_itself
 from mlpilot.sandbox import Limits
 from mlpilot.tools import combiners, model_io
 from mlpilot.tools.featurize import formula
@@ -84,7 +87,7 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     share = max(10.0, PLAN_SHARE * ctx.time_budget_s)
     pool = ThreadPoolExecutor(max_workers=1)
     future = pool.submit(
-        make_plan,
+        _plan_alone,
         ctx.llm,
         ctx.request,
         task,
@@ -116,6 +119,12 @@ def plan_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     plan = with_feature_step(plan, step, note)
     ctx.emit("plan", plan=plan.model_dump())
     return {"plan": plan, "step": 0, "events": [f"planned: {plan.source}"]}
+
+
+def _plan_alone(*args: Any, **kwargs: Any) -> Plan:
+    """make_plan, with the cores to the LLM: no job runs until the plan is in."""
+    with cores_to_itself():
+        return make_plan(*args, **kwargs)
 
 
 def features_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:

@@ -38,7 +38,9 @@ from mlpilot.agents.rundir import RunDir
 from mlpilot.agents.state import TrialRow
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM
+from mlpilot.llm.embedded import cores_to_itself
 from mlpilot.sandbox import Limits
+from mlpilot.sandbox.base import job_running
 from mlpilot.task import TaskSpec
 from mlpilot.tools.profile import DataProfile, profile_frame, prompt_context
 from mlpilot.tools.search_spaces import first_configs, space
@@ -47,9 +49,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SOURCE_ATTR = llambo.SOURCE_ATTR
 # A local LLM's warm starts are awaited before the first trial for this share of the
-# budget, at most UPFRONT_MAX_S (see HpoSettings.upfront_s).
-UPFRONT_SHARE = 0.15
-UPFRONT_MAX_S = 45.0
+# budget, at most UPFRONT_MAX_S (see HpoSettings.upfront_s). On 2 cores the 1.5B model
+# answered the README main job's three families in one request in 26 s with two
+# configurations each (212 tokens; 24-32 s in the main job), 38 s with three (310).
+UPFRONT_SHARE = 0.35
+UPFRONT_MAX_S = 60.0
 
 
 def trial_cores(local_llm: bool) -> int:
@@ -89,9 +93,11 @@ class HpoSettings:
         seed: the sampler's seed.
         upfront_s: most seconds the search waits for the LLM's warm starts before its
             first trial. A model generating on this machine then has every core to
-            itself: on 2 cores, generation beside a training job ran at a fifth of
+            itself, and all families' warm starts are one request that stops when the
+            wait ends: on 2 cores, generation beside a training job ran at a fifth of
             its speed (185 tokens in 71 s), so the warm starts arrived after the short
-            search had ended. 0 asks in the background while trials run.
+            search had ended. 0 asks in the background, one request per family, while
+            trials run.
     """
 
     warmstart: int = 5
@@ -112,11 +118,15 @@ class HpoSettings:
     @classmethod
     def for_budget(cls, time_budget_s: float, *, local_llm: bool = True) -> HpoSettings:
         """Defaults sized to the run and the machine: a short run asks for smaller warm
-        starts (their answers then arrive while there is time to try them), and the
-        cores a local LLM leaves free run trials two threads each, side by side."""
+        starts (their answers then arrive while there is time to try them); a local LLM
+        is awaited for them and asked for fewer (2 per family below 180 s, else 3: its
+        one request must end within the wait, see UPFRONT_SHARE); and the cores a local
+        LLM leaves free run trials two threads each, side by side."""
         parallel = max(1, trial_cores(local_llm) // 2)
         upfront = min(UPFRONT_SHARE * time_budget_s, UPFRONT_MAX_S) if local_llm else 0.0
-        return cls(warmstart=3 if time_budget_s < 180 else 5, parallel=parallel, upfront_s=upfront)
+        short = time_budget_s < 180
+        warmstart = (2 if short else 3) if local_llm else (3 if short else 5)
+        return cls(warmstart=warmstart, parallel=parallel, upfront_s=upfront)
 
 
 HpoStats = ProposalStats  # what happened to one family's LLM proposals, for the report
@@ -203,9 +213,12 @@ class HpoAgent:
 
     # -- the loop ------------------------------------------------------------
 
-    def prefetch_warmstart(self, families: list[str]) -> None:
-        """Asks the LLM for every family's warm start, in order, in the background, so that
-        a family's proposals are ready when its turn comes."""
+    def prefetch_warmstart(self, families: list[str], *, upfront: float = 0.0) -> None:
+        """Asks the LLM for the warm starts of the families that have none, in the
+        background. With ``upfront`` seconds (a local LLM, which the search waits for
+        before its first trial), one request asks for all of them and stops after
+        ``upfront`` seconds, so it never generates beside a trial; otherwise one request
+        per family, in order, so that a family's proposals are ready when its turn comes."""
         if self.llm is None or self._llm_off or self.settings.warmstart <= 0:
             return
         todo = [
@@ -217,23 +230,55 @@ class HpoAgent:
             return
         self._warm_requested.update(todo)
 
-        def work() -> None:
+        def one_by_one() -> None:
             for family in todo:
                 self._ask(family, "llm-warmstart")
 
-        self._start_llm(work)
+        ends = time.monotonic() + upfront  # when the search stops waiting for it
+        self._start_llm(one_by_one if upfront <= 0 else lambda: self._ask_all(todo, ends))
 
-    def _wait_for_warmstart(self, deadline: float | None) -> None:
-        """Waits up to ``settings.upfront_s`` (and at most half the time to ``deadline``)
-        for the warm-start requests in flight; records how long it waited."""
-        if self.settings.upfront_s <= 0 or not self._llm_busy():
+    def _ask_all(self, families: list[str], ends: float) -> None:
+        """The warm starts of ``families`` in one request (run in the LLM thread) that
+        stops at ``ends`` (time.monotonic), when the search stops waiting for it."""
+        assert self.llm is not None
+        try:
+            timeout = ends - time.monotonic()
+            stats = {f: self._proposer(f).stats for f in families}
+            with cores_to_itself():  # the search waits for this answer, no trial runs
+                answers = llambo.propose_warmstarts(
+                    self.llm,
+                    [llambo.Model.family(f) for f in families],
+                    prompt_context(self.task, self._profile),
+                    n=self.settings.warmstart,
+                    stats=stats,
+                    seed=self.settings.seed,
+                    timeout=timeout,
+                )
+            if any(s.unavailable for s in stats.values()):
+                self._llm_off = True  # over budget or gone: stop asking
+            for family, configs in answers.items():
+                for config in configs:
+                    self._queue(family).put(("llm-warmstart", config))
+        except BaseException as e:  # a bug, or a test double's alarm: surface it
+            self._crashed.append(e)
+
+    def _upfront(self, deadline: float | None) -> float:
+        """Seconds the search waits for a local LLM's warm starts: ``settings.upfront_s``,
+        at most half the time to ``deadline``."""
+        if self.llm is None or self._llm_off or self.settings.upfront_s <= 0:
+            return 0.0
+        if deadline is None:
+            return self.settings.upfront_s
+        return min(self.settings.upfront_s, max(0.0, deadline - time.monotonic()) / 2)
+
+    def _wait_for_warmstart(self, wait: float) -> None:
+        """Waits up to ``wait`` seconds (and the moment a stopped generation takes to
+        end) for the warm-start request in flight; records how long it waited."""
+        if wait <= 0 or not self._llm_busy():
             return
-        wait = self.settings.upfront_s
-        if deadline is not None:
-            wait = min(wait, max(0.0, deadline - time.monotonic()) / 2)
         t0 = time.monotonic()
         assert self._llm_thread is not None
-        self._llm_thread.join(timeout=wait)
+        self._llm_thread.join(timeout=wait + 1.0)
         self.upfront_waited_s += time.monotonic() - t0
 
     def _start_llm(self, work: Callable[[], None]) -> None:
@@ -344,8 +389,9 @@ class HpoAgent:
         in_flight = dict.fromkeys(families, 0)
         lock = threading.Lock()
         rng = random.Random(self.settings.seed)
-        self.prefetch_warmstart(list(families))
-        self._wait_for_warmstart(first)
+        upfront = self._upfront(first)
+        self.prefetch_warmstart(list(families), upfront=upfront)
+        self._wait_for_warmstart(upfront)
 
         def started(family: str) -> int:
             return _finished(studies[family]) + in_flight[family]
@@ -437,11 +483,15 @@ class HpoAgent:
             threading.Thread(target=work, daemon=True)
             for _ in range(max(1, self.settings.parallel) - 1)
         ]
-        for thread in workers:
-            thread.start()
-        work()  # this thread is one of the workers
-        for thread in workers:
-            thread.join()
+        # From the first trial to the last the search holds the trials' cores, the
+        # moments between two trials included: a local LLM asked in such a moment
+        # would otherwise take every core for its whole answer (see EmbeddedEngine).
+        with job_running():
+            for thread in workers:
+                thread.start()
+            work()  # this thread is one of the workers
+            for thread in workers:
+                thread.join()
         if self.llm is not None and self._llm_busy():
             self.llm.cancel()  # an answer now would come too late: free the core
         # Proposals that arrive too late stay queued in the study for a resumed run.

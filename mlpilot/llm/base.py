@@ -99,7 +99,16 @@ class LLMCallError(LLMError):
 
 
 class LLMTimeout(LLMCallError):
-    """A call ran past its time limit (or was cancelled) and was stopped."""
+    """A call ran past its time limit (or was cancelled) and was stopped.
+
+    Attributes:
+        partial: the answer's text up to the stop, where the backend streams it (the
+            embedded model); a caller may use what is complete in it.
+    """
+
+    def __init__(self, message: str, *, partial: str = "") -> None:
+        super().__init__(message)
+        self.partial = partial
 
 
 class StructuredOutputError(LLMError):

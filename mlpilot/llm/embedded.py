@@ -10,6 +10,7 @@ JSON-schema constrained decoding, so even a 0.5B model returns valid JSON.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -18,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,27 @@ def default_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
+_alone = 0  # callers inside cores_to_itself()
+_alone_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def cores_to_itself() -> Iterator[None]:
+    """Marks a wait in which the run does nothing but wait for the local model's
+    answer: calls made inside it generate with every core (see
+    :meth:`EmbeddedEngine.threads`). The caller must start no sandbox job meanwhile and
+    should bound the call's time, since a job started while the answer is generated
+    would compete with its threads."""
+    global _alone
+    with _alone_lock:
+        _alone += 1
+    try:
+        yield
+    finally:
+        with _alone_lock:
+            _alone -= 1
+
+
 class EmbeddedEngine:
     """One loaded embedded model. Loading is lazy; calls are serialised.
 
@@ -189,29 +211,40 @@ class EmbeddedEngine:
     def __init__(self, spec: EmbeddedModelSpec, *, n_threads: int | None = None) -> None:
         self.spec = spec
         self.n_threads = n_threads or default_threads()
-        self._servers: dict[int, Any] = {}  # by prompt-processing threads
+        self._servers: dict[tuple[int, int], Any] = {}  # by threads()
         self._lock = threading.Lock()
         self._cancel = threading.Event()
         self.load_seconds: float | None = None
 
-    def batch_threads(self) -> int:
-        """Threads for reading the prompt: every core while no sandbox job runs in this
-        process, else as many as for generating. Reading a prompt is a short burst
-        and the slow part on a CPU (65 tokens/s with two threads, 33 with one, for the
-        1.5B model), but its threads spin at each step's barrier: beside a one-core
-        fit they starve the fit and themselves."""
+    def threads(self) -> tuple[int, int]:
+        """Threads for (generating, reading the prompt).
+
+        * While a sandbox job runs in this process: :func:`default_threads` for both;
+          threads that spin at each step's barrier beside a one-core fit starve the
+          fit and themselves.
+        * While no job runs: the prompt is read with every core (at most 8), a short
+          burst; the answer is generated with :func:`default_threads`, since a job may
+          start before it ends.
+        * Inside :func:`cores_to_itself` (the run waits for this answer and starts no
+          job meanwhile): every core for both. On 2 cores the 1.5B model generated 16
+          tokens/s with two threads against 9 with one (the main job's prompts,
+          ``benchmarks/main_job_prompts.py``).
+
+        ``$MLPILOT_LLM_THREADS`` fixes the generating threads."""
         from mlpilot.sandbox.base import running_jobs
 
         if running_jobs() > 0:
-            return self.n_threads
-        return max(self.n_threads, os.cpu_count() or 1)
+            return self.n_threads, self.n_threads
+        every = max(self.n_threads, min(8, os.cpu_count() or 1))
+        alone = _alone > 0 and not os.environ.get("MLPILOT_LLM_THREADS")
+        return (every if alone else self.n_threads), every
 
     def _load(self) -> Any:
-        """The server for :meth:`batch_threads`, loaded on first use. The weights are
+        """The server for :meth:`threads`, loaded on first use. The weights are
         memory-mapped, so a second server (one per thread setting) adds only its
-        context."""
-        batch = self.batch_threads()
-        if batch not in self._servers:
+        context; each server keeps its own prompt cache."""
+        threads = self.threads()
+        if threads not in self._servers:
             import xllamacpp
 
             path = ensure_model_file(self.spec)
@@ -220,14 +253,14 @@ class EmbeddedEngine:
             params.model.path = str(path)
             params.n_ctx = self.spec.n_ctx
             params.n_parallel = 1
-            params.cpuparams.n_threads = self.n_threads
-            params.cpuparams_batch.n_threads = batch
+            params.cpuparams.n_threads = threads[0]
+            params.cpuparams_batch.n_threads = threads[1]
             params.verbosity = -1  # llama.cpp logs every request to stderr otherwise
             params.warmup = False
-            self._servers[batch] = xllamacpp.Server(params)
+            self._servers[threads] = xllamacpp.Server(params)
             if self.load_seconds is None:
                 self.load_seconds = time.perf_counter() - t0
-        return self._servers[batch]
+        return self._servers[threads]
 
     def load(self) -> None:
         """Loads the model now for the current core use (it is loaded on first use
@@ -304,7 +337,8 @@ class EmbeddedEngine:
         if state["stopped"]:
             raise LLMTimeout(
                 f"embedded model {self.spec.name}: generation {state['stopped']} "
-                f"after {latency:.1f} s ({len(parts)} tokens)"
+                f"after {latency:.1f} s ({len(parts)} tokens)",
+                partial="".join(parts),
             )
         usage = state["usage"]
         return Completion(
