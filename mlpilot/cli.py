@@ -126,6 +126,11 @@ class _RunProgress:
             self.step = "ensembling"
         elif event == "rerun":
             self.step = "re-running the final candidates fold by fold"
+        elif event == "refit":
+            rows = "all rows" if data["rows"] == "all" else f"the {data['rows']} training rows"
+            self.step = f"refit the final model on {rows}"
+        elif event == "review" and data["waiting"]:
+            self.step = "waiting for the LLM's leakage review"
         elif event == "report":
             self.step = "report written"
 

@@ -9,7 +9,13 @@ import optuna
 import pytest
 from sklearn.datasets import load_breast_cancer
 
-from mlpilot.agents.hpo import SOURCE_ATTR, HpoAgent, HpoSettings, trial_cores
+from mlpilot.agents.hpo import (
+    LOCAL_LLM_CUTOFF_S,
+    SOURCE_ATTR,
+    HpoAgent,
+    HpoSettings,
+    trial_cores,
+)
 from mlpilot.agents.trials import TrialOutcome, TrialRunner
 from mlpilot.llm import LLM, Budget
 from mlpilot.sandbox import Limits
@@ -267,6 +273,8 @@ def test_for_budget_leaves_the_llm_its_cores() -> None:
     assert HpoSettings.for_budget(60).warmstart == 2 and HpoSettings.for_budget(600).warmstart == 3
     remote = [HpoSettings.for_budget(b, local_llm=False).warmstart for b in (60, 600)]
     assert remote == [3, 5]
+    assert HpoSettings.for_budget(120, local_llm=False).llm_cutoff_s == 15.0
+    assert HpoSettings.for_budget(120).llm_cutoff_s == LOCAL_LLM_CUTOFF_S == 40.0
 
 
 def test_only_an_llm_on_this_machine_keeps_cores_from_trials() -> None:

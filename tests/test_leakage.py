@@ -170,3 +170,24 @@ def test_dropping_an_unknown_column_or_the_target_is_a_clear_error() -> None:
         TaskSpec.from_data(frame, target="injured", drop=["vehicle_stat"])
     with pytest.raises(DataError, match="cannot drop the target column 'injured'"):
         TaskSpec.from_data(frame, target="injured", drop=["injured"])
+
+
+def test_a_review_that_gave_no_answer_is_not_reported_as_done() -> None:
+    # A review stopped at its time limit used to read as "answered, no leaks": the
+    # report then said the LLM had found nothing when it had not looked.
+    import threading
+    import types
+
+    from mlpilot.agents import finalize
+    from mlpilot.llm import LLMTimeout
+
+    task = TaskSpec.from_data(_crash_like(500, 0.5), target="injured")
+    assert leakage.ask_llm(LLM(ScriptedLLM([LLMTimeout("stopped at 30 s")])), task) is None
+    for reply, expected in ((LLMTimeout("slow"), None), ('{"columns": []}', [])):
+        ctx = types.SimpleNamespace(
+            llm=LLM(ScriptedLLM([reply])), task=task, remaining=lambda: 10.0
+        )
+        started = threading.Event()
+        wait = finalize.start_leak_review(ctx, after=started)  # type: ignore[arg-type]
+        started.set()
+        assert wait(1.0) == expected

@@ -51,6 +51,37 @@ def warm_reply(family: str) -> str:
     return json.dumps({"configs": configs})
 
 
+def test_a_local_llm_warm_starts_alone_and_reviews_beside_the_trials(cancer, tmp_path) -> None:
+    """A model on this machine: one warm-start request for every family while nothing
+    else runs (every core to it), then the leakage review while the search's trials
+    run, so the final step does not wait for it."""
+    from mlpilot.llm import embedded
+    from mlpilot.sandbox.base import running_jobs
+
+    seen: dict[str, tuple[int, int]] = {}
+
+    def warm(messages, params) -> str:
+        seen["warm"] = (embedded._alone, running_jobs())
+        families = ("linear", "knn", "lightgbm")
+        assert all(f"Model: {f}" in messages[-1]["content"] for f in families)
+        return json.dumps({f: json.loads(warm_reply(f))["configs"][:2] for f in families})
+
+    def review(messages, params) -> str:
+        seen["review"] = (embedded._alone, running_jobs())
+        assert "leaks the answer" in messages[-1]["content"]
+        return NO_LEAKS
+
+    fake = ScriptedLLM([plan_reply("linear", "knn"), warm, review], runs_locally=True)
+    result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
+        "tune a model for this dataset, predict target", cancer, time_budget=30
+    )
+    assert result.status == "finished" and len(fake.calls) == 3
+    assert seen["warm"] == (1, 0)  # every core, no job
+    assert seen["review"][0] == 0 and seen["review"][1] >= 1  # one core, the search running
+    text = result.report_path.read_text()
+    assert "llm-warmstart" in text and "leakage review did not answer" not in text
+
+
 def test_run_with_the_scripted_llm_end_to_end(cancer, tmp_path) -> None:
     from mlpilot.llm import embedded
 

@@ -50,6 +50,9 @@ class RunContext:
     refit: str = "all"  # the delivered model learns from: "all" rows, or "train" rows only
     # the pruning step's settings as fields of NasSettings (None: sized to the budget)
     nas: dict[str, Any] | None = None
+    # the LLM's leakage review, when the search began it (finalize.start_leak_review);
+    # a wait function, never checkpointed: a resumed run's final step asks anew
+    leak_review: Callable[[float], Any] | None = None
 
     @property
     def deadline(self) -> float:

@@ -57,7 +57,9 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     task = ctx.task
     rows = trial_rows(ctx.run.storage_url, task)
     done = [r for r in rows if r.finished]
-    review = _start_leak_review(ctx)  # the LLM reads the columns while candidates re-run
+    # the LLM reads the columns while candidates re-run (begun by the search, if local)
+    review = ctx.leak_review or start_leak_review(ctx)
+    ctx.leak_review = None
     checks = [verifier.check_claims(rows)]
     by_key = {r.key: r for r in rows}
     candidates: list[tuple[str, dict[str, float], float | None]] = []
@@ -129,6 +131,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         refits += 1
         how = combo if label == "ensemble" else None
         model, claimed_holdout, why, _ = _refit_candidate(ctx, runner, weights, by_key, how)
+        ctx.emit("refit", label=label, rows=len(task.train), ok=model is not None)
         if model is None:
             checks.append(verifier.Check(f"refit {label}", False, why))
             continue
@@ -154,6 +157,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         delivered, refit = model, {"refit": "train", "rows": len(task.train)}
         if ctx.refit == "all":
             every, check = _refit_on_all_rows(ctx, chosen, weights, by_key, how)
+            ctx.emit("refit", label=label, rows="all", ok=every is not None)
             checks.append(check)
             if every is not None:
                 ctx.run.save_model(model, ctx.run.train_model_path)
@@ -178,7 +182,9 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         )
         break
     checks.append(verifier.check_reruns(list(verdicts.values()), skipped))
+    ctx.emit("review", waiting=True)
     reviewed = review(ctx.remaining())
+    ctx.emit("review", waiting=False, answered=reviewed is not None)
     findings = leakage.find_leaks(task, model=_model_strength(ctx, done)) + (reviewed or [])
     check = leakage.leakage_check(findings, rerun=ctx.command)
     if reviewed is None:
@@ -231,20 +237,37 @@ def side_by_side(seconds: list[float], workers: int) -> float:
     return max([*seconds, sum(seconds) / max(1, workers)], default=0.0)
 
 
-def _start_leak_review(ctx: RunContext) -> Callable[[float], list[leakage.Finding] | None]:
-    """Starts the LLM's leakage review in the background; the returned function waits
-    for it at most the given seconds (plus ``REVIEW_GRACE_S``) and returns its findings,
-    or None when it did not answer in time (a late answer adds nothing)."""
+Review = Callable[[float], list[leakage.Finding] | None]
+
+
+def start_leak_review(ctx: RunContext, after: threading.Event | None = None) -> Review:
+    """Starts the LLM's leakage review in the background (once ``after`` is set, when
+    given); the returned function waits for it at most the given seconds (plus
+    ``REVIEW_GRACE_S``) and returns its findings, or None when it did not answer in
+    time (a late answer adds nothing).
+
+    The review reads only the data, so with a local model the search starts it once
+    its trials run (``after``): beside them it has the search's time to read its
+    prompt with one core, where after the search the final step's jobs are short and
+    it was still reading when the budget ran out."""
     llm = ctx.llm
     if llm is None or not llm.available:
         return lambda _: []
     found: list[leakage.Finding] = []
+    answered: list[bool] = []
     crashed: list[BaseException] = []
-    timeout = max(5.0, min(LEAK_REVIEW_S, ctx.remaining() + BUDGET_MARGIN_S))
 
     def work() -> None:
         try:
-            found.extend(leakage.ask_llm(llm, ctx.task, timeout=timeout))
+            if after is not None:
+                after.wait()
+            timeout = max(5.0, min(LEAK_REVIEW_S, ctx.remaining() + BUDGET_MARGIN_S))
+            if after is not None:  # begun early: it may take until the final step waits
+                timeout = max(5.0, ctx.remaining() + REVIEW_GRACE_S)
+            reply = leakage.ask_llm(llm, ctx.task, timeout=timeout)
+            if reply is not None:
+                found.extend(reply)
+                answered.append(True)
         except BaseException as e:  # a bug, or a test double's alarm: surfaced below
             crashed.append(e)
 
@@ -255,7 +278,7 @@ def _start_leak_review(ctx: RunContext) -> Callable[[float], list[leakage.Findin
         thread.join(timeout=max(1.0, seconds + REVIEW_GRACE_S))
         if crashed:
             raise crashed[0]
-        return None if thread.is_alive() else list(found)
+        return list(found) if answered and not thread.is_alive() else None
 
     return wait
 

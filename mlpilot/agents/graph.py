@@ -30,7 +30,7 @@ from mlpilot.agents.context import RunContext
 from mlpilot.agents.ensemble import Member, greedy_ensemble
 from mlpilot.agents.feature_eval import Evaluator
 from mlpilot.agents.features import FeatureAgent, evaluator_family
-from mlpilot.agents.finalize import finalize_node, finish_seconds
+from mlpilot.agents.finalize import finalize_node, finish_seconds, start_leak_review
 from mlpilot.agents.hpo import HpoAgent, trial_cores, trial_limits, trial_rows
 from mlpilot.agents.nas_step import nas_finalize_node, nas_prune_node
 from mlpilot.agents.planner import (
@@ -210,6 +210,10 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         settings=ctx.hpo_settings,
         on_trial=on_trial,
     )
+    if ctx.llm is not None and ctx.llm.runs_locally and ctx.leak_review is None:
+        # a local model reads the leakage review's prompt beside the trials, once the
+        # warm starts are in (see finalize.start_leak_review)
+        ctx.leak_review = start_leak_review(ctx, after=agent.trials_started)
     # Leave time for ensembling, the fold-by-fold re-runs, the refits and the report: a
     # share of the budget, or more once the best trial shows these take longer
     low, high = HPO_RESERVE_S

@@ -54,6 +54,11 @@ SOURCE_ATTR = llambo.SOURCE_ATTR
 # configurations each (212 tokens; 24-32 s in the main job), 38 s with three (310).
 UPFRONT_SHARE = 0.35
 UPFRONT_MAX_S = 60.0
+# No candidate request to a local LLM this close to the search's end: beside trials, the
+# 1.5B model took 28-31 s on one (a ~600-token prompt read with one thread, then about 5
+# tokens/s); one cancelled unanswered at the end still holds the model while the final
+# step's leakage review waits for it.
+LOCAL_LLM_CUTOFF_S = 40.0
 
 
 def trial_cores(local_llm: bool) -> int:
@@ -83,7 +88,8 @@ class HpoSettings:
         history: most trials shown to the LLM as examples (the best ones).
         min_history: finished trials needed before candidate sampling starts.
         llm_cutoff_s: no new LLM request this close to the deadline (its answer would
-            come too late and its generation would compete with the last trials).
+            come too late and its generation would compete with the last trials);
+            LOCAL_LLM_CUTOFF_S for a local LLM (see :meth:`for_budget`).
         defaults: try each family's cheap default configuration first.
         parallel: trials run at once (the sandbox must have as many workers).
         trial_share: most of the search's time window one trial may take (a slow
@@ -126,7 +132,8 @@ class HpoSettings:
         upfront = min(UPFRONT_SHARE * time_budget_s, UPFRONT_MAX_S) if local_llm else 0.0
         short = time_budget_s < 180
         warmstart = (2 if short else 3) if local_llm else (3 if short else 5)
-        return cls(warmstart=warmstart, parallel=parallel, upfront_s=upfront)
+        cutoff = LOCAL_LLM_CUTOFF_S if local_llm else cls.llm_cutoff_s
+        return cls(warmstart=warmstart, parallel=parallel, upfront_s=upfront, llm_cutoff_s=cutoff)
 
 
 HpoStats = ProposalStats  # what happened to one family's LLM proposals, for the report
@@ -172,6 +179,7 @@ class HpoAgent:
         self._llm_off = False
         self._deadline_of: Callable[[], float] | None = None
         self.upfront_waited_s = 0.0  # seconds the search waited for warm starts
+        self.trials_started = threading.Event()  # set when the first trial may start
         self._best: tuple[float, float] | None = None  # (loss, seconds) of the best trial
         task = runner.task
         self._profile: DataProfile = profile_frame(
@@ -392,6 +400,7 @@ class HpoAgent:
         upfront = self._upfront(first)
         self.prefetch_warmstart(list(families), upfront=upfront)
         self._wait_for_warmstart(upfront)
+        self.trials_started.set()
 
         def started(family: str) -> int:
             return _finished(studies[family]) + in_flight[family]

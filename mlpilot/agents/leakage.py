@@ -233,17 +233,18 @@ class _Suspect(BaseModel):
     reason: str = Field("", max_length=200)
 
 
-def ask_llm(llm: LLM, task: TaskSpec, *, timeout: float | None = None) -> list[Finding]:
+def ask_llm(llm: LLM, task: TaskSpec, *, timeout: float | None = None) -> list[Finding] | None:
     """Asks the LLM which columns look recorded after the outcome (or are the outcome
-    under another name). Its answer can only name real columns; an unavailable or
-    malformed answer adds nothing (and is logged)."""
+    under another name). Its answer can only name real columns; a malformed answer adds
+    nothing (and is logged). None when the LLM gave no answer (unavailable, or stopped
+    at ``timeout``): the review did not happen, and the report must not say it did."""
     columns = list(task.feature_columns)[:LLM_COLUMNS]
     if not columns:
         return []
     name = Literal[tuple(columns)]  # type: ignore[valid-type]
     suspect = create_model("Suspect", column=(name, ...), reason=(str, Field("", max_length=200)))
     answer = create_model("LeakReview", columns=(list[suspect], Field(max_length=10)))  # type: ignore[valid-type]
-    samples = {c: ", ".join(map(str, task.X[c].dropna().astype(str).unique()[:3])) for c in columns}
+    samples = {c: _samples(task.X[c]) for c in columns}
     message = prompts.render(
         "leakage",
         target=task.target,
@@ -263,14 +264,27 @@ def ask_llm(llm: LLM, task: TaskSpec, *, timeout: float | None = None) -> list[F
             seed=0,
             timeout=timeout,
         )
-    except (LLMError, StructuredOutputError) as e:
-        log.info("the LLM's leakage review gave nothing: %s", e)
+    except StructuredOutputError as e:
+        log.info("the LLM's leakage review gave nothing usable: %s", e)
         return []
+    except LLMError as e:
+        log.info("the LLM's leakage review did not answer: %s", e)
+        return None
     found = []
     for item in reply.columns:  # type: ignore[attr-defined]
         reason = item.reason.strip() or "its name suggests it is recorded after the outcome"
         found.append(Finding(item.column, "llm", f"the LLM suspects it: {reason}"))
     return found
+
+
+def _samples(column: pd.Series, n: int = 3) -> str:
+    """A column's first ``n`` distinct values for the review's prompt; numbers to 3
+    significant digits (the name says more than the 4th digit, and on a CPU every
+    prompt token costs: the review read about 1,000 for 30 columns)."""
+    values = column.dropna().unique()[:n]
+    if pd.api.types.is_float_dtype(column):
+        return ", ".join(f"{float(v):.3g}" for v in values)
+    return ", ".join(map(str, values))
 
 
 # -- the check ---------------------------------------------------------------------------

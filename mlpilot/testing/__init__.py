@@ -55,6 +55,9 @@ class ScriptedLLM:
         tokens_per_call: prompt/completion tokens reported per call, for budget tests.
         cost_per_call: money reported per call.
         latency_per_call: seconds reported per call (nothing actually waits).
+        runs_locally: act as a model generating on this machine (the embedded one):
+            the run then awaits its warm starts before the first trial and has it
+            review leakage beside the trials.
     """
 
     replies: Iterable[Reply] = ()
@@ -63,6 +66,7 @@ class ScriptedLLM:
     tokens_per_call: tuple[int, int] = (10, 5)
     cost_per_call: float = 0.0
     latency_per_call: float = 0.0
+    runs_locally: bool = False
     calls: list[ScriptedCall] = field(default_factory=list)
 
     def __post_init__(self) -> None:
