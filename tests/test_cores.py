@@ -76,6 +76,7 @@ def test_the_final_steps_jobs_get_the_trials_cores(monkeypatch) -> None:
         run = type("R", (), {"storage_url": "sqlite://", "sandbox_data": None})()
         trial_code = None
         sandbox = None
+        leak_review = None
 
     monkeypatch.setattr(finalize, "trial_rows", lambda *_: [])
     monkeypatch.setattr(finalize.verifier, "check_claims", lambda rows: None)
