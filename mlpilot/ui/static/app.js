@@ -8,6 +8,8 @@ const STEPS = {
   trial: "tuning",
   ensemble: "ensembling",
   rerun: "verifying",
+  refit: "refitting the final model",
+  review: "the LLM's leakage review",
   report: "report written",
 };
 
