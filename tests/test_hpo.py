@@ -324,6 +324,17 @@ def test_a_local_llms_warm_start_is_awaited_before_the_first_trial(box, task, tm
             assert first < answered[0] and agent.upfront_waited_s == 0.0
 
 
+def awaiting_agent(box, task, tmp_path, fake: ScriptedLLM) -> HpoAgent:
+    """An agent that awaits its LLM's warm starts for up to 8 s, as for a local model."""
+    settings = HpoSettings(warmstart=2, sample_every=10**6, upfront_s=8.0, defaults=False)
+    return HpoAgent(
+        TrialRunner(box, task, folds=3),
+        LLM(fake),
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=settings,
+    )
+
+
 def test_the_upfront_warm_starts_of_all_families_are_one_request(box, task, tmp_path) -> None:
     """A local LLM answers every family's warm start in one request before the first
     trial, and that request stops when the wait ends: it never generates beside a
@@ -344,12 +355,7 @@ def test_the_upfront_warm_starts_of_all_families_are_one_request(box, task, tmp_
         )
 
     fake = ScriptedLLM([both])  # a second call would fail loudly
-    agent = HpoAgent(
-        TrialRunner(box, task, folds=3),
-        LLM(fake),
-        storage=f"sqlite:///{tmp_path}/o.db",
-        settings=HpoSettings(warmstart=2, sample_every=10**6, upfront_s=8.0, defaults=False),
-    )
+    agent = awaiting_agent(box, task, tmp_path, fake)
     studies = agent.optimize_all(["knn", "linear"], n_trials=2)
     assert len(fake.calls) == 1 and 0 < asked[0]["timeout"] <= 8.0
     assert asked[0]["alone"] == 1  # generated with every core (no trial runs meanwhile)
@@ -366,12 +372,7 @@ def test_a_cut_off_warm_start_keeps_the_families_it_completed(box, task, tmp_pat
 
     partial = '{"knn":[{"n_neighbors":9,"weights":"uniform"}],"linear":[{"C":0.'
     fake = ScriptedLLM([LLMTimeout("stopped at its 8 s time limit", partial=partial)])
-    agent = HpoAgent(
-        TrialRunner(box, task, folds=3),
-        LLM(fake),
-        storage=f"sqlite:///{tmp_path}/o.db",
-        settings=HpoSettings(warmstart=2, sample_every=10**6, upfront_s=8.0, defaults=False),
-    )
+    agent = awaiting_agent(box, task, tmp_path, fake)
     studies = agent.optimize_all(["knn", "linear"], n_trials=1)
     assert sources(studies["knn"]) == ["llm-warmstart"]
     assert sources(studies["linear"]) == ["tpe"]
