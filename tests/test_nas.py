@@ -224,23 +224,24 @@ SMALL = {
 
 
 def _complete(store: Path) -> int:
-    import optuna
+    """Evaluated sub-networks in the agent's study, read without writing: opening the
+    file through Optuna would create its schema, racing the agent that creates it."""
+    import sqlite3
 
-    if not (store / "search.db").exists():
+    db = store / "search.db"
+    if not db.exists():
         return 0
     try:
-        summaries = optuna.get_all_study_summaries(f"sqlite:///{store / 'search.db'}")
-    except Exception:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1) as con:
+            # a repeated proposal is told the earlier values, not evaluated
+            (n,) = con.execute(
+                "SELECT COUNT(*) FROM trials t WHERE t.state = 'COMPLETE' AND NOT EXISTS ("
+                "SELECT 1 FROM trial_user_attributes a "
+                "WHERE a.trial_id = t.trial_id AND a.key = 'duplicate' AND a.value_json = 'true')"
+            ).fetchone()
+    except sqlite3.Error:  # not created yet, or locked for a moment
         return 0
-    if not summaries:
-        return 0
-    study = optuna.load_study(
-        study_name=summaries[0].study_name, storage=f"sqlite:///{store / 'search.db'}"
-    )
-    # evaluated sub-networks: a repeated proposal is told the earlier values, not evaluated
-    return sum(
-        t.state.name == "COMPLETE" and not t.user_attrs.get("duplicate") for t in study.trials
-    )
+    return int(n)
 
 
 @pytest.mark.slow
