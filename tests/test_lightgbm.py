@@ -66,6 +66,30 @@ def test_categorical_columns_are_split_on_natively() -> None:
     assert pipeline.score(frame, y) == 1.0
 
 
+def test_lightgbm_splits_natively_on_many_categories_a_few_at_a_time() -> None:
+    # 30 neighbourhoods, each with its own price level, in no order of their names:
+    # as numeric codes the column says little, split on natively it says everything
+    rng = np.random.default_rng(0)
+    n = 1500
+    names = [f"n{i:02d}" for i in range(30)]
+    level = dict(zip(names, rng.permutation(30) * 10.0, strict=True))
+    frame = pd.DataFrame({"hood": rng.choice(names, n), "x": rng.normal(size=n)})
+    y = frame["hood"].map(level).to_numpy() + rng.normal(size=n)
+    frame = plain_numbers(frame)
+    pipeline = build_pipeline(frame, [], build_estimator("lightgbm", {}, False, 0)).fit(frame, y)
+    model = pipeline.named_steps["model"]
+    assert model.categorical_features == [1]  # 30 categories: still split on natively
+    params = model.model_.get_params()
+    assert params["max_cat_threshold"] == cv_job.LIGHTGBM_MAX_CAT_THRESHOLD
+    trees = model.model_.booster_.dump_model()["tree_info"]
+    assert trees[0]["tree_structure"]["decision_type"] == "=="
+    rmse = float(np.sqrt(np.mean((pipeline.predict(frame) - y) ** 2)))
+    assert rmse < 2.0  # the levels span 290: a threshold on codes could not get close
+    # scikit-learn's boosting keeps such a column as codes (it overfits many categories)
+    hgb = build_pipeline(frame, [], build_estimator("hist_gradient_boosting", {}, False, 0))
+    assert hgb.fit(frame, y).named_steps["model"].categorical_features == "from_dtype"  # none here
+
+
 def test_the_portfolio_comes_from_the_space_and_starts_every_study(box, tmp_path) -> None:
     for config in first_configs("lightgbm"):
         assert validate_config("lightgbm", config) == config
