@@ -8,6 +8,7 @@ import pytest
 
 from mlpilot.agents import stacking
 from mlpilot.agents.ensemble import Member
+from mlpilot.agents.state import EnsembleSummary, FinalModel
 from mlpilot.tools import combiners
 from mlpilot.tools.metrics import get_metric
 
@@ -199,3 +200,41 @@ def test_stacking_survives_rows_that_lack_a_class() -> None:
     proba = combiners.apply_stacking(meta, P, True)
     assert proba.shape == (300, 3) and proba[:, 2].max() < 1e-6
     assert (proba.argmax(axis=1) == y).mean() == 1.0
+
+
+def _ensemble_section(ensemble: EnsembleSummary, final: FinalModel) -> str:
+    from mlpilot.agents.reporter import _env
+
+    return (
+        _env()
+        .get_template("ensemble.md.j2")
+        .render(ensemble=ensemble, final=final, task={"metric": "accuracy"})
+    )
+
+
+def test_the_report_says_when_the_delivered_model_is_not_the_kept_ensemble() -> None:
+    nested = {"single": 0.80, "greedy": 0.82, "stacking": None, "neural": None}
+    kept = EnsembleSummary(
+        kept=True,
+        score=0.83,
+        best_single=0.80,
+        best_single_name="lightgbm-1",
+        weights={"lightgbm-1": 0.6, "linear-0": 0.4},
+        nested=nested,
+    )
+    single = FinalModel(ok=True, label="lightgbm-1", weights={"lightgbm-1": 1.0})
+    text = _ensemble_section(kept, single)
+    assert "Greedy selection kept an ensemble" in text
+    assert "The delivered model is not this ensemble but a single trial (lightgbm-1)" in text
+    delivered = FinalModel(ok=True, label="ensemble", weights=kept.weights)
+    assert "is not this ensemble" not in _ensemble_section(kept, delivered)
+    # not kept: the nested scores decide, and the report never says an ensemble that
+    # scored higher in sample did not beat the single model
+    dropped = kept.model_copy(
+        update={"kept": False, "method": "single", "nested": {**nested, "greedy": 0.79}}
+    )
+    text = _ensemble_section(dropped, single)
+    assert "No combination beat the best single model in the nested comparison" in text
+    assert "0.8300 on the rows its weights were chosen on" in text
+    assert "No ensemble beat the best single model out of fold (0.8300 vs 0.8000)" not in text
+    assert "is not this ensemble" not in text
