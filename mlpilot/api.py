@@ -36,6 +36,11 @@ from mlpilot.tools.model import PilotModel
 from mlpilot.tools.text_model import PrunedTextClassifier
 
 REFITS = ("all", "train")  # what the delivered model learns from (see Pilot.run)
+# Below this budget a run does not use a local (embedded) LLM unless it was named: on
+# 2 cores its plan and warm starts take the cores to themselves for ~30 s, and at 60 s
+# the race (benchmarks/tabular.py, docs/benchmarks.md) ranked mlpilot with the embedded
+# model behind mlpilot without it. A remote LLM answers in seconds and is always used.
+LOCAL_LLM_MIN_BUDGET_S = 120.0
 
 
 @dataclass
@@ -90,6 +95,7 @@ class Pilot:
         self.llm_note = ""
 
     def _make_llm(self, time_budget: float) -> LLM | None:
+        self.llm_note = ""
         if self.llm_spec is False:
             self.llm_note = "no LLM (disabled)"
             return None
@@ -99,6 +105,13 @@ class Pilot:
             llm = make_llm(spec, api_base=self.api_base, budget=budget)  # type: ignore[arg-type]
         except LLMUnavailable as e:
             self.llm_note = f"no LLM: {e}"
+            return None
+        if self.llm_spec is None and llm.runs_locally and time_budget < LOCAL_LLM_MIN_BUDGET_S:
+            self.llm_note = (
+                f"no LLM: below {LOCAL_LLM_MIN_BUDGET_S:.0f} s the embedded model costs more "
+                "time than it gives back (default plan and TPE measured better at 60 s, see "
+                "docs/benchmarks.md); name it (--llm embedded) to use it anyway"
+            )
             return None
         if llm.ledger.budget == Budget():
             llm.ledger.budget = budget
@@ -177,6 +190,7 @@ class Pilot:
             nas=dict(nas) if nas else None,
             llm=self.llm_spec if isinstance(self.llm_spec, str) else None,
             no_llm=self.llm_spec is False,
+            llm_note=self.llm_note if llm is None else "",
             api_base=self.api_base,
             hpo=dataclasses.asdict(settings),
             sandbox=self._sandbox_name(),

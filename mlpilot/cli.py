@@ -32,7 +32,8 @@ LlmOption = Annotated[
     typer.Option(
         "--llm",
         help="litellm model string (openai/gpt-4o-mini, anthropic/..., ollama/...), or "
-        "'embedded' or 'embedded/NAME'. Default: $MLPILOT_LLM, else the embedded model.",
+        "'embedded' or 'embedded/NAME'. Default: $MLPILOT_LLM, else the embedded model, "
+        "which a run under 120 s leaves out unless it is named here.",
     ),
 ]
 SandboxOption = Annotated[

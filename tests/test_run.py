@@ -305,7 +305,8 @@ def test_the_readme_main_command_runs_with_the_embedded_model_in_budget(
     embedded_model, tmp_path
 ) -> None:
     # `mlpilot quickstart` is `mlpilot run` on a bundled dataset: planner, LLM warm
-    # start, trials, ensemble, verifier and report, with the embedded model.
+    # start, trials, ensemble, verifier and report, with the embedded model (named: at
+    # 40 s a run leaves the embedded model out unless it is named).
     t0 = time.monotonic()
     done = subprocess.run(
         [
@@ -313,6 +314,8 @@ def test_the_readme_main_command_runs_with_the_embedded_model_in_budget(
             "-m",
             "mlpilot",
             "quickstart",
+            "--llm",
+            "embedded",
             "--time-budget",
             "40",
             "--runs-dir",
@@ -329,6 +332,28 @@ def test_the_readme_main_command_runs_with_the_embedded_model_in_budget(
     report = (run_dir / "report.md").read_text()
     assert "Status: finished" in report
     assert f"embedded/{embedded_model}" in report  # the LLM took part (plan or HPO usage)
+
+
+def test_a_short_run_leaves_the_embedded_model_out_unless_it_is_named(
+    embedded_model, tmp_path
+) -> None:
+    from mlpilot.agents.rundir import RunDir
+    from mlpilot.api import LOCAL_LLM_MIN_BUDGET_S
+
+    pilot = Pilot(runs_dir=tmp_path)  # the default LLM: the embedded model here
+    assert pilot._make_llm(LOCAL_LLM_MIN_BUDGET_S - 1) is None
+    assert "below 120 s the embedded model" in pilot.llm_note
+    kept = pilot._make_llm(LOCAL_LLM_MIN_BUDGET_S)
+    assert kept is not None and kept.runs_locally and pilot.llm_note == ""
+    named = Pilot(llm="embedded", runs_dir=tmp_path)._make_llm(LOCAL_LLM_MIN_BUDGET_S - 1)
+    assert named is not None and named.runs_locally
+    data = load_breast_cancer(as_frame=True).frame.sample(200, random_state=0)
+    result = pilot.run("predict target", data, time_budget=15)
+    assert result.status == "finished"
+    assert RunDir(result.run_dir).meta().llm_note == pilot.llm_note
+    report = result.report_path.read_text()
+    assert "Plan (default (no LLM))" in report
+    assert "below 120 s the embedded model costs more time than it gives back" in report
 
 
 @pytest.mark.slow

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from mlpilot.agents.context import RunContext
 
 
+NO_LLM_NOTE = "no LLM: default plan and plain TPE"
+
+
 def _env() -> Environment:
     env = Environment(
         loader=PackageLoader("mlpilot.agents", "templates"),
@@ -163,7 +166,8 @@ def report_data(ctx: RunContext | ReportSource, state: RunState) -> dict[str, An
                 + (f"; LLM errors: {'; '.join(llm['llm_errors'][:2])}" if llm["llm_errors"] else "")
             )
     if ctx.llm_model is None:
-        notes.append("no LLM: default plan and plain TPE")
+        why = ctx.run.meta().llm_note if ctx.run.exists() else ""
+        notes.append(f"{why}; default plan and plain TPE" if why else NO_LLM_NOTE)
     ok = final.ok and verifier.all_ok(checks)
     return {
         "status_line": (

@@ -77,6 +77,7 @@ class RunMeta(BaseModel):
     refit: str = "all"  # the delivered model learns from all rows, or the training rows
     llm: str | None = None
     no_llm: bool = False
+    llm_note: str = ""  # why the run used no LLM, when it was not disabled
     api_base: str | None = None
     hpo: dict[str, Any] = Field(default_factory=dict)  # HpoSettings' fields
     nas: dict[str, Any] | None = None  # the pruning step's NasSettings fields, if set
