@@ -43,10 +43,14 @@ LEAK_REVIEW_S = 30.0  # most seconds the LLM's leakage review may take
 # thread when the CLI exits, which aborts the process; a cancellable review is to come)
 REVIEW_GRACE_S = BUDGET_MARGIN_S
 LATE_REVIEW = "the LLM's leakage review did not answer within the budget; rule-based checks only"
-JOB_OVERHEAD_S = 0.3  # a warm sandbox job's start, data and clean-up, beyond its fits
-# a refit job's model file on top: importing skops in the job and writing the file
-# (a logistic regression's refit took 2.5 s in all, on two cores)
-REFIT_OVERHEAD_S = 2.0
+# A warm sandbox job's start, data and clean-up, beyond its fits, and a refit job's
+# model file on top (importing skops in the job, ~2.5 s, writing and loading the file).
+# Measured on two cores, two workers (local-warm sandbox, default configurations):
+# fold-by-fold re-runs of trials that took 0.55-8.8 s took 0.9-6.0 s, refits 2.4-7.4 s
+# (LightGBM's the slowest: 4.4 s on titanic's 840 rows, 6.0-7.4 s on ames' 1,875).
+# With 0.3 s and 2.0 s the final step overran its estimate twofold on ames.
+JOB_OVERHEAD_S = 0.5
+REFIT_OVERHEAD_S = 3.5
 # choosing the ensemble and writing the report with its plots, beyond the jobs (about
 # what a 40 s run on a small data set spent on them here, two cores)
 FINISH_FIXED_S = 6.0
@@ -100,7 +104,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     final = FinalModel()
     refits = 0
     for label, weights, cv_score in candidates:
-        cost = _verification_cost(
+        cost = verification_cost(
             [by_key[k].seconds for k in weights if k not in verdicts],
             [by_key[k].seconds for k in weights],
             runner.folds,
@@ -211,7 +215,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     }
 
 
-def _verification_cost(
+def verification_cost(
     rerun: list[float], refit: list[float], folds: int, workers: int = 1
 ) -> float:
     """Wall seconds of sandbox jobs, ``workers`` at a time, for a fold-by-fold re-run of
@@ -226,7 +230,7 @@ def finish_seconds(trial_s: float, folds: int, workers: int, rows_ratio: float) 
     """About how long the steps after the search take when the final model is a single
     trial that took ``trial_s``: its fold-by-fold re-run and refit, its refit on all
     rows (``rows_ratio`` times the training rows), and ensembling and the report."""
-    verify = _verification_cost([trial_s], [trial_s], folds, workers)
+    verify = verification_cost([trial_s], [trial_s], folds, workers)
     all_rows = trial_s / (folds + 1) * rows_ratio + REFIT_OVERHEAD_S
     return verify + all_rows + FINISH_FIXED_S
 

@@ -9,6 +9,7 @@ resumes where it stopped without re-running a finished trial.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sqlite3
@@ -30,7 +31,13 @@ from mlpilot.agents.context import RunContext
 from mlpilot.agents.ensemble import Member, greedy_ensemble
 from mlpilot.agents.feature_eval import Evaluator
 from mlpilot.agents.features import FeatureAgent, evaluator_family
-from mlpilot.agents.finalize import finalize_node, finish_seconds, start_leak_review
+from mlpilot.agents.finalize import (
+    BUDGET_MARGIN_S,
+    finalize_node,
+    finish_seconds,
+    start_leak_review,
+    verification_cost,
+)
 from mlpilot.agents.hpo import HpoAgent, trial_cores, trial_limits, trial_rows
 from mlpilot.agents.nas_step import nas_finalize_node, nas_prune_node
 from mlpilot.agents.planner import (
@@ -60,6 +67,7 @@ from mlpilot.tools.profile import profile_frame
 
 ENSEMBLE_MEMBERS = 20  # best trials offered to greedy selection
 ENSEMBLE_SHARE = 0.25  # of the time left, what comparing the combiners may take
+ENSEMBLE_SAFETY_S = 1.0  # between choosing the ensemble and checking its re-runs' time
 PLAN_SHARE = 0.15  # most of the budget the LLM planner may take
 HPO_RESERVE = 0.2  # share of the budget kept for what follows the search, within:
 # at least what ensembling, one candidate's fold-by-fold re-run, its two refits and the
@@ -266,6 +274,26 @@ def _best_value(study: optuna.Study) -> float | None:
         return None
 
 
+def affordable_members(
+    ranked: Sequence[str],
+    seconds: dict[str, float | None],
+    budget_s: float,
+    *,
+    folds: int,
+    workers: int,
+) -> list[str]:
+    """The trials of ``ranked`` (in that order, repeats ignored) taken while the
+    fold-by-fold re-run and refit of all taken so far fit in ``budget_s`` (as the final
+    step estimates them); the first is always taken."""
+    taken: list[str] = []
+    for key in dict.fromkeys(ranked):
+        trial = [float(seconds.get(k) or 0.0) for k in [*taken, key]]
+        if taken and verification_cost(trial, trial, folds, workers) > budget_s:
+            break
+        taken.append(key)
+    return taken
+
+
 def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     ctx = runtime.context
     step = state.get("step", 0)
@@ -294,6 +322,29 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         classification=task.is_classification,
         deadline=time.monotonic() + max(0.0, ENSEMBLE_SHARE * ctx.remaining()),
     )
+    # The final step re-runs every member fold by fold before it delivers the ensemble,
+    # and skips an ensemble whose re-runs do not fit the time left (at 60 s, most did):
+    # greedy selection keeps to the members whose re-runs fit, best single first.
+    note = choice.note
+    seconds = {r.key: r.seconds for r in done}
+    budget_s = ctx.remaining() + BUDGET_MARGIN_S / 2 - ENSEMBLE_SAFETY_S
+    pool = affordable_members(
+        [result.best_single_name, *sorted(result.weights, key=lambda k: -result.weights[k])],
+        seconds,
+        budget_s,
+        folds=ctx.hpo_settings.folds,
+        workers=ctx.hpo_settings.parallel,
+    )
+    if choice.method != "single" and result.kept and not set(result.weights) <= set(pool):
+        chosen = [m for m in members if m.name in pool]
+        restricted = f"greedy kept to {len(chosen)} of its {len(result.weights)} members"
+        if len(chosen) >= 2:
+            result = greedy_ensemble(chosen, y, task.metric, classes=classes)
+        else:
+            result = dataclasses.replace(result, kept=False)
+        note = "; ".join(
+            [*filter(None, [note]), f"{restricted}: their fold-by-fold re-runs fit the time left"]
+        )
     combined = choice.method in ("stacking", "neural")
     kept = combined or (choice.method == "greedy" and result.kept)
     score = choice.nested[choice.method] if combined else result.score
@@ -312,7 +363,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         nested=choice.nested,
         members=[m.name for m in members] if combined else [],
         params=combiners.as_lists(choice.params) if combined else {},
-        note=choice.note,
+        note=note,
         greedy_weights=result.normalized_weights() if combined and result.kept else {},
         greedy_score=result.score if combined and result.kept else None,
     )
