@@ -182,4 +182,6 @@ def test_the_ensemble_step_keeps_greedy_to_members_it_can_verify(monkeypatch) ->
     assert "kept to" not in plenty.note
     short = node(10.0)  # a and b re-run in a few seconds, c in 30
     assert short.kept and set(short.weights) == {"a-0", "b-0"}
-    assert "greedy kept to 2 of its 3 members" in short.note
+    assert "greedy kept to 2 of its 3 members" in short.note and not short.unaffordable
+    none = node(-6.0)  # over time: only the best single is re-run; no ensemble, and why
+    assert not none.kept and none.unaffordable and "greedy kept to 1 of its 3" in none.note

@@ -238,3 +238,7 @@ def test_the_report_says_when_the_delivered_model_is_not_the_kept_ensemble() -> 
     assert "0.8300 on the rows its weights were chosen on" in text
     assert "No ensemble beat the best single model out of fold (0.8300 vs 0.8000)" not in text
     assert "is not this ensemble" not in text
+    # greedy won, but its members' re-runs would not fit: said so, not "none beat it"
+    text = _ensemble_section(dropped.model_copy(update={"unaffordable": True}), single)
+    assert "would not fit the time left, so none is used" in text
+    assert "No combination beat" not in text

@@ -325,7 +325,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     # The final step re-runs every member fold by fold before it delivers the ensemble,
     # and skips an ensemble whose re-runs do not fit the time left (at 60 s, most did):
     # greedy selection keeps to the members whose re-runs fit, best single first.
-    note = choice.note
+    note, unaffordable = choice.note, False
     seconds = {r.key: r.seconds for r in done}
     budget_s = ctx.remaining() + BUDGET_MARGIN_S / 2 - ENSEMBLE_SAFETY_S
     pool = affordable_members(
@@ -341,7 +341,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         if len(chosen) >= 2:
             result = greedy_ensemble(chosen, y, task.metric, classes=classes)
         else:
-            result = dataclasses.replace(result, kept=False)
+            result, unaffordable = dataclasses.replace(result, kept=False), True
         note = "; ".join(
             [*filter(None, [note]), f"{restricted}: their fold-by-fold re-runs fit the time left"]
         )
@@ -364,6 +364,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         members=[m.name for m in members] if combined else [],
         params=combiners.as_lists(choice.params) if combined else {},
         note=note,
+        unaffordable=unaffordable and not kept,
         greedy_weights=result.normalized_weights() if combined and result.kept else {},
         greedy_score=result.score if combined and result.kept else None,
     )

@@ -64,6 +64,8 @@ class EnsembleSummary(BaseModel):
     # greedy's blend when a combiner was chosen (the fallback if it cannot be verified)
     greedy_weights: dict[str, float] = Field(default_factory=dict)
     greedy_score: float | None = None
+    # greedy's ensemble won, but too few of its members could be re-run in the time left
+    unaffordable: bool = False
 
 
 class FeatureRecord(BaseModel):
