@@ -185,3 +185,30 @@ def test_the_ensemble_step_keeps_greedy_to_members_it_can_verify(monkeypatch) ->
     assert "greedy kept to 2 of its 3 members" in short.note and not short.unaffordable
     none = node(-6.0)  # over time: only the best single is re-run; no ensemble, and why
     assert not none.kept and none.unaffordable and "greedy kept to 1 of its 3" in none.note
+
+
+def test_the_refit_on_all_rows_is_timed_by_the_refit_before_it() -> None:
+    from mlpilot.agents import finalize
+    from mlpilot.agents.state import TrialRow
+
+    class Ctx:
+        task = type("T", (), {"train": range(800), "holdout": None})()
+        task.holdout = type("H", (), {"features": range(200)})()
+        hpo_settings = type("S", (), {"parallel": 2})()
+
+        def remaining(self) -> float:
+            return 20.0
+
+    row = TrialRow("rf-0", "rf", 0, {}, "default", 2.0, "", "COMPLETE", 0.9, 0.9, 0.0)
+    runner = type("R", (), {"folds": 5})()
+    # the estimate from the trial's time (about 4 s) fits the 27.5 s left, but the refit on
+    # the training rows took 30 s: its refit on all rows would take 37.5 s
+    model, check = finalize._refit_on_all_rows(
+        Ctx(),  # type: ignore[arg-type]
+        runner,  # type: ignore[arg-type]
+        {"rf-0": 1.0},
+        {"rf-0": row},
+        None,
+        30.0,
+    )
+    assert model is None and "not refit on all 1000 rows (about 38 s of fits" in check.detail

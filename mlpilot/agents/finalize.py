@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -134,7 +135,9 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             break
         refits += 1
         how = combo if label == "ensemble" else None
+        started = time.monotonic()
         model, claimed_holdout, why, _ = _refit_candidate(ctx, runner, weights, by_key, how)
+        refit_s = time.monotonic() - started
         ctx.emit("refit", label=label, rows=len(task.train), ok=model is not None)
         if model is None:
             checks.append(verifier.Check(f"refit {label}", False, why))
@@ -160,7 +163,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
                 how = None
         delivered, refit = model, {"refit": "train", "rows": len(task.train)}
         if ctx.refit == "all":
-            every, check = _refit_on_all_rows(ctx, chosen, weights, by_key, how)
+            every, check = _refit_on_all_rows(ctx, chosen, weights, by_key, how, refit_s)
             ctx.emit("refit", label=label, rows="all", ok=every is not None)
             checks.append(check)
             if every is not None:
@@ -303,13 +306,15 @@ def _refit_on_all_rows(
     weights: dict[str, float],
     rows: dict[str, TrialRow],
     combo: Combo = None,
+    measured_s: float = 0.0,
 ) -> tuple[PilotModel | None, verifier.Check]:
     """The verified configuration refit on every row the user gave, so the delivered
     model learns from the holdout too. Its holdout predictions are now in-sample: the
     host only checks that the model it loaded makes the predictions the job sent (the
     job's model is the one delivered), never reports them as a score. Returns None
     (and the verified model is delivered) when the refit does not fit the time left or
-    its job fails that check."""
+    its job fails that check. ``measured_s``: how long its refit on the training rows
+    took; this one takes at least that in proportion to its rows."""
     task = ctx.task
     n_all = len(task.train) + len(task.holdout.features)
     name = "refit on all rows"
@@ -323,6 +328,7 @@ def _refit_on_all_rows(
         ],
         ctx.hpo_settings.parallel,
     )
+    cost = max(cost, measured_s * n_all / len(task.train))
     left = ctx.remaining() + BUDGET_MARGIN_S / 2
     if cost > left:
         detail = (
