@@ -169,16 +169,19 @@ def test_generation_stops_at_its_time_limit_and_on_cancel(embedded_model: str) -
 
     engine = get_engine(embedded_model)
     long_task = [{"role": "user", "content": "Count from 1 to 400, one number per line."}]
+    # Greedy decoding: the answer is ~700 tokens (~30 s) every time. Sampled, it was
+    # sometimes a short reply that ended before the cancel came.
+    greedy = {"temperature": 0.0, "seed": 0}
     engine.chat([{"role": "user", "content": "Say hi."}], max_tokens=4)  # loaded
     t0 = time.perf_counter()
     with pytest.raises(LLMTimeout, match="time limit"):
-        engine.chat(long_task, max_tokens=1500, timeout=1.0)
+        engine.chat(long_task, max_tokens=1500, timeout=1.0, **greedy)
     assert time.perf_counter() - t0 < 5  # stopped, not run to 1500 tokens
     timer = threading.Timer(1.0, engine.cancel)
     timer.start()
     t0 = time.perf_counter()
     with pytest.raises(LLMTimeout, match="cancelled"):
-        engine.chat(long_task, max_tokens=1500)
+        engine.chat(long_task, max_tokens=1500, **greedy)
     assert time.perf_counter() - t0 < 5
     # The engine answers the next request normally (the cancel does not linger).
     done = engine.chat([{"role": "user", "content": "Say hi."}], max_tokens=8)
