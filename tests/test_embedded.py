@@ -186,3 +186,27 @@ def test_generation_stops_at_its_time_limit_and_on_cancel(embedded_model: str) -
     # The engine answers the next request normally (the cancel does not linger).
     done = engine.chat([{"role": "user", "content": "Say hi."}], max_tokens=8)
     assert done.text and done.usage.completion_tokens > 0
+
+
+@pytest.mark.embedded
+def test_a_long_prompt_stops_while_it_is_read(embedded_model: str) -> None:
+    # Tokens come only after the whole prompt is read (~40 s for this one on one core):
+    # a cancel or a time limit must stop the reading itself, between its steps.
+    import threading
+    import time
+
+    from mlpilot.llm import LLMTimeout
+
+    engine = get_engine(embedded_model)
+    rows = " ".join(f"row {i}: value {i * 7 % 13}, label {i % 3}." for i in range(300))
+    engine.chat([{"role": "user", "content": "Say hi."}], max_tokens=4)  # loaded
+    for n, stop in enumerate(("time limit", "cancelled")):
+        prompt = [{"role": "user", "content": f"Table {n}. {rows} Which label is most common?"}]
+        timer = threading.Timer(1.0, engine.cancel)
+        t0 = time.perf_counter()
+        with pytest.raises(LLMTimeout, match=stop) as stopped:
+            if stop == "cancelled":
+                timer.start()
+            engine.chat(prompt, max_tokens=8, timeout=1.0 if stop == "time limit" else None)
+        assert time.perf_counter() - t0 < 12, stopped.value  # a step of the prompt, not all of it
+        assert not stopped.value.partial  # no token came: it stopped in the prompt
