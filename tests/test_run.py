@@ -197,6 +197,44 @@ def test_a_leakage_review_that_never_answers_does_not_hold_the_run_past_its_budg
     assert LATE_REVIEW in result.report_path.read_text()
 
 
+def test_a_local_review_still_reading_at_the_budget_is_cancelled(cancer, tmp_path) -> None:
+    # The embedded model reviews beside the trials; when the final step finds it still
+    # busy at the budget's end it cancels it (the engine stops within a step of its
+    # prompt), where waiting the whole margin made 60 s runs take 75-78 s.
+    from mlpilot.agents.finalize import LATE_REVIEW, REVIEW_GRACE_S
+    from mlpilot.llm import LLMTimeout
+
+    cancelled = threading.Event()
+
+    class Cancellable(ScriptedLLM):
+        def cancel(self) -> None:
+            cancelled.set()
+
+    def hang(messages, params) -> str:  # the review: stops only when cancelled
+        if cancelled.wait(120):
+            raise LLMTimeout("embedded model: generation cancelled")
+        return NO_LEAKS
+
+    fake = Cancellable([plan_reply("linear"), hang], runs_locally=True)
+    budget = 20
+    start = time.monotonic()
+    try:
+        result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
+            "predict target",
+            cancer,
+            time_budget=budget,
+            hpo=HpoSettings(warmstart=0, sample_every=10**6),
+        )
+        wall = time.monotonic() - start
+        was_cancelled = cancelled.is_set()
+    finally:
+        cancelled.set()
+    assert was_cancelled
+    assert result.status == "finished" and len(fake.calls) == 2
+    assert wall < budget + REVIEW_GRACE_S + 6, wall
+    assert LATE_REVIEW in result.events
+
+
 def test_llm_over_budget_runs_without_it_and_says_so(cancer, tmp_path) -> None:
     fake = ScriptedLLM([])
     pilot = Pilot(llm=LLM(fake, budget=Budget(max_tokens=0)), runs_dir=tmp_path)

@@ -39,10 +39,13 @@ BUDGET_MARGIN_S = 15.0  # a run may overshoot its budget by this much (refit, re
 FINAL_SINGLES = 3  # single trials refit as the final model after the ensemble, at most
 MAX_RERUN_SINGLES = 10  # single trials whose CV may be re-run fold by fold, at most
 LEAK_REVIEW_S = 30.0  # most seconds the LLM's leakage review may take
-# how long past the budget the run waits for the review's answer
-# (the whole margin: a shorter wait leaves the embedded model generating in a daemon
-# thread when the CLI exits, which aborts the process; a cancellable review is to come)
-REVIEW_GRACE_S = BUDGET_MARGIN_S
+# How long past the budget the run waits for the review's answer; then the review is
+# cancelled (the embedded model stops within one step of its prompt's reading or one
+# token) and the run waits at most REVIEW_CANCEL_S more for its thread to end, so that
+# no generation outlives the run (at the CLI's exit it would abort the process).
+# The whole margin (15 s) made a 60 s run with the embedded model take 75-78 s.
+REVIEW_GRACE_S = 2.0
+REVIEW_CANCEL_S = 10.0
 LATE_REVIEW = "the LLM's leakage review did not answer within the budget; rule-based checks only"
 # A warm sandbox job's start, data and clean-up, beyond its fits, and a refit job's
 # model file on top (importing skops in the job, ~2.5 s, writing and loading the file).
@@ -283,6 +286,10 @@ def start_leak_review(ctx: RunContext, after: threading.Event | None = None) -> 
 
     def wait(seconds: float) -> list[leakage.Finding] | None:
         thread.join(timeout=max(1.0, seconds + REVIEW_GRACE_S))
+        if thread.is_alive():  # too late to matter: stop it rather than wait
+            llm.cancel()
+            if llm.runs_locally:  # a remote call ends at its own timeout, elsewhere
+                thread.join(timeout=REVIEW_CANCEL_S)
         if crashed:
             raise crashed[0]
         return list(found) if answered and not thread.is_alive() else None
