@@ -356,11 +356,17 @@ def table(path: Path, budget: float, datasets: list[str], systems: list[str]) ->
         se = np.std(m, ddof=1) / np.sqrt(len(m)) if len(m) > 1 else float("nan")
         shown.append(f"{np.mean(m):.2f} ± {se:.2f}" if m else "–")
     lines.append("| **mean rank ± se over seeds** | " + " | ".join(shown) + " |")
-    walls = []
+    for k in seeds:
+        n = len(per_seed[k][systems[0]])
+        seed_ranks = [f"{np.mean(per_seed[k][s]):.2f}" if n else "–" for s in systems]
+        lines.append(f"| mean rank, seed {k} ({n} datasets) | " + " | ".join(seed_ranks) + " |")
+    walls, longest = [], []
     for s in systems:
         w = [r["wall_s"] for r in rows if r["system"] == s and r["dataset"] in datasets]
         walls.append(f"{np.mean(w):.0f}" if w else "–")
+        longest.append(f"{np.max(w):.0f}" if w else "–")
     lines.append("| mean wall s | " + " | ".join(walls) + " |")
+    lines.append("| longest wall s | " + " | ".join(longest) + " |")
     return "\n".join(lines)
 
 
