@@ -164,6 +164,19 @@ def test_invalid_plans_are_reasked_then_the_default_plan_is_used(cancer, tmp_pat
     assert "default (LLM unavailable: StructuredOutputError" in result.report_path.read_text()
 
 
+def _timed_review_run(fake: ScriptedLLM, data, runs_dir, budget: float):
+    """A run whose LLM plans a linear model and then reviews leakage as ``fake``
+    scripts it; returns the result and its wall time."""
+    start = time.monotonic()
+    result = Pilot(llm=LLM(fake), runs_dir=runs_dir).run(
+        "predict target",
+        data,
+        time_budget=budget,
+        hpo=HpoSettings(warmstart=0, sample_every=10**6),
+    )
+    return result, time.monotonic() - start
+
+
 def test_a_leakage_review_that_never_answers_does_not_hold_the_run_past_its_budget(
     cancer, tmp_path
 ) -> None:
@@ -177,15 +190,8 @@ def test_a_leakage_review_that_never_answers_does_not_hold_the_run_past_its_budg
 
     fake = ScriptedLLM([plan_reply("linear"), hang])
     budget = 20
-    start = time.monotonic()
     try:
-        result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
-            "predict target",
-            cancer,
-            time_budget=budget,
-            hpo=HpoSettings(warmstart=0, sample_every=10**6),
-        )
-        wall = time.monotonic() - start
+        result, wall = _timed_review_run(fake, cancer, tmp_path, budget)
     finally:
         release.set()
     assert result.status == "finished" and len(fake.calls) == 2
@@ -217,15 +223,8 @@ def test_a_local_review_still_reading_at_the_budget_is_cancelled(cancer, tmp_pat
 
     fake = Cancellable([plan_reply("linear"), hang], runs_locally=True)
     budget = 20
-    start = time.monotonic()
     try:
-        result = Pilot(llm=LLM(fake), runs_dir=tmp_path).run(
-            "predict target",
-            cancer,
-            time_budget=budget,
-            hpo=HpoSettings(warmstart=0, sample_every=10**6),
-        )
-        wall = time.monotonic() - start
+        result, wall = _timed_review_run(fake, cancer, tmp_path, budget)
         was_cancelled = cancelled.is_set()
     finally:
         cancelled.set()
