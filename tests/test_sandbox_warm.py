@@ -37,6 +37,23 @@ def test_a_dead_worker_is_replaced() -> None:
         assert box.worker_starts == 2
 
 
+def test_a_worker_started_from_a_thread_outlives_that_thread() -> None:
+    # bubblewrap's --die-with-parent follows the thread that started the worker:
+    # a worker started from a trial's thread died when the thread ended, and a job
+    # another thread had just handed it was reported as lost.
+    with LocalSandbox(warm=True, preload=()) as box:
+        outputs: list[str] = []
+        thread = threading.Thread(target=lambda: outputs.append(box.run("print(1)").stdout))
+        thread.start()
+        thread.join()
+        time.sleep(0.5)
+        worker = box._all_workers[0]
+        assert worker._alive(), "the worker died with the thread that started it"
+        assert box.run("print(2)").stdout.strip() == "2"
+        assert outputs == ["1\n"]
+        assert box.worker_starts == 1
+
+
 def test_parallel_workers_run_jobs_at_the_same_time() -> None:
     with LocalSandbox(warm=True, workers=2, preload=()) as box:
         box.run("pass")  # start one worker before timing

@@ -32,7 +32,8 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,26 @@ def scrubbed_env(
     return env
 
 
+_launcher_lock = threading.Lock()
+_launcher_pool: ThreadPoolExecutor | None = None
+
+
+def _from_launcher_thread(start: Callable[[], subprocess.Popen[bytes]]) -> subprocess.Popen[bytes]:
+    """Starts a long-lived process from one thread that lives as long as this process.
+
+    bubblewrap's ``--die-with-parent`` (``PR_SET_PDEATHSIG``) kills the sandbox
+    when the *thread* that started it exits, not the process. A warm worker
+    started from a trial's thread would die when that thread ends, and the job
+    another thread had just handed it was lost with it.
+    """
+    global _launcher_pool
+    with _launcher_lock:
+        if _launcher_pool is None:
+            _launcher_pool = ThreadPoolExecutor(1, thread_name_prefix="mlpilot-sandbox-launcher")
+        pool = _launcher_pool
+    return pool.submit(start).result()
+
+
 def _memory_limiter(memory_mb: int | None) -> Any:
     if not memory_mb:
         return None
@@ -139,15 +160,18 @@ class _Worker:
     def _launch(self) -> None:
         log = (self.root / f"{CONTROL_PREFIX}-worker-{uuid.uuid4().hex[:8]}.log").open("wb")
         env = scrubbed_env(self.root, Limits(), {})
+        cmd = [*self.prefix, sys.executable, "-u", str(CHILD), "serve", *self.preload]
         try:
-            self.proc = subprocess.Popen(
-                [*self.prefix, sys.executable, "-u", str(CHILD), "serve", *self.preload],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                cwd=self.root,
-                env=env,
-                start_new_session=True,
+            self.proc = _from_launcher_thread(
+                lambda: subprocess.Popen(
+                    cmd,
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    stderr=log,
+                    cwd=self.root,
+                    env=env,
+                    start_new_session=True,
+                )
             )
         except OSError as e:
             raise SandboxError(f"could not start a sandbox worker: {e}") from e
