@@ -210,3 +210,18 @@ def test_a_long_prompt_stops_while_it_is_read(embedded_model: str) -> None:
             engine.chat(prompt, max_tokens=8, timeout=1.0 if stop == "time limit" else None)
         assert time.perf_counter() - t0 < 12, stopped.value  # a step of the prompt, not all of it
         assert not stopped.value.partial  # no token came: it stopped in the prompt
+
+
+@pytest.mark.embedded
+def test_the_load_ahead_of_a_run_is_the_server_its_plan_uses(embedded_model: str) -> None:
+    # A run loads the model while its sandbox starts; its first calls (the plan, the
+    # warm starts) have the cores to themselves. Loading for the threads of the
+    # moment made a server no call used, and the plan loaded its own inside its share.
+    from mlpilot.llm.embedded import EmbeddedEngine, cores_to_itself
+
+    engine = EmbeddedEngine(get_engine(embedded_model).spec, n_threads=1)
+    engine.load()
+    with cores_to_itself():
+        wanted = engine.threads()
+        engine.chat([{"role": "user", "content": "Say hi."}], max_tokens=2)
+    assert list(engine._servers) == [wanted]  # one server, loaded ahead

@@ -191,3 +191,38 @@ def test_a_review_that_gave_no_answer_is_not_reported_as_done() -> None:
         wait = finalize.start_leak_review(ctx, after=started)  # type: ignore[arg-type]
         started.set()
         assert wait(1.0) == expected
+
+
+@pytest.mark.parametrize("problem", ["binary", "multiclass", "regression"])
+def test_a_wide_table_shows_the_llm_its_most_associated_columns(problem: str) -> None:
+    # 40 noise columns and 4 that go with the target (one numeric, one categorical, at
+    # both ends of the table): the review reads 16 columns, those 4 among them, and
+    # its prompt is far shorter than one naming all 44.
+    rng = np.random.default_rng(0)
+    n = 600
+    signal = rng.normal(size=n)
+    frame = pd.DataFrame({f"noise_{i}": rng.normal(size=n) for i in range(40)})
+    frame.insert(0, "paid_amount", signal + rng.normal(scale=0.3, size=n))
+    frame.insert(1, "refund_status", np.where(signal + rng.normal(scale=0.5, size=n) > 0, "r", "k"))
+    frame["days_to_close"] = -signal + rng.normal(scale=0.5, size=n)
+    frame["branch"] = pd.cut(signal, [-np.inf, -1, 0, 1, np.inf], labels=list("abcd")).astype(str)
+    if problem == "binary":
+        frame["target"] = np.where(signal > 0, "yes", "no")
+    elif problem == "multiclass":
+        frame["target"] = pd.cut(signal, [-np.inf, -0.5, 0.5, np.inf], labels=["lo", "mid", "hi"])
+        frame["target"] = frame["target"].astype(str)
+    else:
+        frame["target"] = signal * 10 + rng.normal(size=n)
+    task = TaskSpec.from_data(frame, target="target")
+    assert task.problem_type == problem
+    shown = leakage.review_columns(task)
+    assert len(shown) == leakage.LLM_COLUMNS == 16
+    assert {"paid_amount", "refund_status", "days_to_close", "branch"} <= set(shown)
+    assert shown == [c for c in task.feature_columns if c in shown]  # the table's order
+    fake = ScriptedLLM(['{"columns": []}'])
+    assert leakage.ask_llm(LLM(fake), task) == []
+    prompt = fake.calls[0].messages[-1]["content"]
+    assert "refund_status" in prompt and "branch" in prompt
+    assert sum(f"noise_{i}:" in prompt for i in range(40)) == 12
+    small = TaskSpec.from_data(frame[["paid_amount", "noise_0", "target"]], target="target")
+    assert leakage.review_columns(small) == ["paid_amount", "noise_0"]  # all, when few

@@ -199,6 +199,12 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     check = leakage.leakage_check(findings, rerun=ctx.command)
     if reviewed is None:
         check = dataclasses.replace(check, detail=f"{check.detail} ({LATE_REVIEW})")
+    elif len(task.feature_columns) > leakage.LLM_COLUMNS:
+        read = (
+            f"the LLM's review read the {leakage.LLM_COLUMNS} of {len(task.feature_columns)} "
+            "columns most associated with the target; the rule-based checks read all"
+        )
+        check = dataclasses.replace(check, detail=f"{check.detail} ({read})")
     checks.append(check)
     if features is not None:
         checks.append(verifier.check_feature_leaks(features.records))

@@ -235,15 +235,21 @@ class EmbeddedEngine:
 
         if running_jobs() > 0:
             return self.n_threads, self.n_threads
-        every = max(self.n_threads, min(8, os.cpu_count() or 1))
-        alone = _alone > 0 and not os.environ.get("MLPILOT_LLM_THREADS")
-        return (every if alone else self.n_threads), every
+        if _alone > 0:
+            return self.alone_threads()
+        return self.n_threads, max(self.n_threads, min(8, os.cpu_count() or 1))
 
-    def _load(self) -> Any:
-        """The server for :meth:`threads`, loaded on first use. The weights are
-        memory-mapped, so a second server (one per thread setting) adds only its
-        context; each server keeps its own prompt cache."""
-        threads = self.threads()
+    def alone_threads(self) -> tuple[int, int]:
+        """:meth:`threads` inside :func:`cores_to_itself`: every core (at most 8) for
+        both, unless ``$MLPILOT_LLM_THREADS`` fixes the generating threads."""
+        every = max(self.n_threads, min(8, os.cpu_count() or 1))
+        return (self.n_threads if os.environ.get("MLPILOT_LLM_THREADS") else every), every
+
+    def _load(self, threads: tuple[int, int] | None = None) -> Any:
+        """The server for ``threads`` (default :meth:`threads`), loaded on first use.
+        The weights are memory-mapped, so a second server (one per thread setting)
+        adds only its context; each server keeps its own prompt cache."""
+        threads = threads or self.threads()
         if threads not in self._servers:
             import xllamacpp
 
@@ -268,10 +274,13 @@ class EmbeddedEngine:
         return self._servers[threads]
 
     def load(self) -> None:
-        """Loads the model now for the current core use (it is loaded on first use
-        otherwise)."""
+        """Loads the model now (it is loaded on first use otherwise), for the calls a
+        run makes first: the plan and the warm starts, which have the cores to
+        themselves. Loading for the threads of the moment instead (a run loads while
+        its sandbox starts) made a server no call used, and the plan then waited
+        ~3 s inside its share for the one it needed."""
         with self._lock:
-            self._load()
+            self._load(self.alone_threads())
 
     def cancel(self) -> None:
         """Stops the generation in progress (if any), in its prompt's reading too; its
