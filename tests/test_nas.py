@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,24 @@ def test_choice_is_the_smallest_within_the_tolerance() -> None:
         NasSettings(tolerance=0.05, objective="latency"),
     )
     assert fast.choose(cands, full)[0].latency_ms == 8
+
+
+def test_the_tolerance_is_measured_against_the_fine_tuned_model(tmp_path) -> None:
+    # the super-network's full model (0.19) scores better than the fine-tuned model
+    # (0.20) on the validation rows; the request is about the fine-tuned one
+    full = replace(_cand(0.19, 1.0), source="full")
+    cands = [full, _cand(0.199, 0.6), _cand(0.208, 0.4), _cand(0.215, 0.2)]
+    store = NasStore(tmp_path)
+    agent = NasAgent(None, store, [], [], NasSettings(tolerance=0.01))
+    assert agent.reference(full) is full  # no fine-tuning record: the full model
+    store.write_json("finetune.json", {"val_accuracy": 0.80, "step": 10})
+    reference = agent.reference(full)
+    assert reference.source == "fine-tuned" and reference.error == pytest.approx(0.20)
+    chosen, why = agent.choose(cands, reference)
+    assert chosen.params_ratio == 0.4
+    assert "fine-tuned model's 0.2000" in why and "super-network's full model: 0.1900" in why
+    # against the super-network's full model only the 0.6 one would be within a point
+    assert agent.choose(cands, full)[0].params_ratio == 0.6
 
 
 def test_a_size_no_subnetwork_reaches_is_a_clear_error() -> None:

@@ -244,6 +244,12 @@ class NasStore:
         return final
 
 
+def _reference_name(reference: Candidate) -> str:
+    if reference.source == "fine-tuned":
+        return "fine-tuned model's"
+    return "full model's"
+
+
 def split_rows(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Boolean "validation" mask, stratified by label, with >= 1 row per class on
     each side where the class has two rows."""
@@ -314,9 +320,12 @@ class NasAgent:
         candidates = self.timed("search", lambda: self.search())
         baselines = self.timed("baselines", self.baselines)
         full = next(c for c in candidates if c.source == "full")
-        chosen, why = self.choose(candidates, full)
+        reference = self.reference(full)
+        chosen, why = self.choose(candidates, reference)
         if self.settings.polish_epochs > 0:
-            chosen, why = self.timed("polish", lambda: self.polish(candidates, full, chosen, why))
+            chosen, why = self.timed(
+                "polish", lambda: self.polish(candidates, reference, chosen, why)
+            )
         model_dir = self.timed("ship", lambda: self.ship(chosen))
         result = NasResult(
             device=self.device,
@@ -655,15 +664,30 @@ class NasAgent:
         self.progress("baselines", {k: len(v) for k, v in out.items()})
         return out
 
-    def choose(self, candidates: list[Candidate], full: Candidate) -> tuple[Candidate, str]:
-        """The smallest (or fastest) Pareto sub-network within the tolerance and targets."""
+    def reference(self, full: Candidate) -> Candidate:
+        """What the tolerance is measured against: the fine-tuned model (the classifier
+        the request makes smaller), its validation error computed by the host from the
+        fine-tuning job's predictions. The super-network's full model, trained longer,
+        may score a little differently on the same rows; it is the reference only when
+        the fine-tuning record is missing."""
+        record = self.store.read_json("finetune.json") or {}
+        if record.get("val_accuracy") is None:
+            return full
+        return replace(full, error=1.0 - float(record["val_accuracy"]), source="fine-tuned")
+
+    def choose(self, candidates: list[Candidate], reference: Candidate) -> tuple[Candidate, str]:
+        """The smallest (or fastest) Pareto sub-network within the tolerance of
+        ``reference`` (see :meth:`reference`) and the targets."""
         s = self.settings
-        limit = full.error + s.tolerance
+        limit = reference.error + s.tolerance
         ok = [c for c in candidates if c.error <= limit + 1e-12 and self._meets_targets(c)]
         rule = (
-            f"validation error within {s.tolerance * 100:.1f} points of the full model's "
-            f"{full.error:.4f}"
+            f"validation error within {s.tolerance * 100:.1f} points of the "
+            f"{_reference_name(reference)} {reference.error:.4f}"
         )
+        full = next((c for c in candidates if c.source == "full"), None)
+        if reference.source == "fine-tuned" and full is not None:
+            rule += f" (the super-network's full model: {full.error:.4f})"
         if s.max_params is not None:
             rule += f", encoder parameters <= {s.max_params:.0%}"
         if s.max_latency_ms is not None:
@@ -680,7 +704,7 @@ class NasAgent:
         return chosen, f"the {measure} of {len(ok)} sub-networks with {rule}"
 
     def polish(
-        self, candidates: list[Candidate], full: Candidate, chosen: Candidate, why: str
+        self, candidates: list[Candidate], reference: Candidate, chosen: Candidate, why: str
     ) -> tuple[Candidate, str]:
         """Polish before shipping: Pareto sub-networks smaller than ``chosen`` whose
         error is within the tolerance plus ``polish_slack`` are sliced and fine-tuned
@@ -689,7 +713,7 @@ class NasAgent:
         error is within the tolerance is chosen. Otherwise ``chosen`` is polished, and
         shipped polished unless that made it worse."""
         s = self.settings
-        limit = full.error + s.tolerance
+        limit = reference.error + s.tolerance
         key = self._size_key
         points = [c.objectives(s.objective) for c in candidates]
         front = [c for c, keep in zip(candidates, pareto.pareto_mask(points), strict=True) if keep]
@@ -730,8 +754,8 @@ class NasAgent:
             return polished, (
                 f"the smallest of {len(tried)} smaller sub-networks polished ({how}) whose "
                 f"polished validation error {error:.4f} is within {s.tolerance * 100:.1f} "
-                f"points of the full model's {full.error:.4f} (before polishing: "
-                f"{picked.error:.4f}); before polishing, {why}"
+                f"points of the {_reference_name(reference)} {reference.error:.4f} "
+                f"(before polishing: {picked.error:.4f}); before polishing, {why}"
             )
         error = self._polished_error(chosen)
         tail = f" ({len(tried)} smaller ones polished, none within the tolerance)" if tried else ""
