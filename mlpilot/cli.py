@@ -682,7 +682,18 @@ def sandbox_build(
             help="Base image (default: python:3.11-slim-bookworm; with --gpu a PyTorch CUDA image)."
         ),
     ] = None,
-    gpu: Annotated[bool, typer.Option("--gpu", help="Build on a CUDA/PyTorch base.")] = False,
+    gpu: Annotated[
+        bool,
+        typer.Option("--gpu", help="Build on a CUDA/PyTorch base (with transformers: as --nas)."),
+    ] = False,
+    nas: Annotated[
+        bool,
+        typer.Option(
+            "--nas",
+            help="Also torch and transformers, for the NAS agent's jobs (on a CPU base torch "
+            "comes from PyPI: several GB of wheels with its CUDA libraries).",
+        ),
+    ] = False,
     tag: Annotated[str | None, typer.Option(help="Image tag.")] = None,
     python_version: Annotated[
         str | None,
@@ -695,9 +706,16 @@ def sandbox_build(
         ),
     ] = False,
 ) -> None:
-    """Build the sandbox image (training libraries at the host's versions, no LLM stack)."""
+    """Build the sandbox image (training libraries at the host's versions, no LLM stack;
+    with --nas or --gpu also torch and transformers)."""
     from mlpilot.sandbox.docker import DEFAULT_IMAGE, docker_client
-    from mlpilot.sandbox.image import CPU_BASE, GPU_BASE, build_image, stale_reason
+    from mlpilot.sandbox.image import (
+        CPU_BASE,
+        GPU_BASE,
+        build_image,
+        has_nas_libraries,
+        stale_reason,
+    )
 
     client = docker_client()
     chosen = base or (GPU_BASE if gpu else CPU_BASE)
@@ -706,16 +724,25 @@ def sandbox_build(
         import docker
 
         try:
-            reason = stale_reason(client.images.get(name))
+            image = client.images.get(name)
         except docker.errors.ImageNotFound:
             reason = "missing"
+        else:
+            reason = stale_reason(image)
+            if reason is None and (nas or gpu) and not has_nas_libraries(image):
+                reason = "built without torch and transformers"
         if reason is None:
             console.print(f"{name} is up to date")
             return
         console.print(f"{name}: {reason}")
     t0 = time.perf_counter()
     image_id = build_image(
-        client, tag=name, base=chosen, python_version=python_version, say=console.print
+        client,
+        tag=name,
+        base=chosen,
+        python_version=python_version,
+        nas=nas or gpu,
+        say=console.print,
     )
     console.print(f"built {name} ({image_id[:19]}) in {time.perf_counter() - t0:.0f} s")
 

@@ -132,6 +132,17 @@ def test_the_tolerance_is_measured_against_the_fine_tuned_model(tmp_path) -> Non
     assert agent.choose(cands, full)[0].params_ratio == 0.6
 
 
+def test_a_job_without_the_nas_libraries_is_told_from_its_traceback() -> None:
+    from mlpilot.agents.nas import _library_hint, _missing_library
+
+    tb = "Traceback (most recent call last):\nModuleNotFoundError: No module named 'torch'"
+    assert _missing_library(tb) == "torch"
+    assert _missing_library("No module named 'transformers.models'") == "transformers"
+    assert _missing_library("No module named 'numpy'") is None  # not the NAS agent's to name
+    assert "mlpilot sandbox build --nas" in _library_hint("docker-warm")
+    assert "mlpilot[nas]" in _library_hint("local")
+
+
 def test_a_size_no_subnetwork_reaches_is_a_clear_error() -> None:
     full = _cand(0.10, 1.0)
     agent = NasAgent(

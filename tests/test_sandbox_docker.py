@@ -311,3 +311,33 @@ def test_a_lightgbm_trial_and_refit_run_in_the_container(warm: DockerSandbox) ->
     refit = runner.refit("lightgbm", DEFAULTS["lightgbm"])
     assert refit.ok, refit.reason
     assert type(refit.model.steps[-1][1]).__name__ == "LGBMClassifier"
+
+
+def test_the_nas_agent_on_an_image_without_torch_names_the_build_command(tmp_path: Path) -> None:
+    """The default image holds no torch: the agent says which image to build. Where
+    the engine cannot provide GPUs, device "auto" first falls back to the CPU."""
+    pytest.importorskip("torch")
+    import docker
+
+    from mlpilot.agents.nas import NasAgent, NasSettings, NasStore
+    from mlpilot.errors import ConfigError
+    from mlpilot.sandbox.image import has_nas_libraries
+
+    client = docker.DockerClient(version="auto")
+    with DockerSandbox() as box:
+        if has_nas_libraries(client.images.get(box.image)):
+            pytest.skip(f"{box.image} was built with the NAS libraries")
+        events: list[tuple[str, dict]] = []
+        texts = [f"{'a fine' if i % 2 else 'a dull'} film, number {i}" for i in range(24)]
+        agent = NasAgent(
+            box,
+            NasStore(tmp_path / "nas"),
+            texts,
+            [i % 2 for i in range(24)],
+            NasSettings(finetune_epochs=1, supernet_epochs=1),
+            progress=lambda phase, details: events.append((phase, details)),
+        )
+        with pytest.raises(ConfigError, match=r"has no torch.*mlpilot sandbox build --nas"):
+            agent.run()
+    if "nvidia" not in (client.info().get("Runtimes") or {}):
+        assert agent.no_gpu and ("device", "cpu") in [(p, d.get("fallback")) for p, d in events]

@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import random
+import re
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from mlpilot.errors import ConfigError
-from mlpilot.sandbox.base import Job, Limits, Sandbox, read_artifact
+from mlpilot.sandbox.base import GpuUnavailableError, Job, Limits, Sandbox, read_artifact
 from mlpilot.tools import pareto, subnets
 from mlpilot.tools.files import write_atomic
 from mlpilot.tools.subnets import SPACES
@@ -244,6 +245,27 @@ class NasStore:
         return final
 
 
+NAS_LIBRARIES = ("torch", "transformers", "safetensors", "tokenizers")
+
+
+def _missing_library(stderr: str) -> str | None:
+    """The NAS library a job could not import, from its traceback, or None."""
+    for module in re.findall(r"No module named '([\w.]+)'", stderr):
+        top = module.split(".")[0]
+        if top in NAS_LIBRARIES:
+            return top
+    return None
+
+
+def _library_hint(backend: str) -> str:
+    if backend.startswith("docker"):
+        return (
+            "Build the sandbox image with them: `mlpilot sandbox build --nas` (CPU) or "
+            "`mlpilot sandbox build --gpu` (CUDA; then MLPILOT_SANDBOX_IMAGE=mlpilot-sandbox:gpu)"
+        )
+    return 'Install them: pip install "mlpilot[nas]" (torch: see the README\'s install note)'
+
+
 def _reference_name(reference: Candidate) -> str:
     if reference.source == "fine-tuned":
         return "fine-tuned model's"
@@ -311,6 +333,7 @@ class NasAgent:
         self.progress = progress or (lambda phase, details: None)
         self.pretrained = pretrained
         self.last_sandbox: dict[str, Any] = {}
+        self.no_gpu = False  # the sandbox could not provide a GPU: jobs ask for none
 
     # ------------------------------------------------------------------ phases
 
@@ -394,11 +417,21 @@ class NasAgent:
             **{f"model/{k}": v for k, v in model_files.items()},
             **(extra or {}),
         }
-        limits = Limits(
-            timeout_s=s.job_timeout_s, memory_mb=s.memory_mb, gpus=-1 if s.device != "cpu" else 0
-        )
+        gpus = -1 if s.device != "cpu" and not self.no_gpu else 0
+        limits = Limits(timeout_s=s.job_timeout_s, memory_mb=s.memory_mb, gpus=gpus)
         job = Job(code=JOB.read_text(), files=files, env=OFFLINE)
-        run = self.sandbox.run(job, limits=limits)
+        try:
+            run = self.sandbox.run(job, limits=limits)
+        except GpuUnavailableError as e:
+            if s.device == "cuda":
+                raise ConfigError(
+                    f"device='cuda' was asked for, but the {self.sandbox.name} sandbox cannot "
+                    f"provide a GPU: {e}"
+                ) from e
+            # device "auto": the jobs train on the CPU, and the progress says so
+            self.no_gpu = True
+            self.progress("device", {"fallback": "cpu", "reason": str(e)[:300]})
+            run = self.sandbox.run(job, limits=replace(limits, gpus=0))
         self.last_sandbox = {  # the wall the jobs ran behind, for the report
             "backend": run.backend,
             "network_isolated": run.network_isolated,
@@ -406,6 +439,12 @@ class NasAgent:
             "gpus": run.gpus,
         }
         if not run.ok:
+            missing = _missing_library(run.stderr)
+            if missing is not None:
+                raise ConfigError(
+                    f"the {self.sandbox.name} sandbox's Python has no {missing}, which the NAS "
+                    f"agent's jobs import. {_library_hint(self.sandbox.name)}"
+                )
             raise NasJobError(
                 f"the {config['phase']} job failed: {run.summary()}\n{run.stderr[-1500:]}"
             )

@@ -1,6 +1,13 @@
 """Sandboxes: where training jobs and generated code run, isolated from the host."""
 
-from mlpilot.sandbox.base import ExecResult, Job, Limits, Sandbox, SandboxError
+from mlpilot.sandbox.base import (
+    ExecResult,
+    GpuUnavailableError,
+    Job,
+    Limits,
+    Sandbox,
+    SandboxError,
+)
 from mlpilot.sandbox.local import LocalSandbox
 
 KINDS = ("local", "local-warm", "docker", "docker-warm")
@@ -23,6 +30,7 @@ def make_sandbox(kind: str = "local", **options: object) -> Sandbox:
 __all__ = [
     "KINDS",
     "ExecResult",
+    "GpuUnavailableError",
     "Job",
     "Limits",
     "LocalSandbox",

@@ -35,6 +35,10 @@ class SandboxError(MlpilotError):
     """The sandbox itself failed (not the job): it could not start, write or clean up."""
 
 
+class GpuUnavailableError(SandboxError):
+    """GPUs were requested (``Limits.gpus``) and the sandbox cannot provide them."""
+
+
 @dataclass(frozen=True)
 class Limits:
     """Resource limits for one job.

@@ -45,6 +45,7 @@ from mlpilot.sandbox.base import (
     CONTROL_PREFIX,
     ExecResult,
     FileSource,
+    GpuUnavailableError,
     Job,
     Limits,
     Sandbox,
@@ -119,7 +120,7 @@ def _device_requests(gpus: int) -> list[Any]:
 def _gpu_error(error: Exception) -> SandboxError | None:
     text = str(error)
     if "device driver" in text or "nvidia" in text.lower() or "capabilities" in text:
-        return SandboxError(
+        return GpuUnavailableError(
             "GPUs were requested (Limits.gpus) but this Docker engine cannot provide them: "
             f"{text[:300]}. Install the NVIDIA Container Toolkit and register it with Docker "
             "(`sudo nvidia-ctk runtime configure --runtime=docker && sudo systemctl restart "

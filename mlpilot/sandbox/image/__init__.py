@@ -36,6 +36,8 @@ RUNTIME_PACKAGES = (
     "skops",
     "lightgbm",
 )
+# with ``--nas``: what the NAS agent's jobs import (torch, unless the base has it)
+NAS_PACKAGES = ("torch", "transformers", "safetensors", "tokenizers")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 REQUIREMENTS_LABEL = "org.mlpilot.requirements"  # the pins an image was built with
 
@@ -43,14 +45,26 @@ Say = Callable[[str], None]
 
 
 def runtime_requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[str]:
-    """``name==version`` for each runtime package, at the host's installed version."""
+    """``name==version`` for each runtime package, at the host's installed version (its
+    public part: a local build such as ``2.13.0+cpu`` pins ``2.13.0``)."""
     pins = []
     for name in packages:
         try:
-            pins.append(f"{name}=={importlib.metadata.version(name)}")
+            version = importlib.metadata.version(name).split("+", 1)[0]
+            pins.append(f"{name}=={version}")
         except importlib.metadata.PackageNotFoundError:
             pins.append(name)
     return pins
+
+
+def image_requirements(*, nas: bool = False, base: str = CPU_BASE) -> list[str]:
+    """The pins an image is built with: the runtime packages, and with ``nas`` the NAS
+    agent's (torch only where the base does not bring its own: the PyTorch images)."""
+    packages = RUNTIME_PACKAGES
+    if nas:
+        extra = tuple(n for n in NAS_PACKAGES if not (n == "torch" and "pytorch" in base))
+        packages = packages + extra
+    return runtime_requirements(packages)
 
 
 def stale_reason(image: Any) -> str | None:
@@ -58,17 +72,32 @@ def stale_reason(image: Any) -> str | None:
     built = (image.labels or {}).get(REQUIREMENTS_LABEL)
     if built is None:
         return None  # not built by mlpilot (a user's own image): trust it
-    wanted = " ".join(runtime_requirements())
-    if built == wanted:
-        return None
     have = dict(p.split("==", 1) for p in built.split() if "==" in p)
-    need = dict(p.split("==", 1) for p in wanted.split() if "==" in p)
+    # the runtime packages, and the NAS packages an image built with --nas holds
+    nas = tuple(n for n in NAS_PACKAGES if n in have)
+    need = dict(p.split("==", 1) for p in runtime_requirements(RUNTIME_PACKAGES + nas) if "==" in p)
     diff = [f"{k} {have.get(k, '-')} (host {v})" for k, v in need.items() if have.get(k) != v]
+    if not diff:
+        return None
     return "built with other library versions than this host's: " + ", ".join(diff)
 
 
-def download_wheels(dest: Path, *, python_version: str | None = None, say: Say = print) -> None:
-    """Downloads the runtime wheels (and their dependencies) into ``dest`` with pip."""
+def has_nas_libraries(image: Any) -> bool:
+    """Whether ``image`` was built with the NAS packages (``--nas`` or ``--gpu``); an
+    image mlpilot did not build counts as having them (its jobs will say if not)."""
+    built = (image.labels or {}).get(REQUIREMENTS_LABEL)
+    return built is None or "transformers==" in built
+
+
+def download_wheels(
+    dest: Path,
+    *,
+    python_version: str | None = None,
+    requirements: list[str] | None = None,
+    say: Say = print,
+) -> None:
+    """Downloads ``requirements`` (default: the runtime packages' pins) and their
+    dependencies as wheels into ``dest`` with pip."""
     cmd = [
         sys.executable,
         "-m",
@@ -81,7 +110,7 @@ def download_wheels(dest: Path, *, python_version: str | None = None, say: Say =
     ]
     if python_version:
         cmd += ["--python-version", python_version]
-    requirements = runtime_requirements()
+    requirements = requirements or runtime_requirements()
     say(f"downloading wheels: {' '.join(requirements)}")
     done = subprocess.run([*cmd, *requirements], capture_output=True, text=True)
     if done.returncode != 0:
@@ -117,9 +146,12 @@ def build_image(
     tag: str,
     base: str,
     python_version: str | None = None,
+    nas: bool = False,
     say: Say = print,
 ) -> str:
-    """Builds the sandbox image ``tag`` from ``base``; returns the image id."""
+    """Builds the sandbox image ``tag`` from ``base``; returns the image id. With
+    ``nas`` it also holds torch and transformers (see :func:`image_requirements`)."""
+    requirements = image_requirements(nas=nas, base=base)
     _ensure_base(client, base, say)
     with tempfile.TemporaryDirectory(prefix="mlpilot-image-") as tmp:
         context = Path(tmp)
@@ -127,18 +159,20 @@ def build_image(
         (context / "Dockerfile").write_text(dockerfile.read_text())
         openmp = resources.files("mlpilot.sandbox.image").joinpath("openmp.py")
         (context / "openmp.py").write_text(openmp.read_text())
-        download_wheels(context / "wheels", python_version=python_version, say=say)
+        download_wheels(
+            context / "wheels", python_version=python_version, requirements=requirements, say=say
+        )
         say(f"building {tag} from {base}")
         try:
             image, logs = client.images.build(
                 path=str(context),
                 tag=tag,
-                buildargs={"BASE": base},
+                buildargs={"BASE": base, "NAS": "1" if nas else ""},
                 network_mode="none",  # everything it needs is in the context
                 rm=True,
                 forcerm=True,
                 pull=False,
-                labels={REQUIREMENTS_LABEL: " ".join(runtime_requirements())},
+                labels={REQUIREMENTS_LABEL: " ".join(requirements)},
             )
         except Exception as e:
             log = getattr(e, "build_log", None) or []
