@@ -191,7 +191,7 @@ class Pilot:
             nas=dict(nas) if nas else None,
             llm=self.llm_spec if isinstance(self.llm_spec, str) else None,
             no_llm=self.llm_spec is False,
-            llm_note=self.llm_note if llm is None else "",
+            llm_note=self.llm_note,  # empty when an LLM was made
             api_base=self.api_base,
             hpo=dataclasses.asdict(settings),
             sandbox=self._sandbox_name(),
