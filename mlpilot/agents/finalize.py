@@ -115,7 +115,7 @@ def finalize_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             ctx.hpo_settings.parallel,
         )
         # Singles are tried until one holds, whatever the time; the ensemble if it fits.
-        if label in ("ensemble", "greedy") and cost > ctx.remaining() + BUDGET_MARGIN_S / 2:
+        if label in ("ensemble", "greedy") and cost > final_time_left(ctx):
             skipped.append(
                 f"the ensemble was not re-run (about {cost:.0f} s of jobs, "
                 f"{max(0.0, ctx.remaining()):.0f} s left)"
@@ -238,6 +238,13 @@ def verification_cost(
     return rerun_s / max(1, workers) + side_by_side(refits, workers)
 
 
+def final_time_left(ctx: RunContext) -> float:
+    """Seconds the final step's optional work (an ensemble's re-runs, the refit on all
+    rows) may still take: the budget left and half the margin the budget check allows.
+    The ensemble step keeps its members to what fits the same time."""
+    return ctx.remaining() + BUDGET_MARGIN_S / 2
+
+
 def finish_seconds(trial_s: float, folds: int, workers: int, rows_ratio: float) -> float:
     """About how long the steps after the search take when the final model is a single
     trial that took ``trial_s``: its fold-by-fold re-run and refit, its refit on all
@@ -342,7 +349,7 @@ def _refit_on_all_rows(
         ctx.hpo_settings.parallel,
     )
     cost = max(cost, measured_s * n_all / len(task.train))
-    left = ctx.remaining() + BUDGET_MARGIN_S / 2
+    left = final_time_left(ctx)
     if cost > left:
         detail = (
             f"not refit on all {n_all} rows (about {cost:.0f} s of fits, {left:.0f} s left): {kept}"

@@ -32,7 +32,7 @@ from mlpilot.agents.ensemble import Member, greedy_ensemble
 from mlpilot.agents.feature_eval import Evaluator
 from mlpilot.agents.features import FeatureAgent, evaluator_family
 from mlpilot.agents.finalize import (
-    BUDGET_MARGIN_S,
+    final_time_left,
     finalize_node,
     finish_seconds,
     start_leak_review,
@@ -330,7 +330,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     # greedy selection keeps to the members whose re-runs fit, best single first.
     note, unaffordable = choice.note, False
     seconds = {r.key: r.seconds for r in done}
-    budget_s = ctx.remaining() + BUDGET_MARGIN_S / 2 - ENSEMBLE_SAFETY_S
+    budget_s = final_time_left(ctx) - ENSEMBLE_SAFETY_S
     pool = affordable_members(
         [result.best_single_name, *sorted(result.weights, key=lambda k: -result.weights[k])],
         seconds,
