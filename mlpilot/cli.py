@@ -74,6 +74,8 @@ def _nas_line(data: dict) -> str:
         return f"{name[phase]} epoch {data.get('epoch')}/{data.get('epochs')}{extra}"
     if phase == "search":
         return f"search {data.get('evaluations')}/{data.get('of')} sub-networks"
+    if phase == "device" and data.get("fallback") == "cpu":
+        return "the sandbox has no GPU to give: training on the CPU"
     if phase == "polished":
         tried = data.get("tried") or []
         best = [t for t in tried if t.get("after") is not None]

@@ -143,6 +143,85 @@ def test_a_job_without_the_nas_libraries_is_told_from_its_traceback() -> None:
     assert "mlpilot[nas]" in _library_hint("local")
 
 
+def test_with_nothing_within_the_tolerance_the_full_network_is_kept(tmp_path) -> None:
+    # the super-network's full model is 3 points below the fine-tuned one; no target
+    full = replace(_cand(0.23, 1.0), source="full")
+    cands = [full, _cand(0.24, 0.6), _cand(0.30, 0.3)]
+    store = NasStore(tmp_path)
+    store.write_json("finetune.json", {"val_accuracy": 0.80})
+    agent = NasAgent(None, store, [], [], NasSettings(tolerance=0.01))
+    chosen, why = agent.choose(cands, agent.reference(full))
+    assert chosen is full and "full model is kept" in why
+    # polishing may still bring a smaller one within the tolerance
+    polisher = _Polisher(NasSettings(tolerance=0.01, polish_epochs=1), {0.6: 0.205, 1.0: 0.22})
+    polisher.store = store
+    best, _ = polisher.polish(cands, polisher.reference(full), chosen, why)
+    assert best.params_ratio == 0.6 and best.error == 0.205
+    # a size target the full network misses is still an error
+    capped = NasAgent(None, store, [], [], NasSettings(tolerance=0.01, max_params=0.5))
+    with pytest.raises(ConfigError, match="no sub-network meets the request"):
+        capped.choose(cands, capped.reference(full))
+
+
+class _FakeBox:
+    """A sandbox that refuses GPUs (as a Docker engine without the NVIDIA runtime) and
+    whose jobs fail as on an image without torch."""
+
+    name = "docker"
+
+    def __init__(self) -> None:
+        self.gpus: list[int] = []
+
+    def run(self, job, limits):
+        from mlpilot.sandbox import GpuUnavailableError
+        from mlpilot.sandbox.base import ExecResult
+
+        self.gpus.append(limits.gpus)
+        if limits.gpus:
+            raise GpuUnavailableError("GPUs were requested (Limits.gpus) but ...")
+        return ExecResult(
+            exit_code=1,
+            stdout="",
+            stderr="Traceback ...\nModuleNotFoundError: No module named 'torch'",
+            duration_s=0.1,
+            timed_out=False,
+            oom_killed=False,
+            artifacts={},
+            workdir=Path("/nonexistent"),
+            network_isolated=True,
+            backend="docker",
+        )
+
+
+def _job_agent(tmp_path, device: str) -> tuple[NasAgent, _FakeBox, list]:
+    box, events = _FakeBox(), []
+    agent = NasAgent(
+        box,
+        NasStore(tmp_path),
+        ["a", "b"],
+        [0, 1],
+        NasSettings(device=device),
+        progress=lambda p, d: events.append((p, d)),
+    )
+    agent.data = b""
+    return agent, box, events
+
+
+def test_device_auto_falls_back_to_the_cpu_when_the_sandbox_has_no_gpu(tmp_path) -> None:
+    agent, box, events = _job_agent(tmp_path, "auto")
+    with pytest.raises(ConfigError, match=r"docker sandbox's Python has no torch.*--nas"):
+        agent._job({"phase": "finetune"}, {})
+    assert box.gpus == [-1, 0] and agent.no_gpu
+    assert events == [("device", {"fallback": "cpu", "reason": events[0][1]["reason"]})]
+    with pytest.raises(ConfigError):
+        agent._job({"phase": "finetune"}, {})
+    assert box.gpus == [-1, 0, 0]  # once refused, no more asking
+    cuda, box, _ = _job_agent(tmp_path, "cuda")
+    with pytest.raises(ConfigError, match="device='cuda' was asked for"):
+        cuda._job({"phase": "finetune"}, {})
+    assert box.gpus == [-1]
+
+
 def test_a_size_no_subnetwork_reaches_is_a_clear_error() -> None:
     full = _cand(0.10, 1.0)
     agent = NasAgent(
@@ -328,7 +407,11 @@ def test_small_run_killed_during_the_search_resumes_and_ships_a_smaller_model(tm
     assert searched[-1] == SMALL["evaluations"]
     assert result.device.startswith("cpu")
     assert result.full.params_ratio == 1.0 and result.full.source == "full"
-    assert result.chosen.error <= result.full.error + SMALL["tolerance"] + 1e-9
+    # within the tolerance of the fine-tuned model, or the full network kept
+    reference = agent.reference(result.full)
+    assert reference.source == "fine-tuned"
+    limit = reference.error + SMALL["tolerance"] + 1e-9
+    assert result.chosen.error <= limit or result.chosen.source == "full"
     # the shipped one was polished (its error is then the polished one), or polishing
     # made it worse and the slice shipped as it was, which the choice says
     assert result.chosen.unpolished_error is not None or "unpolished" in result.why

@@ -8,11 +8,12 @@ from types import SimpleNamespace
 
 import pytest
 
+from mlpilot.sandbox import SandboxError
 from mlpilot.sandbox.image import (
-    GPU_BASE,
     REQUIREMENTS_LABEL,
     has_nas_libraries,
     image_requirements,
+    rebuild_command,
     runtime_requirements,
     stale_reason,
 )
@@ -26,20 +27,32 @@ def _names(pins: list[str]) -> list[str]:
     return [p.split("==")[0] for p in pins]
 
 
-def test_a_nas_image_adds_torch_and_transformers_unless_the_base_has_torch() -> None:
+def test_a_nas_image_adds_torch_and_transformers_at_the_hosts_versions() -> None:
     plain = image_requirements()
     assert plain == runtime_requirements() and "torch" not in _names(plain)
-    cpu = _names(image_requirements(nas=True))
-    assert {"torch", "transformers", "safetensors", "tokenizers"} <= set(cpu)
-    gpu = _names(image_requirements(nas=True, base=GPU_BASE))
-    assert "transformers" in gpu and "torch" not in gpu  # the PyTorch image brings its own
-
-
-def test_a_local_build_pins_its_public_version() -> None:
+    pytest.importorskip("transformers")
     pytest.importorskip("torch")
-    (pin,) = runtime_requirements(("torch",))
-    assert pin == "torch==" + importlib.metadata.version("torch").split("+")[0]
-    assert "+" not in pin
+    nas = image_requirements(nas=True)
+    assert {"torch", "transformers", "safetensors", "tokenizers"} <= set(_names(nas))
+    assert all("==" in p for p in nas)
+
+
+def test_a_nas_image_on_a_host_without_the_libraries_is_refused(monkeypatch) -> None:
+    real = importlib.metadata.version
+
+    def version(name: str) -> str:
+        if name == "transformers":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
+    with pytest.raises(SandboxError, match=r"this host has no transformers.*mlpilot\[nas\]"):
+        image_requirements(nas=True)
+
+
+def test_a_local_build_pins_its_public_version(monkeypatch) -> None:
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "2.13.0+cpu")
+    assert runtime_requirements(("torch",)) == ["torch==2.13.0"]
 
 
 def test_stale_images_are_told_by_their_pins() -> None:
@@ -55,6 +68,15 @@ def test_stale_images_are_told_by_their_pins() -> None:
 
 
 def test_nas_libraries_are_read_from_the_label() -> None:
-    assert not has_nas_libraries(_image(image_requirements()))
-    assert has_nas_libraries(_image(image_requirements(nas=True, base=GPU_BASE)))
+    assert not has_nas_libraries(_image(runtime_requirements()))
+    assert has_nas_libraries(_image([*runtime_requirements(), "transformers==5.0", "torch==2.13"]))
+    assert has_nas_libraries(_image([*runtime_requirements(), "transformers"]))  # unpinned
     assert has_nas_libraries(_image(None))  # not mlpilot's image: its jobs will tell
+
+
+def test_a_stale_image_is_rebuilt_with_what_it_holds() -> None:
+    plain, nas = _image(["numpy==1"]), _image(["numpy==1", "transformers==5"])
+    assert rebuild_command(plain, "mlpilot-sandbox:latest") == "mlpilot sandbox build"
+    assert rebuild_command(nas, "mlpilot-sandbox:latest") == "mlpilot sandbox build --nas"
+    assert rebuild_command(plain, "mlpilot-sandbox:gpu") == "mlpilot sandbox build --gpu"
+    assert rebuild_command(nas, "mine:1") == "mlpilot sandbox build --nas --tag mine:1"

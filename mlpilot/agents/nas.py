@@ -249,11 +249,14 @@ NAS_LIBRARIES = ("torch", "transformers", "safetensors", "tokenizers")
 
 
 def _missing_library(stderr: str) -> str | None:
-    """The NAS library a job could not import, from its traceback, or None."""
+    """The NAS library a job could not import (or, for transformers, use: it disables
+    itself beside a torch it does not support), from its output, or None."""
     for module in re.findall(r"No module named '([\w.]+)'", stderr):
         top = module.split(".")[0]
         if top in NAS_LIBRARIES:
             return top
+    if re.search(r"PyTorch >= [\d.]+ is required|requires the PyTorch library", stderr):
+        return "torch (a version transformers supports)"
     return None
 
 
@@ -720,17 +723,22 @@ class NasAgent:
         s = self.settings
         limit = reference.error + s.tolerance
         ok = [c for c in candidates if c.error <= limit + 1e-12 and self._meets_targets(c)]
+        full = next((c for c in candidates if c.source == "full"), None)
         rule = (
             f"validation error within {s.tolerance * 100:.1f} points of the "
             f"{_reference_name(reference)} {reference.error:.4f}"
         )
-        full = next((c for c in candidates if c.source == "full"), None)
         if reference.source == "fine-tuned" and full is not None:
             rule += f" (the super-network's full model: {full.error:.4f})"
         if s.max_params is not None:
             rule += f", encoder parameters <= {s.max_params:.0%}"
         if s.max_latency_ms is not None:
             rule += f", CPU latency <= {s.max_latency_ms:g} ms per example"
+        if not ok and full is not None and self._meets_targets(full):
+            # nothing smaller is within the tolerance (the super-network's full model
+            # scores below the fine-tuned one by more than it): the full network is kept,
+            # and polishing may still bring a smaller one inside
+            return full, (f"no sub-network has {rule}; the super-network's full model is kept")
         if not ok:
             smallest = min(candidates, key=lambda c: c.params_ratio)
             raise ConfigError(

@@ -258,7 +258,7 @@ class DockerSandbox(Sandbox):
     def _check_image(self) -> None:
         import docker
 
-        from mlpilot.sandbox.image import stale_reason
+        from mlpilot.sandbox.image import rebuild_command, stale_reason
 
         try:
             image = self.client.images.get(self.image)
@@ -272,7 +272,8 @@ class DockerSandbox(Sandbox):
         if stale is not None:
             # A model fitted in the container must load on the host: same library versions.
             raise SandboxError(
-                f"the sandbox image {self.image!r} is {stale}; rebuild it: mlpilot sandbox build"
+                f"the sandbox image {self.image!r} is {stale}; rebuild it: "
+                f"{rebuild_command(image, self.image)}"
             )
 
     # -- public API --------------------------------------------------------

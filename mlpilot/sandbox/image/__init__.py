@@ -36,7 +36,9 @@ RUNTIME_PACKAGES = (
     "skops",
     "lightgbm",
 )
-# with ``--nas``: what the NAS agent's jobs import (torch, unless the base has it)
+# with ``--nas`` (and ``--gpu``): what the NAS agent's jobs import, torch included even
+# on a PyTorch base (transformers 5 needs torch >= 2.6: the host's torch is the one
+# its transformers works with)
 NAS_PACKAGES = ("torch", "transformers", "safetensors", "tokenizers")
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 REQUIREMENTS_LABEL = "org.mlpilot.requirements"  # the pins an image was built with
@@ -57,14 +59,28 @@ def runtime_requirements(packages: tuple[str, ...] = RUNTIME_PACKAGES) -> list[s
     return pins
 
 
-def image_requirements(*, nas: bool = False, base: str = CPU_BASE) -> list[str]:
+def image_requirements(*, nas: bool = False) -> list[str]:
     """The pins an image is built with: the runtime packages, and with ``nas`` the NAS
-    agent's (torch only where the base does not bring its own: the PyTorch images)."""
-    packages = RUNTIME_PACKAGES
+    agent's, at the host's versions (a host without them cannot pin them: an error
+    that says what to install)."""
+    packages: tuple[str, ...] = RUNTIME_PACKAGES
     if nas:
-        extra = tuple(n for n in NAS_PACKAGES if not (n == "torch" and "pytorch" in base))
-        packages = packages + extra
+        missing = [n for n in NAS_PACKAGES if not _installed(n)]
+        if missing:
+            raise SandboxError(
+                f"an image with the NAS libraries pins the host's versions, but this host "
+                f'has no {", ".join(missing)}: pip install "mlpilot[nas]" (and torch) first'
+            )
+        packages = packages + NAS_PACKAGES
     return runtime_requirements(packages)
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def stale_reason(image: Any) -> str | None:
@@ -86,7 +102,22 @@ def has_nas_libraries(image: Any) -> bool:
     """Whether ``image`` was built with the NAS packages (``--nas`` or ``--gpu``); an
     image mlpilot did not build counts as having them (its jobs will say if not)."""
     built = (image.labels or {}).get(REQUIREMENTS_LABEL)
-    return built is None or "transformers==" in built
+    return built is None or "transformers" in {p.split("==", 1)[0] for p in built.split()}
+
+
+def rebuild_command(image: Any, tag: str) -> str:
+    """The command that rebuilds ``image`` (tagged ``tag``) with what it holds: the
+    NAS libraries if it has them, the GPU base for the ``:gpu`` tag."""
+    from mlpilot.sandbox.docker import DEFAULT_IMAGE
+
+    command = "mlpilot sandbox build"
+    if tag.endswith(":gpu"):
+        command += " --gpu"
+    elif (image.labels or {}).get(REQUIREMENTS_LABEL) is not None and has_nas_libraries(image):
+        command += " --nas"
+    if tag not in (DEFAULT_IMAGE, DEFAULT_IMAGE.replace(":latest", ":gpu")):
+        command += f" --tag {tag}"
+    return command
 
 
 def download_wheels(
@@ -151,7 +182,7 @@ def build_image(
 ) -> str:
     """Builds the sandbox image ``tag`` from ``base``; returns the image id. With
     ``nas`` it also holds torch and transformers (see :func:`image_requirements`)."""
-    requirements = image_requirements(nas=nas, base=base)
+    requirements = image_requirements(nas=nas)
     _ensure_base(client, base, say)
     with tempfile.TemporaryDirectory(prefix="mlpilot-image-") as tmp:
         context = Path(tmp)
