@@ -255,3 +255,76 @@ def test_a_run_started_from_the_chat_box_is_watched_live_and_its_report_opens(
         "ui-runs.png",
     ]
     print(f"screenshots: {shots}")
+
+
+@needs_browser
+def test_a_pruning_runs_progress_is_told_in_words_live(tmp_path) -> None:
+    """The run page of a run whose pruning step is under way: each progress event of
+    the NAS agent (as its process appends them) shows as a line in words."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mlpilot.ui.app import serve
+
+    name = "20260101-000000-reviews"
+    run = RunDir(tmp_path / "runs" / name)
+    run.path.mkdir(parents=True)
+    run.create(
+        RunMeta(
+            request="make this text classifier smaller, keep accuracy within 1 point",
+            data="/data/reviews.csv",
+            target="label",
+            metric="accuracy",
+            time_budget=600,
+            max_trials=200,
+            status="running",
+            created=name,
+        )
+    )
+    run.log_progress("plan", {"plan": {}}, 1.0)
+    state = UiState(Pilot(llm=False, runs_dir=tmp_path / "runs"), llm=None)
+    port, ready = _free_port(), threading.Event()
+    threading.Thread(
+        target=serve, args=(state,), kwargs={"port": port, "ready": ready}, daemon=True
+    ).start()
+    assert ready.wait(30)
+    steps = [
+        (
+            {
+                "phase": "finetune",
+                "epoch": 1,
+                "epochs": 2,
+                "step": 61,
+                "steps": 122,
+                "loss": 0.61,
+                "val_accuracy": 0.8124,
+                "device": "cpu (2 threads)",
+            },
+            "pruning: fine-tuning epoch 1/2, validation accuracy 0.812",
+        ),
+        (
+            {"phase": "device", "fallback": "cpu", "reason": "no NVIDIA runtime"},
+            "pruning: the sandbox has no GPU to give: training on the CPU",
+        ),
+        (
+            {"phase": "search", "method": "nsga2", "evaluations": 16, "of": 40, "best_error": 0.2},
+            "pruning: search 16/40 sub-networks",
+        ),
+        (
+            {"phase": "polished", "tried": [{"params_ratio": 0.4, "before": 0.23, "after": 0.21}]},
+            "pruning: polished 1 sub-network(s)",
+        ),
+    ]
+    with _browser() as b:
+        wait = WebDriverWait(b, 30)
+        b.get(f"http://127.0.0.1:{port}/runs/{name}")
+        step = b.find_element(By.CSS_SELECTOR, '#run-live [data-field="step"]')
+        wait.until(lambda _: step.text == "planned")
+        for t, (details, words) in enumerate(steps, start=2):
+            run.update(status="running")  # the run's process is alive
+            run.log_progress("nas", details, float(t))
+            wait.until(lambda _, w=words: step.text == w, message=f"never showed {words!r}")
+        run.update(status="finished")
+        wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#run-live.finished")))
+        assert step.text == "finished"

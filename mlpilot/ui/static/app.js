@@ -22,6 +22,9 @@ function nasLine(p) {
     return `pruning: ${names[p.phase]} epoch ${p.epoch}/${p.epochs}${acc}`;
   }
   if (p.phase === "search") return `pruning: search ${p.evaluations}/${p.of} sub-networks`;
+  if (p.phase === "device" && p.fallback === "cpu") {
+    return "pruning: the sandbox has no GPU to give: training on the CPU";
+  }
   if (p.phase === "polished") return `pruning: polished ${(p.tried || []).length} sub-network(s)`;
   return `pruning: ${p.phase}`;
 }
