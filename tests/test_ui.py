@@ -157,6 +157,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _serve(state: UiState) -> int:
+    """Serves the UI on a free loopback port in a daemon thread; returns the port."""
+    from mlpilot.ui.app import serve
+
+    port, ready = _free_port(), threading.Event()
+    threading.Thread(
+        target=serve, args=(state,), kwargs={"port": port, "ready": ready}, daemon=True
+    ).start()
+    assert ready.wait(30)
+    return port
+
+
 @contextlib.contextmanager
 def _browser():
     from selenium import webdriver
@@ -190,17 +202,11 @@ def test_a_run_started_from_the_chat_box_is_watched_live_and_its_report_opens(
     from selenium.webdriver.support.ui import WebDriverWait
     from sklearn.datasets import load_breast_cancer
 
-    from mlpilot.ui.app import serve
-
     frame = load_breast_cancer(as_frame=True).frame
     data = tmp_path / "cancer.csv"
     frame.to_csv(data, index=False)
     state = UiState(Pilot(llm=False, runs_dir=tmp_path / "runs"), llm=None)
-    port, ready = _free_port(), threading.Event()
-    threading.Thread(
-        target=serve, args=(state,), kwargs={"port": port, "ready": ready}, daemon=True
-    ).start()
-    assert ready.wait(30)
+    port = _serve(state)
     shots = Path(os.environ.get("MLPILOT_SCREENSHOTS") or tmp_path / "screenshots")
     shots.mkdir(parents=True, exist_ok=True)
     base = f"http://127.0.0.1:{port}"
@@ -265,8 +271,6 @@ def test_a_pruning_runs_progress_is_told_in_words_live(tmp_path) -> None:
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from mlpilot.ui.app import serve
-
     name = "20260101-000000-reviews"
     run = RunDir(tmp_path / "runs" / name)
     run.path.mkdir(parents=True)
@@ -284,11 +288,7 @@ def test_a_pruning_runs_progress_is_told_in_words_live(tmp_path) -> None:
     )
     run.log_progress("plan", {"plan": {}}, 1.0)
     state = UiState(Pilot(llm=False, runs_dir=tmp_path / "runs"), llm=None)
-    port, ready = _free_port(), threading.Event()
-    threading.Thread(
-        target=serve, args=(state,), kwargs={"port": port, "ready": ready}, daemon=True
-    ).start()
-    assert ready.wait(30)
+    port = _serve(state)
     steps = [
         (
             {
