@@ -33,7 +33,7 @@ LlmOption = Annotated[
         "--llm",
         help="litellm model string (openai/gpt-4o-mini, anthropic/..., ollama/...), or "
         "'embedded' or 'embedded/NAME'. Default: $MLPILOT_LLM, else the embedded model, "
-        "which a run under 120 s leaves out unless it is named here.",
+        "which a run under 120 s leaves out unless it is named here or in $MLPILOT_LLM.",
     ),
 ]
 SandboxOption = Annotated[

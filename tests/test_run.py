@@ -372,11 +372,12 @@ def test_the_readme_main_command_runs_with_the_embedded_model_in_budget(
 
 
 def test_a_short_run_leaves_the_embedded_model_out_unless_it_is_named(
-    embedded_model, tmp_path
+    embedded_model, tmp_path, monkeypatch
 ) -> None:
     from mlpilot.agents.rundir import RunDir
     from mlpilot.api import LOCAL_LLM_MIN_BUDGET_S
 
+    monkeypatch.delenv("MLPILOT_LLM", raising=False)
     pilot = Pilot(runs_dir=tmp_path)  # the default LLM: the embedded model here
     assert pilot._make_llm(LOCAL_LLM_MIN_BUDGET_S - 1) is None
     assert "below 120 s the embedded model" in pilot.llm_note
@@ -384,6 +385,10 @@ def test_a_short_run_leaves_the_embedded_model_out_unless_it_is_named(
     assert kept is not None and kept.runs_locally and pilot.llm_note == ""
     named = Pilot(llm="embedded", runs_dir=tmp_path)._make_llm(LOCAL_LLM_MIN_BUDGET_S - 1)
     assert named is not None and named.runs_locally
+    monkeypatch.setenv("MLPILOT_LLM", "embedded")  # named in the environment
+    from_env = Pilot(runs_dir=tmp_path)._make_llm(LOCAL_LLM_MIN_BUDGET_S - 1)
+    assert from_env is not None and from_env.runs_locally
+    monkeypatch.delenv("MLPILOT_LLM")
     data = load_breast_cancer(as_frame=True).frame.sample(200, random_state=0)
     result = pilot.run("predict target", data, time_budget=15)
     assert result.status == "finished"
