@@ -178,6 +178,9 @@ class Split:
         return np.column_stack([by_name.get(str(c), np.zeros(len(proba))) for c in self.classes])
 
 
+PILOT_RECORD: dict[str, object] = {}  # what the last mlpilot cell adds to its row
+
+
 def run_pilot(
     llm: bool, split: Split, budget: float, work: Path, folds: int | None = None
 ) -> np.ndarray:
@@ -202,6 +205,11 @@ def run_pilot(
     if result.model is None:
         raise RuntimeError(f"no verified model ({result.status})")
     model = result.model
+    refit = next((c for c in result.checks if c.get("check") == "refit on all rows"), {})
+    # recorded with the cell: whether the delivered model learned from every row it was
+    # given (or only from the rows its own holdout left it, when the refit did not fit)
+    PILOT_RECORD.clear()
+    PILOT_RECORD["all_rows"] = str(refit.get("detail", "")).startswith("the delivered model was")
     if split.classification:
         proba = pd.DataFrame(model.predict_proba(split.test_X), columns=list(model.classes_))
         return split.align(proba)
@@ -280,6 +288,7 @@ def measure(args: argparse.Namespace) -> None:
                 split = Split(name, seed)
                 shift = (seed + d) % len(todo)
                 for system in todo[shift:] + todo[:shift]:  # rotated: no system always first
+                    PILOT_RECORD.clear()
                     with TemporaryDirectory() as tmp:
                         t0 = time.perf_counter()
                         try:
@@ -300,6 +309,7 @@ def measure(args: argparse.Namespace) -> None:
                     }
                     if system.startswith("mlpilot"):
                         row["code"] = CODE  # mlpilot's commit: a record of which code ran
+                        row.update(PILOT_RECORD)
                     args.out.parent.mkdir(parents=True, exist_ok=True)
                     with args.out.open("a") as f:
                         f.write(json.dumps(row) + "\n")

@@ -103,6 +103,15 @@ def test_a_warm_container_serves_many_jobs_and_survives_crashes(warm: DockerSand
     assert warm.worker_starts - starts <= 1  # at most the first start, never a restart
 
 
+def test_warm_up_imports_a_module_in_the_running_container(warm: DockerSandbox) -> None:
+    check = "import sys; print('wave' in sys.modules)"
+    assert warm.run(check).stdout.strip() == "False"
+    starts = warm.worker_starts
+    warm.warm_up(["wave"])
+    assert [warm.run(check).stdout.strip() for _ in range(3)] == ["True"] * 3
+    assert warm.worker_starts == starts  # imported in the running container, no restart
+
+
 def test_a_dead_warm_container_is_replaced() -> None:
     with DockerSandbox(warm=True) as box:
         assert box.run("print(1)").ok

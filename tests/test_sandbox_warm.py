@@ -17,6 +17,44 @@ def test_warm_worker_keeps_imports_and_serves_many_jobs() -> None:
         assert box.worker_starts == 1
 
 
+LOADED = "import sys; print('wave' in sys.modules)"
+
+
+def test_warm_up_imports_a_module_once_in_the_running_workers() -> None:
+    with LocalSandbox(warm=True, workers=2, preload=("json",)) as box:
+        assert box.run(LOADED).stdout.strip() == "False"
+        box.warm_up(["wave"])
+        worker = box._all_workers[0]
+        deadline = time.monotonic() + 30
+        while "wave" not in worker._loaded and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "wave" in worker._loaded, "the idle worker was not warmed in the background"
+        assert [box.run(LOADED).stdout.strip() for _ in range(3)] == ["True"] * 3
+        assert box.worker_starts == 1  # imported in the running worker, not by a restart
+        worker.proc.kill()  # type: ignore[union-attr]
+        worker.proc.wait()  # type: ignore[union-attr]
+        assert box.run(LOADED).stdout.strip() == "True"  # a restarted worker imports it too
+
+
+def test_a_worker_busy_during_warm_up_catches_up_before_its_next_job() -> None:
+    with LocalSandbox(warm=True, workers=1, preload=()) as box:
+        box._warm_one = lambda: None  # type: ignore[method-assign]  # no background warming
+        box.run("pass")
+        busy = threading.Thread(target=lambda: box.run("import time; time.sleep(1)"))
+        busy.start()
+        time.sleep(0.3)
+        box.warm_up(["wave"])
+        busy.join()
+        assert box.run(LOADED).stdout.strip() == "True"
+        assert box.worker_starts == 1
+
+
+def test_warm_up_is_a_no_op_without_warm_workers() -> None:
+    with LocalSandbox(preload=()) as box:
+        box.warm_up(["wave"])
+        assert box.run(LOADED).stdout.strip() == "False"
+
+
 def test_worker_survives_job_crash_and_timeout_without_restart() -> None:
     with LocalSandbox(warm=True, preload=()) as box:
         box.run("import os; os.abort()")

@@ -48,13 +48,17 @@ REVIEW_GRACE_S = 2.0
 REVIEW_CANCEL_S = 10.0
 LATE_REVIEW = "the LLM's leakage review did not answer within the budget; rule-based checks only"
 # A warm sandbox job's start, data and clean-up, beyond its fits, and a refit job's
-# model file on top (importing skops in the job, ~2.5 s, writing and loading the file).
-# Measured on two cores, two workers (local-warm sandbox, default configurations):
-# fold-by-fold re-runs of trials that took 0.55-8.8 s took 0.9-6.0 s, refits 2.4-7.4 s
-# (LightGBM's the slowest: 4.4 s on titanic's 840 rows, 6.0-7.4 s on ames' 1,875).
-# With 0.3 s and 2.0 s the final step overran its estimate twofold on ames.
+# model file on top (writing it, and the host's loading it). Measured on two cores, two
+# workers (local-warm sandbox, default configurations): fold-by-fold re-runs of trials
+# that took 0.55-8.8 s took 0.9-6.0 s. Refits took 2.4-7.4 s (LightGBM's the slowest:
+# 4.4 s on titanic's 840 rows, 6.0-7.4 s on ames' 1,875) while each job imported skops
+# itself (1.9 s, torch included) and 3.5 s was counted here; since the search's end
+# warms the workers with it (``Sandbox.warm_up``), refits of LightGBM, a linear model
+# and a random forest on breast cancer's 569 rows take 0.5, 0.2 and 0.7 s instead of
+# 2.1-2.3 s (benchmarks/refit_cost.py). With 0.3 s and 2.0 s (and the import in each
+# job) the final step overran its estimate twofold on ames.
 JOB_OVERHEAD_S = 0.5
-REFIT_OVERHEAD_S = 3.5
+REFIT_OVERHEAD_S = 1.5
 # choosing the ensemble and writing the report with its plots, beyond the jobs (about
 # what a 40 s run on a small data set spent on them here, two cores)
 FINISH_FIXED_S = 6.0

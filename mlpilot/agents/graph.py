@@ -251,10 +251,13 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             llm=None if stats is None else dict(stats.__dict__),
             stopped=agent.stopped.get(family),
         )
-    # skops (the refit models' format) takes ~3 s to import, torch included: while the
+    # skops (the refit models' format) takes ~2 s to import, torch included: while the
     # ensemble is chosen rather than in the final step (and not at the start, where it
-    # would compete with the LLM's planning)
+    # would compete with the LLM's planning). The sandbox's warm workers import it too,
+    # once each, instead of every refit job paying it (the final step's refits on the
+    # training rows and on all rows: six jobs for a three-member ensemble).
     model_io.preload()
+    ctx.sandbox.warm_up(["skops.io"])
     events = [f"tuned {', '.join(summary)}"]
     if agent.upfront_waited_s >= 0.5:
         events.append(

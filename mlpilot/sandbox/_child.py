@@ -221,23 +221,32 @@ def _run_one(argv: list[str]) -> int:
     return 1 if code is None else (code if code >= 0 else 128 - code)
 
 
+def _import_all(names: list[str]) -> list[str]:
+    failed = []
+    for name in names:
+        try:
+            __import__(name)
+        except Exception as e:  # a missing optional library only costs warmth
+            failed.append(f"{name}: {type(e).__name__}: {e}")
+    return failed
+
+
 def _serve(preload: list[str]) -> int:
     # Keep the protocol on a private fd: stray prints from imported libraries
     # must not corrupt it.
     ctl = os.fdopen(os.dup(1), "w", buffering=1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
-    failed = []
-    for name in preload:
-        try:
-            __import__(name)
-        except Exception as e:  # a missing optional library only costs warmth
-            failed.append(f"{name}: {type(e).__name__}: {e}")
+    failed = _import_all(preload)
     ctl.write(json.dumps({"ready": True, "pid": os.getpid(), "preload_failed": failed}) + "\n")
     for line in sys.stdin:
         if not line.strip():
             continue
         request = json.loads(line)
+        if "warm" in request:  # modules later jobs need, imported once here (jobs fork from us)
+            failed = _import_all(request["warm"])
+            ctl.write(json.dumps({"id": request["id"], "preload_failed": failed}) + "\n")
+            continue
         status = execute(
             request["dir"],
             request["script"],

@@ -15,7 +15,7 @@ import shutil
 import stat
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -202,6 +202,13 @@ class Sandbox(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Stops workers and removes every job directory. Idempotent."""
+
+    def warm_up(self, modules: Sequence[str]) -> None:
+        """Has warm workers import ``modules`` once, in the background and in a job's
+        slot, so that the jobs after it that import them (each job is forked from its
+        worker) skip that import. A hint: sandboxes without warm workers ignore it.
+        The modules' memory counts toward each later job's ``Limits.memory_mb``."""
+        return None
 
     def __enter__(self) -> Self:
         return self

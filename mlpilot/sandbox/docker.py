@@ -517,6 +517,31 @@ class DockerSandbox(Sandbox):
 
     # -- warm -----------------------------------------------------------------
 
+    def warm_up(self, modules: Sequence[str]) -> None:
+        if not self.warm or self._closed:
+            return
+        with self._lock:
+            self.preload = tuple(dict.fromkeys((*self.preload, *modules)))
+            for worker in self._all_workers:
+                worker.want(modules)
+        for _ in range(self.workers):  # the idle containers now, each in a job's slot
+            threading.Thread(target=self._warm_one, name="mlpilot-warm-up", daemon=True).start()
+
+    def _warm_one(self) -> None:
+        with self._slots:
+            with self._lock:
+                if not self._idle:
+                    return  # none idle: a busy one catches up before its next job
+                worker = self._idle.pop()
+            try:
+                worker.catch_up()
+            except Exception:  # closed meanwhile; warmth is only an optimisation
+                worker.kill()
+            finally:
+                with self._lock:
+                    if not self._closed:
+                        self._idle.append(worker)
+
     def _take_worker(self, ro_files: tuple[Path, ...]) -> _ContainerWorker:
         with self._lock:
             for worker in self._idle:
@@ -563,6 +588,10 @@ class DockerSandbox(Sandbox):
             "memory_mb": limits.memory_mb,
             "cpus": max(1, int(limits.cpus)) if limits.cpus else self._threads_per_job(),
         }
+        try:
+            worker.catch_up()
+        except Exception:
+            worker.kill()  # restarts for the job, with every module wanted
         start = time.monotonic()
         try:
             status = worker.execute(request, hard_timeout=limits.timeout_s + 15)

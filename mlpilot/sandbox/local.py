@@ -156,6 +156,7 @@ class _Worker:
         self._wfd: int | None = None  # where request lines go
         self._buffer = b""
         self.starts = 0
+        self._loaded: tuple[str, ...] = ()  # what the running interpreter has imported
 
     def _launch(self) -> None:
         log = (self.root / f"{CONTROL_PREFIX}-worker-{uuid.uuid4().hex[:8]}.log").open("wb")
@@ -191,6 +192,23 @@ class _Worker:
         if ready is None or not ready.get("ready"):
             self.kill()
             raise SandboxError("the sandbox worker did not start (no ready message within 120 s)")
+        self._loaded = self.preload
+
+    def want(self, modules: Sequence[str]) -> None:
+        """Adds ``modules`` to what this worker imports: at its next start, or in
+        :meth:`catch_up` while it runs."""
+        self.preload = tuple(dict.fromkeys((*self.preload, *modules)))
+
+    def catch_up(self, hard_timeout: float = 120.0) -> None:
+        """Imports, in the running interpreter, the modules wanted since it started, so
+        that the jobs it forks from now on start with them loaded. Only an optimisation:
+        a worker that fails here is killed and restarts (with them) at its next job."""
+        if self.preload == self._loaded or not self._alive():
+            return
+        missing = [m for m in self.preload if m not in self._loaded]
+        wanted = self.preload
+        if self.execute({"id": uuid.uuid4().hex, "warm": missing}, hard_timeout) is not None:
+            self._loaded = wanted
 
     def _read_line(self, deadline: float) -> dict[str, Any] | None:
         assert self._rfd is not None
@@ -320,6 +338,30 @@ class LocalSandbox(Sandbox):
         """The wall this machine gives this sandbox's jobs (without network)."""
         return detect()
 
+    def warm_up(self, modules: Sequence[str]) -> None:
+        if not self.warm or self._closed:
+            return
+        with self._lock:
+            self.preload = tuple(dict.fromkeys((*self.preload, *modules)))
+            for worker in self._all_workers:
+                worker.want(modules)
+        for _ in range(self.workers):  # the idle workers now, each in a job's slot
+            threading.Thread(target=self._warm_one, name="mlpilot-warm-up", daemon=True).start()
+
+    def _warm_one(self) -> None:
+        with self._slots:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                return  # none idle: a busy worker catches up before its next job
+            try:
+                worker.catch_up()
+            except Exception:  # closed meanwhile; warmth is only an optimisation
+                worker.kill()
+            finally:
+                if not self._closed:
+                    self._idle.put(worker)
+
     def close(self) -> None:
         with self._lock:
             if self._closed:
@@ -442,6 +484,10 @@ class LocalSandbox(Sandbox):
             "memory_mb": limits.memory_mb,
             "cpus": self._threads_per_job(limits),
         }
+        try:
+            worker.catch_up()
+        except Exception:
+            worker.kill()  # restarts for the job, with every module wanted
         start = time.monotonic()
         try:
             status = worker.execute(request, hard_timeout=limits.timeout_s + 10)
