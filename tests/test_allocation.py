@@ -135,56 +135,85 @@ def test_an_ensemble_keeps_to_the_members_whose_re_runs_fit_the_time_left() -> N
     assert affordable_members(ranked, seconds, 0.0, folds=5, workers=2) == ["lgb-4"]
 
 
-def test_the_ensemble_step_keeps_greedy_to_members_it_can_verify(monkeypatch) -> None:
-    import numpy as np
+def _ensemble_step(monkeypatch, y, oof: dict, seconds: dict, remaining_s: float):
+    """The ensemble step's summary for trials with these out-of-fold predictions and
+    seconds (best first, in ``oof``'s order), with ``remaining_s`` of the budget left."""
     import pandas as pd
 
-    from mlpilot.agents import graph, stacking
+    from mlpilot.agents import graph
     from mlpilot.agents.state import TrialRow
     from mlpilot.tools.metrics import get_metric
+
+    rows = [
+        TrialRow(k, k[0], 0, {}, "default", seconds[k], "", "COMPLETE", -1.0, -1.0, 0.0)
+        for k in oof
+    ]
+    monkeypatch.setattr(graph, "trial_rows", lambda *_: rows)
+
+    class Ctx:
+        task = type("T", (), {"y": pd.Series(y), "metric": get_metric("rmse")})()
+        task.is_classification = False
+        run = type("R", (), {"storage_url": "sqlite://"})()
+        run.load_predictions = staticmethod(lambda key: (oof[key], oof[key][:10], None))
+        hpo_settings = type("S", (), {"parallel": 2, "folds": 5})()
+
+        def remaining(self) -> float:
+            return remaining_s
+
+        def emit(self, *a, **k) -> None:
+            pass
+
+    runtime = type("RT", (), {"context": Ctx()})()
+    return graph.ensemble_node({}, runtime)["ensemble"]  # type: ignore[arg-type,index]
+
+
+def test_the_ensemble_step_keeps_greedy_to_members_it_can_verify(monkeypatch) -> None:
+    import numpy as np
+
+    from mlpilot.agents import stacking
 
     rng = np.random.default_rng(0)
     y = rng.normal(size=600)
     # three members with independent errors: their average beats each of them
     oof = {k: y + rng.normal(scale=1.0, size=600) for k in ("a-0", "b-0", "c-0")}
     seconds = {"a-0": 1.0, "b-0": 1.0, "c-0": 30.0}  # c's re-run takes far too long
-    rows = [
-        TrialRow(k, k[0], 0, {}, "default", seconds[k], "", "COMPLETE", -1.0, -1.0, 0.0)
-        for k in oof
-    ]
-    monkeypatch.setattr(graph, "trial_rows", lambda *_: rows)
     monkeypatch.setattr(
         stacking,
         "choose",
         lambda *a, **k: stacking.Choice("greedy", {"single": 1.0, "greedy": 0.9}, {}, {}, ""),
     )
 
-    def node(remaining: float):
-        class Ctx:
-            task = type("T", (), {"y": pd.Series(y), "metric": get_metric("rmse")})()
-            task.is_classification = False
-            run = type("R", (), {"storage_url": "sqlite://"})()
-            run.load_predictions = staticmethod(lambda key: (oof[key], oof[key][:10], None))
-            hpo_settings = type("S", (), {"parallel": 2, "folds": 5})()
-
-            def remaining(self) -> float:
-                return remaining_s
-
-            def emit(self, *a, **k) -> None:
-                pass
-
-        remaining_s = remaining
-        runtime = type("RT", (), {"context": Ctx()})()
-        return graph.ensemble_node({}, runtime)["ensemble"]  # type: ignore[arg-type,index]
-
-    plenty = node(600.0)
+    plenty = _ensemble_step(monkeypatch, y, oof, seconds, 600.0)
     assert plenty.kept and set(plenty.weights) == {"a-0", "b-0", "c-0"}
     assert "kept to" not in plenty.note
-    short = node(10.0)  # a and b re-run in a few seconds, c in 30
+    short = _ensemble_step(monkeypatch, y, oof, seconds, 10.0)  # a, b re-run in seconds, c in 30
     assert short.kept and set(short.weights) == {"a-0", "b-0"}
     assert "greedy kept to 2 of its 3 members" in short.note and not short.unaffordable
-    none = node(-6.0)  # over time: only the best single is re-run; no ensemble, and why
+    # over time: only the best single is re-run; no ensemble, and why
+    none = _ensemble_step(monkeypatch, y, oof, seconds, -6.0)
     assert not none.kept and none.unaffordable and "greedy kept to 1 of its 3" in none.note
+
+
+def test_a_combiner_is_chosen_again_over_the_members_it_can_verify(monkeypatch) -> None:
+    # Guard: stacking uses every member, so one slow member made the final step deliver a
+    # single trial (ames, diamonds at 120 s); it is compared again over those that fit.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=600)
+    # each member sees half the signal: a linear meta-model (weights summing to about 2)
+    # beats any average of them by far, so stacking wins whichever members it gets
+    oof = {k: 0.5 * y + rng.normal(scale=0.3, size=600) for k in ("a-0", "b-0", "c-0")}
+    seconds = {"a-0": 1.0, "b-0": 1.0, "c-0": 30.0}
+
+    plenty = _ensemble_step(monkeypatch, y, oof, seconds, 600.0)
+    assert plenty.kept and plenty.method == "stacking"
+    assert plenty.members == ["a-0", "b-0", "c-0"]
+    short = _ensemble_step(monkeypatch, y, oof, seconds, 10.0)
+    assert short.kept and short.method == "stacking"
+    assert short.members == ["a-0", "b-0"]
+    assert "compared over the 2 best of 3 members" in short.note
+    assert short.nested["stacking"] < short.nested["greedy"]
 
 
 def test_the_refit_on_all_rows_is_timed_by_the_refit_before_it() -> None:

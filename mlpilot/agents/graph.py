@@ -334,12 +334,41 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     note, unaffordable = choice.note, False
     seconds = {r.key: r.seconds for r in done}
     budget_s = final_time_left(ctx) - ENSEMBLE_SAFETY_S
+    workers, folds = ctx.hpo_settings.parallel, ctx.hpo_settings.folds
+    if choice.method in ("stacking", "neural"):
+        # a combiner uses every member: when their re-runs do not all fit (on ames and
+        # diamonds at 120 s: about 95 s of jobs with 22 s left), the final step would
+        # deliver a single trial; compare the combiners again over the best members that
+        # fit instead, in what the re-runs leave of the time
+        names = [m.name for m in members]
+        fits = affordable_members(names, seconds, budget_s, folds=folds, workers=workers)
+        if 2 <= len(fits) < len(names):
+            members = [m for m in members if m.name in fits]
+            result = greedy_ensemble(members, y, task.metric, classes=classes)
+            costs = [float(seconds.get(k) or 0.0) for k in fits]
+            slack = budget_s - verification_cost(costs, costs, folds, workers)
+            choice = stacking.choose(
+                members,
+                y,
+                task.metric,
+                classes=classes,
+                classification=task.is_classification,
+                deadline=time.monotonic() + max(0.0, min(ENSEMBLE_SHARE * ctx.remaining(), slack)),
+            )
+            note = "; ".join(
+                [
+                    *filter(None, [choice.note]),
+                    f"compared over the {len(members)} best of {len(names)} members: the "
+                    "others' fold-by-fold re-runs did not fit the time left",
+                ]
+            )
+            budget_s = final_time_left(ctx) - ENSEMBLE_SAFETY_S
     pool = affordable_members(
         [result.best_single_name, *sorted(result.weights, key=lambda k: -result.weights[k])],
         seconds,
         budget_s,
-        folds=ctx.hpo_settings.folds,
-        workers=ctx.hpo_settings.parallel,
+        folds=folds,
+        workers=workers,
     )
     if choice.method != "single" and result.kept and not set(result.weights) <= set(pool):
         chosen = [m for m in members if m.name in pool]
