@@ -116,7 +116,7 @@ def test_gains_below_the_noise_do_not_keep_a_family_in_the_lead_cheaply() -> Non
 
 
 def test_an_ensemble_keeps_to_the_members_whose_re_runs_fit_the_time_left() -> None:
-    from mlpilot.agents.finalize import verification_cost
+    from mlpilot.agents.finalize import all_rows_cost, verification_cost
     from mlpilot.agents.graph import affordable_members
 
     seconds = {"lgb-4": 3.0, "lgb-1": 3.0, "rf-2": 6.0, "linear-0": 0.5}
@@ -131,6 +131,15 @@ def test_an_ensemble_keeps_to_the_members_whose_re_runs_fit_the_time_left() -> N
     two = verification_cost([3.0, 6.0], [3.0, 6.0], 5, 2)
     # the next member (lgb-1) would not fit; none after it is taken either
     assert affordable_members(ranked, seconds, two + 0.1, folds=5, workers=2) == ["lgb-4", "rf-2"]
+    # with their refit on all rows (a quarter more rows) the two no longer fit
+    assert affordable_members(ranked, seconds, two + 0.1, folds=5, workers=2, rows_ratio=1.25) == [
+        "lgb-4"
+    ]
+    both = two + all_rows_cost([3.0, 6.0], 5, 2, 1.25)
+    assert affordable_members(ranked, seconds, both + 0.1, folds=5, workers=2, rows_ratio=1.25) == [
+        "lgb-4",
+        "rf-2",
+    ]
     # the best single is always kept, whatever its cost
     assert affordable_members(ranked, seconds, 0.0, folds=5, workers=2) == ["lgb-4"]
 
@@ -153,6 +162,8 @@ def _ensemble_step(monkeypatch, y, oof: dict, seconds: dict, remaining_s: float)
     class Ctx:
         task = type("T", (), {"y": pd.Series(y), "metric": get_metric("rmse")})()
         task.is_classification = False
+        task.train = range(len(y))
+        task.holdout = type("H", (), {"features": range(len(y) // 4)})()
         run = type("R", (), {"storage_url": "sqlite://"})()
         run.load_predictions = staticmethod(lambda key: (oof[key], oof[key][:10], None))
         hpo_settings = type("S", (), {"parallel": 2, "folds": 5})()
@@ -189,6 +200,15 @@ def test_the_ensemble_step_keeps_greedy_to_members_it_can_verify(monkeypatch) ->
     short = _ensemble_step(monkeypatch, y, oof, seconds, 10.0)  # a, b re-run in seconds, c in 30
     assert short.kept and set(short.weights) == {"a-0", "b-0"}
     assert "greedy kept to 2 of its 3 members" in short.note and not short.unaffordable
+    # time for a's and b's re-runs, not for their refit on all rows as well: no ensemble
+    from mlpilot.agents.finalize import BUDGET_MARGIN_S, all_rows_cost, verification_cost
+    from mlpilot.agents.graph import ENSEMBLE_SAFETY_S
+
+    verify = verification_cost([1.0, 1.0], [1.0, 1.0], 5, 2)
+    refit = all_rows_cost([1.0, 1.0], 5, 2, 1.25)
+    between = verify + refit / 2 - BUDGET_MARGIN_S / 2 + ENSEMBLE_SAFETY_S
+    tight = _ensemble_step(monkeypatch, y, oof, seconds, between)
+    assert not tight.kept and "greedy kept to 1 of its 3" in tight.note
     # over time: only the best single is re-run; no ensemble, and why
     none = _ensemble_step(monkeypatch, y, oof, seconds, -6.0)
     assert not none.kept and none.unaffordable and "greedy kept to 1 of its 3" in none.note

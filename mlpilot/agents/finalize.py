@@ -254,8 +254,14 @@ def finish_seconds(trial_s: float, folds: int, workers: int, rows_ratio: float) 
     trial that took ``trial_s``: its fold-by-fold re-run and refit, its refit on all
     rows (``rows_ratio`` times the training rows), and ensembling and the report."""
     verify = verification_cost([trial_s], [trial_s], folds, workers)
-    all_rows = trial_s / (folds + 1) * rows_ratio + REFIT_OVERHEAD_S
-    return verify + all_rows + FINISH_FIXED_S
+    return verify + all_rows_cost([trial_s], folds, workers, rows_ratio) + FINISH_FIXED_S
+
+
+def all_rows_cost(seconds: list[float], folds: int, workers: int, rows_ratio: float) -> float:
+    """Wall seconds of the refit on all rows (``rows_ratio`` times the training rows) of
+    the trials whose seconds are in ``seconds``, ``workers`` at a time."""
+    refits = [s / (folds + 1) * rows_ratio + REFIT_OVERHEAD_S for s in seconds]
+    return side_by_side(refits, workers)
 
 
 def side_by_side(seconds: list[float], workers: int) -> float:
@@ -345,12 +351,11 @@ def _refit_on_all_rows(
     kept = (
         f"the delivered model is the verified one, trained on the {len(task.train)} training rows"
     )
-    cost = side_by_side(
-        [
-            rows[k].seconds / (runner.folds + 1) * n_all / len(task.train) + REFIT_OVERHEAD_S
-            for k in weights
-        ],
+    cost = all_rows_cost(
+        [rows[k].seconds for k in weights],
+        runner.folds,
         ctx.hpo_settings.parallel,
+        n_all / len(task.train),
     )
     cost = max(cost, measured_s * n_all / len(task.train))
     left = final_time_left(ctx)
