@@ -59,7 +59,13 @@ from mlpilot.sandbox.base import (
     write_job_files,
 )
 from mlpilot.sandbox.isolation import RUNNER_CAPS, JobUsers, hand_over
-from mlpilot.sandbox.local import DEFAULT_PRELOAD, SCRIPT_NAME, _Worker, scrubbed_env
+from mlpilot.sandbox.local import (
+    DEFAULT_PRELOAD,
+    SCRIPT_NAME,
+    WarmWorkers,
+    _Worker,
+    scrubbed_env,
+)
 
 DEFAULT_IMAGE = "mlpilot-sandbox:latest"
 IMAGE_ENV = "MLPILOT_SANDBOX_IMAGE"
@@ -204,7 +210,7 @@ class _ContainerWorker(_Worker):
             self._ctl = None
 
 
-class DockerSandbox(Sandbox):
+class DockerSandbox(WarmWorkers, Sandbox):
     """Runs jobs in Docker containers. See the module docstring for the guarantees.
 
     Args:
@@ -517,30 +523,14 @@ class DockerSandbox(Sandbox):
 
     # -- warm -----------------------------------------------------------------
 
-    def warm_up(self, modules: Sequence[str]) -> None:
-        if not self.warm or self._closed:
-            return
+    def _idle_worker(self) -> _ContainerWorker | None:
         with self._lock:
-            self.preload = tuple(dict.fromkeys((*self.preload, *modules)))
-            for worker in self._all_workers:
-                worker.want(modules)
-        for _ in range(self.workers):  # the idle containers now, each in a job's slot
-            threading.Thread(target=self._warm_one, name="mlpilot-warm-up", daemon=True).start()
+            return self._idle.pop() if self._idle else None
 
-    def _warm_one(self) -> None:
-        with self._slots:
-            with self._lock:
-                if not self._idle:
-                    return  # none idle: a busy one catches up before its next job
-                worker = self._idle.pop()
-            try:
-                worker.catch_up()
-            except Exception:  # closed meanwhile; warmth is only an optimisation
-                worker.kill()
-            finally:
-                with self._lock:
-                    if not self._closed:
-                        self._idle.append(worker)
+    def _return_worker(self, worker: _ContainerWorker) -> None:
+        with self._lock:
+            if not self._closed:
+                self._idle.append(worker)
 
     def _take_worker(self, ro_files: tuple[Path, ...]) -> _ContainerWorker:
         with self._lock:
@@ -588,17 +578,12 @@ class DockerSandbox(Sandbox):
             "memory_mb": limits.memory_mb,
             "cpus": max(1, int(limits.cpus)) if limits.cpus else self._threads_per_job(),
         }
-        try:
-            worker.catch_up()
-        except Exception:
-            worker.kill()  # restarts for the job, with every module wanted
+        worker.catch_up()  # a failure kills it: it restarts for the job, with every module
         start = time.monotonic()
         try:
             status = worker.execute(request, hard_timeout=limits.timeout_s + 15)
         finally:
-            with self._lock:
-                if not self._closed:
-                    self._idle.append(worker)
+            self._return_worker(worker)
         duration = time.monotonic() - start
         if status is None:
             hung = duration >= limits.timeout_s

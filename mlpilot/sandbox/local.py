@@ -202,12 +202,18 @@ class _Worker:
     def catch_up(self, hard_timeout: float = 120.0) -> None:
         """Imports, in the running interpreter, the modules wanted since it started, so
         that the jobs it forks from now on start with them loaded. Only an optimisation:
-        a worker that fails here is killed and restarts (with them) at its next job."""
+        a worker that fails here (or is closed meanwhile) is killed and restarts, with
+        them, at its next job; nothing is raised."""
         if self.preload == self._loaded or not self._alive():
             return
         missing = [m for m in self.preload if m not in self._loaded]
         wanted = self.preload
-        if self.execute({"id": uuid.uuid4().hex, "warm": missing}, hard_timeout) is not None:
+        try:
+            reply = self.execute({"id": uuid.uuid4().hex, "warm": missing}, hard_timeout)
+        except Exception:
+            self.kill()
+            return
+        if reply is not None:
             self._loaded = wanted
 
     def _read_line(self, deadline: float) -> dict[str, Any] | None:
@@ -260,7 +266,47 @@ class _Worker:
         self._rfd = self._wfd = None
 
 
-class LocalSandbox(Sandbox):
+class WarmWorkers:
+    """:meth:`Sandbox.warm_up` for sandboxes that keep warm workers (local and Docker).
+    They provide the attributes below and take an idle worker out (``_idle_worker``)
+    and put it back (``_return_worker``) in their own way."""
+
+    warm: bool
+    workers: int
+    preload: tuple[str, ...]
+    _closed: bool
+    _lock: threading.Lock
+    _slots: threading.BoundedSemaphore
+    _all_workers: Sequence[_Worker]
+
+    def _idle_worker(self) -> _Worker | None:
+        raise NotImplementedError
+
+    def _return_worker(self, worker: Any) -> None:
+        raise NotImplementedError
+
+    def warm_up(self, modules: Sequence[str]) -> None:
+        if not self.warm or self._closed:
+            return
+        with self._lock:
+            self.preload = tuple(dict.fromkeys((*self.preload, *modules)))
+            for worker in self._all_workers:
+                worker.want(modules)
+        for _ in range(self.workers):  # the idle workers now, each in a job's slot
+            threading.Thread(target=self._warm_one, name="mlpilot-warm-up", daemon=True).start()
+
+    def _warm_one(self) -> None:
+        with self._slots:
+            worker = self._idle_worker()
+            if worker is None:
+                return  # none idle: a busy worker catches up before its next job
+            try:
+                worker.catch_up()
+            finally:
+                self._return_worker(worker)
+
+
+class LocalSandbox(WarmWorkers, Sandbox):
     """Runs jobs as local subprocesses. See the module docstring for the guarantees.
 
     Args:
@@ -337,30 +383,6 @@ class LocalSandbox(Sandbox):
     def isolation(self) -> Isolation:
         """The wall this machine gives this sandbox's jobs (without network)."""
         return detect()
-
-    def warm_up(self, modules: Sequence[str]) -> None:
-        if not self.warm or self._closed:
-            return
-        with self._lock:
-            self.preload = tuple(dict.fromkeys((*self.preload, *modules)))
-            for worker in self._all_workers:
-                worker.want(modules)
-        for _ in range(self.workers):  # the idle workers now, each in a job's slot
-            threading.Thread(target=self._warm_one, name="mlpilot-warm-up", daemon=True).start()
-
-    def _warm_one(self) -> None:
-        with self._slots:
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                return  # none idle: a busy worker catches up before its next job
-            try:
-                worker.catch_up()
-            except Exception:  # closed meanwhile; warmth is only an optimisation
-                worker.kill()
-            finally:
-                if not self._closed:
-                    self._idle.put(worker)
 
     def close(self) -> None:
         with self._lock:
@@ -454,6 +476,16 @@ class LocalSandbox(Sandbox):
 
     # -- warm ---------------------------------------------------------------
 
+    def _idle_worker(self) -> _Worker | None:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _return_worker(self, worker: _Worker) -> None:
+        if not self._closed:
+            self._idle.put(worker)
+
     def _take_worker(self) -> _Worker:
         try:
             return self._idle.get_nowait()
@@ -484,16 +516,12 @@ class LocalSandbox(Sandbox):
             "memory_mb": limits.memory_mb,
             "cpus": self._threads_per_job(limits),
         }
-        try:
-            worker.catch_up()
-        except Exception:
-            worker.kill()  # restarts for the job, with every module wanted
+        worker.catch_up()  # a failure kills it: it restarts for the job, with every module
         start = time.monotonic()
         try:
             status = worker.execute(request, hard_timeout=limits.timeout_s + 10)
         finally:
-            if not self._closed:
-                self._idle.put(worker)
+            self._return_worker(worker)
         duration = time.monotonic() - start
         if status is None:
             # The worker hung or died with the job: report the job as lost or timed out.
