@@ -257,6 +257,12 @@ def finish_seconds(trial_s: float, folds: int, workers: int, rows_ratio: float) 
     return verify + all_rows_cost([trial_s], folds, workers, rows_ratio) + FINISH_FIXED_S
 
 
+def rows_ratio(task: Any) -> float:
+    """All the rows the user gave (training and holdout) per training row: how much
+    longer a refit on all rows takes than one on the training rows."""
+    return (len(task.train) + len(task.holdout.features)) / len(task.train)
+
+
 def all_rows_cost(seconds: list[float], folds: int, workers: int, rows_ratio: float) -> float:
     """Wall seconds of the refit on all rows (``rows_ratio`` times the training rows) of
     the trials whose seconds are in ``seconds``, ``workers`` at a time."""
@@ -355,9 +361,9 @@ def _refit_on_all_rows(
         [rows[k].seconds for k in weights],
         runner.folds,
         ctx.hpo_settings.parallel,
-        n_all / len(task.train),
+        rows_ratio(task),
     )
-    cost = max(cost, measured_s * n_all / len(task.train))
+    cost = max(cost, measured_s * rows_ratio(task))
     left = final_time_left(ctx)
     if cost > left:
         detail = (

@@ -36,6 +36,7 @@ from mlpilot.agents.finalize import (
     final_time_left,
     finalize_node,
     finish_seconds,
+    rows_ratio,
     start_leak_review,
     verification_cost,
 )
@@ -230,13 +231,13 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     # share of the budget, or more once the best trial shows these take longer
     low, high = HPO_RESERVE_S
     reserve = min(max(HPO_RESERVE * ctx.time_budget_s, low), high)
-    rows_ratio = (len(ctx.task.train) + len(ctx.task.holdout.features)) / len(ctx.task.train)
+    ratio = rows_ratio(ctx.task)
 
     def hpo_deadline() -> float:
         best = agent.best_trial_seconds
         if best is None:
             return ctx.deadline - reserve
-        after = finish_seconds(best, runner.folds, ctx.hpo_settings.parallel, rows_ratio)
+        after = finish_seconds(best, runner.folds, ctx.hpo_settings.parallel, ratio)
         return ctx.deadline - max(reserve, after)
 
     per_family_trials = max(1, plan.max_trials // max(1, len(families)))
@@ -345,7 +346,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
     # the delivered model should learn from every row (on diamonds at 120 s, a 2-member
     # ensemble trained on the training rows only scored 589 RMSE, the single trial refit
     # on all rows 549)
-    ratio = (len(task.train) + len(task.holdout.features)) / len(task.train)
+    ratio = rows_ratio(task)
     if choice.method in ("stacking", "neural"):
         # a combiner uses every member: when their re-runs do not all fit (on ames and
         # diamonds at 120 s: about 95 s of jobs with 22 s left), the final step would
