@@ -208,7 +208,6 @@ def run_pilot(
     refit = next((c for c in result.checks if c.get("check") == "refit on all rows"), {})
     # recorded with the cell: whether the delivered model learned from every row it was
     # given (or only from the rows its own holdout left it, when the refit did not fit)
-    PILOT_RECORD.clear()
     PILOT_RECORD["all_rows"] = str(refit.get("detail", "")).startswith("the delivered model was")
     if split.classification:
         proba = pd.DataFrame(model.predict_proba(split.test_X), columns=list(model.classes_))
