@@ -181,17 +181,15 @@ class Split:
 PILOT_RECORD: dict[str, object] = {}  # what the last mlpilot cell adds to its row
 
 
-def run_pilot(
-    llm: bool, split: Split, budget: float, work: Path, folds: int | None = None
-) -> np.ndarray:
+def run_pilot(llm: bool, split: Split, budget: float, work: Path, **changes: Any) -> np.ndarray:
     import dataclasses
 
     from mlpilot.agents.hpo import HpoSettings
     from mlpilot.api import Pilot
 
     hpo = None
-    if folds is not None:  # the run's own settings for its budget, with another fold count
-        hpo = dataclasses.replace(HpoSettings.for_budget(budget, local_llm=llm), folds=folds)
+    if changes:  # the run's own settings for its budget, with some changed (folds, prune)
+        hpo = dataclasses.replace(HpoSettings.for_budget(budget, local_llm=llm), **changes)
     # named, so that it takes part at every budget (by default a run under 120 s leaves
     # the embedded model out: mlpilot.api.LOCAL_LLM_MIN_BUDGET_S)
     result = Pilot(llm="embedded" if llm else False, runs_dir=work).run(
@@ -259,6 +257,7 @@ SYSTEMS: dict[str, Callable[[Split, float, Path], np.ndarray]] = {
     "mlpilot (embedded LLM)": lambda s, b, w: run_pilot(True, s, b, w),
     "mlpilot (no LLM)": lambda s, b, w: run_pilot(False, s, b, w),
     "mlpilot (no LLM, 3 folds)": lambda s, b, w: run_pilot(False, s, b, w, folds=3),
+    "mlpilot (no LLM, fold-1 pruning)": lambda s, b, w: run_pilot(False, s, b, w, prune=True),
     "AutoGluon (medium)": lambda s, b, w: run_peer("autogluon", s, b, w, "medium"),
     "AutoGluon (best)": lambda s, b, w: run_peer("autogluon", s, b, w, "best"),
     "FLAML": lambda s, b, w: run_peer("flaml", s, b, w),

@@ -101,6 +101,7 @@ class _RunProgress:
         self.step = "planning"
         self.done = 0
         self.failed = 0
+        self.pruned = 0
         self.best: float | None = None
         self.t0 = time.perf_counter()
 
@@ -119,7 +120,9 @@ class _RunProgress:
             self.step = f"engineering features: round {data['round']}, {kept}"
         elif event == "trial":
             self.done += 1
-            self.failed += int(not data["ok"])
+            pruned = bool(data.get("pruned"))
+            self.pruned += int(pruned)
+            self.failed += int(not data["ok"] and not pruned)
             score = data.get("score")
             if score is not None and (
                 self.best is None or (score > self.best if self.greater else score < self.best)
@@ -139,9 +142,10 @@ class _RunProgress:
 
     def __rich__(self) -> str:
         best = "-" if self.best is None else f"{self.best:.4f}"
+        pruned = f", {self.pruned} stopped after fold 1" if self.pruned else ""
         elapsed = self.spent + time.perf_counter() - self.t0
         return (
-            f"[bold]{escape(self.step)}[/]  trials {self.done} ({self.failed} failed)  "
+            f"[bold]{escape(self.step)}[/]  trials {self.done} ({self.failed} failed{pruned})  "
             f"best CV {self.metric_name} {best}  [dim]{elapsed:.0f}/{self.budget:.0f} s[/]"
         )
 

@@ -176,3 +176,34 @@ def test_a_refit_that_echoes_the_holdouts_labels_is_not_delivered(task, tmp_path
     delivered = model_io.load(run.model_path)
     scored = verifier.verify_holdout(task, delivered, final.holdout_score)
     assert scored.ok  # the delivered model is the one the holdout scored
+
+
+def test_a_job_that_fills_the_fold_it_skipped_gains_nothing(box, task) -> None:
+    # Guard: TrialRunner.run puts the first fold's own predictions (from a job that never
+    # saw that fold's labels) over whatever the job wrote in those rows.
+    honest = TrialRunner(box, task, folds=3)
+    cheat = TrialRunner(box, task, folds=3, code=adversarial.SKIPPED_FOLD_CHEAT_JOB)
+    first = honest.first_fold("knn", {"n_neighbors": 1, "weights": "uniform"})
+    outcome = cheat.run("knn", {"n_neighbors": 1, "weights": "uniform"}, first=first)
+    whole = honest.run("knn", {"n_neighbors": 1, "weights": "uniform"})
+    assert outcome.ok and whole.ok and whole.cv_score < 0.99
+    np.testing.assert_allclose(outcome.oof[honest.fold_of_row == 0], first.pred)
+    assert outcome.cv_score == pytest.approx(whole.cv_score)
+
+
+class Spy(TrialRunner):
+    """Records each job's options (the jobs themselves run as usual)."""
+
+    def submit(self, family, params, **options):  # type: ignore[override]
+        self.options = [*getattr(self, "options", []), options]
+        return super().submit(family, params, **options)
+
+
+def test_a_trial_after_its_first_fold_does_not_fit_that_fold_again(box, task) -> None:
+    # Guard: the trial's job is told to skip the fold that already ran (which the job
+    # then leaves out: test_cv_job_skips_the_folds_it_is_told_to_skip).
+    runner = Spy(box, task, folds=3)
+    first = runner.first_fold("linear", {"C": 1.0})
+    runner.run("linear", {"C": 1.0}, first=first)
+    assert runner.options[0]["cv"] is False
+    assert runner.options[1].get("skip_folds") == [0]

@@ -432,3 +432,104 @@ def test_for_budget_awaits_only_a_local_llm() -> None:
     assert HpoSettings.for_budget(120, local_llm=True).upfront_s == pytest.approx(42.0)
     assert HpoSettings.for_budget(600, local_llm=True).upfront_s == 60.0
     assert HpoSettings.for_budget(120, local_llm=False).upfront_s == 0.0
+
+
+def test_a_trial_whose_first_fold_is_below_the_median_is_pruned(box, task, tmp_path) -> None:
+    from mlpilot.agents.hpo import trial_rows
+    from mlpilot.agents.rundir import RunDir
+
+    storage = f"sqlite:///{tmp_path}/o.db"
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.path.mkdir()
+    outcomes: list[TrialOutcome] = []
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=4),
+        None,
+        storage=storage,
+        run_dir=run_dir,
+        settings=HpoSettings(defaults=False, prune=True, prune_after=3),
+        on_trial=lambda f, n, o: outcomes.append(o),
+    )
+    study = agent.study("knn")
+    good = [(15, "distance"), (9, "distance"), (25, "distance")]
+    for n, w in [*good, (1, "uniform"), (12, "distance")]:
+        study.enqueue_trial({"n_neighbors": n, "weights": w})
+    study = agent.optimize("knn", n_trials=5)
+    states = [t.state for t in study.trials]
+    complete, pruned = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED
+    assert states == [complete] * 3 + [pruned, complete]
+    # every completed trial carries its first fold's score, which later ones are held to
+    assert all(0 in t.intermediate_values for t in study.trials)
+    worst = study.trials[3]
+    median = sorted(t.intermediate_values[0] for t in study.trials[:3])[1]
+    assert worst.intermediate_values[0] < median
+    assert worst.user_attrs["reason"].startswith("stopped after fold 1 of 4")
+    assert outcomes[3].pruned and not outcomes[3].ok
+    assert outcomes[3].seconds < min(o.seconds for o in outcomes[:3])
+    # the trial that went on is whole: its predictions are saved, its score is its CV's
+    last = study.trials[4]
+    assert last.intermediate_values[0] >= median
+    assert outcomes[4].ok and outcomes[4].verified and outcomes[4].oof is not None
+    assert run_dir.load_predictions("knn-4") is not None
+    assert run_dir.load_predictions("knn-3") is None
+    rows = {r.key: r for r in trial_rows(storage, task)}
+    assert rows["knn-3"].state == "PRUNED" and rows["knn-3"].cv_score is None
+    assert rows["knn-4"].finished
+
+
+def test_without_prune_every_trial_runs_whole(box, task, tmp_path) -> None:
+    agent = HpoAgent(
+        TrialRunner(box, task, folds=4),
+        None,
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(defaults=False),
+    )
+    study = agent.study("knn")
+    for n, w in [(15, "distance"), (9, "distance"), (25, "distance"), (1, "uniform")]:
+        study.enqueue_trial({"n_neighbors": n, "weights": w})
+    study = agent.optimize("knn", n_trials=4)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+class SlowFirstFold(TrialRunner):
+    """Its first folds report 10 s (the jobs themselves run as usual); counts whole runs."""
+
+    whole_runs = 0
+
+    def first_fold(self, family, params, *, timeout_s=None):  # type: ignore[override]
+        import dataclasses
+
+        return dataclasses.replace(
+            super().first_fold(family, params, timeout_s=timeout_s), seconds=10.0
+        )
+
+    def run(self, family, params, *, timeout_s=None, first=None):  # type: ignore[override]
+        self.whole_runs += first is not None
+        return super().run(family, params, timeout_s=timeout_s, first=first)
+
+
+def test_a_trial_whose_other_folds_cannot_end_in_time_stops_after_its_first(
+    box, task, tmp_path
+) -> None:
+    import threading
+
+    runner = SlowFirstFold(box, task, folds=4)
+    agent = HpoAgent(
+        runner,
+        None,
+        storage=f"sqlite:///{tmp_path}/o.db",
+        settings=HpoSettings(defaults=False, prune=True),
+    )
+    study = agent.study("knn")
+    for n in (15, 9, 25, 12, 12):
+        study.enqueue_trial({"n_neighbors": n, "weights": "distance"})
+    study = agent.optimize("knn", n_trials=3)
+    lock = threading.Lock()
+    # 10 s for the first fold: 40 s more for the rest, 30 s left -> stopped, no more jobs
+    short = agent._run(study, study.ask(), "knn", 40.0, lock)
+    assert not short.ok and short.timed_out and not short.pruned
+    assert "would not end in the 30.0 s left" in short.reason
+    assert runner.whole_runs == 0
+    # with 60 s left it goes on
+    assert agent._run(study, study.ask(), "knn", 60.0, lock).ok
+    assert runner.whole_runs == 1

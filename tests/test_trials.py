@@ -6,14 +6,14 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 from mlpilot.agents.trials import TrialRunner
 from mlpilot.sandbox import Limits
 from mlpilot.task import TaskSpec
 from mlpilot.tools.cv_job import build_estimator, build_pipeline
 from mlpilot.tools.data import plain_numbers
-from mlpilot.tools.search_spaces import SPACES, Param, describe_space, validate_config
+from mlpilot.tools.search_spaces import DEFAULTS, SPACES, Param, describe_space, validate_config
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +160,57 @@ def test_boosting_splits_natively_on_few_categories_and_keeps_missing_values() -
     unseen = frame.head(3).assign(colour=["purple", "green", None], state=["S99", "S01", "S02"])
     assert pipeline.predict_proba(unseen).shape == (3, 2)
     assert pipeline.score(frame, y) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("name", "family"),
+    [
+        ("binary", "random_forest"),
+        ("regression", "linear"),
+        ("multiclass", "hist_gradient_boosting"),
+    ],
+)
+def test_a_trial_run_first_fold_first_equals_one_job(
+    box, binary_task, regression_task, name, family
+) -> None:
+    """A trial whose first fold ran as a job of its own (to be pruned or not) ends with
+    the out-of-fold predictions, scores and verification of the same trial in one job."""
+    if name == "multiclass":
+        frame = load_wine(as_frame=True).frame
+        task = TaskSpec.from_data(frame, target="target")
+    else:
+        task = binary_task if name == "binary" else regression_task
+    runner = TrialRunner(box, task, folds=4)
+    params = DEFAULTS[family]
+    one = runner.run(family, params)
+    first = runner.first_fold(family, params)
+    assert first.ok and first.fold == 0, first.reason
+    assert first.score == pytest.approx(runner.fold_score(one.oof, one.classes, 0))
+    two = runner.run(family, params, first=first)
+    assert two.ok and two.verified, two.reason
+    assert two.classes == one.classes
+    np.testing.assert_allclose(two.oof, one.oof, atol=1e-9)
+    assert two.cv_score == pytest.approx(one.cv_score)
+    assert two.holdout_score == pytest.approx(one.holdout_score)
+    assert two.seconds > first.seconds  # both jobs' time
+
+
+def test_a_first_fold_that_fails_says_why(box, binary_task) -> None:
+    first = TrialRunner(box, binary_task).first_fold("svm", {"C": -1.0, "gamma": 0.1})
+    assert not first.ok and first.score is None
+    assert first.reason.startswith("fold 0:") and "exited with code 1" in first.reason
+
+
+def test_cv_job_skips_the_folds_it_is_told_to_skip(binary_task) -> None:
+    from sklearn.model_selection import PredefinedSplit, cross_val_predict
+
+    from mlpilot.tools.cv_job import cross_predict
+
+    X = binary_task.X.to_numpy()
+    y = binary_task.y
+    folds = binary_task.folds(4)
+    model = build_estimator("linear", {"C": 1.0}, True, 0)
+    full = cross_val_predict(model, X, y, cv=PredefinedSplit(folds), method="predict_proba")
+    part = cross_predict(model, X, y, folds, "predict_proba", skip={0})
+    assert np.isnan(part[folds == 0]).all()  # not fitted, not predicted
+    np.testing.assert_allclose(part[folds != 0], full[folds != 0])

@@ -211,6 +211,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
             family=family,
             number=number,
             ok=outcome.ok,
+            pruned=outcome.pruned,
             score=outcome.cv_score,
             reason=outcome.reason,
         )
@@ -249,6 +250,7 @@ def hpo_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         summary[family] = FamilySummary(
             trials=sum(1 for t in study.trials if t.state.is_finished()),
             failed=sum(1 for t in study.trials if t.state == optuna.trial.TrialState.FAIL),
+            pruned=sum(1 for t in study.trials if t.state == optuna.trial.TrialState.PRUNED),
             best=_best_value(study),
             llm=None if stats is None else dict(stats.__dict__),
             stopped=agent.stopped.get(family),

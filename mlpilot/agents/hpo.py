@@ -23,6 +23,7 @@ import contextlib
 import os
 import queue
 import random
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -104,6 +105,12 @@ class HpoSettings:
             its speed (185 tokens in 71 s), so the warm starts arrived after the short
             search had ended. 0 asks in the background, one request per family, while
             trials run.
+        folds: cross-validation folds of every trial.
+        prune: stop a trial after its first fold when the fold scores below the median
+            first fold of the family's completed trials (Optuna's median pruner, once
+            ``prune_after`` of them completed): the fold runs as a job of its own, and a
+            trial that goes on skips it. Off by default: see docs/benchmarks.md.
+        prune_after: completed trials of a family before any of its trials is pruned.
     """
 
     warmstart: int = 5
@@ -120,6 +127,8 @@ class HpoSettings:
     seed: int = 0
     upfront_s: float = 0.0
     folds: int = 5
+    prune: bool = False
+    prune_after: int = 3
 
     @classmethod
     def for_budget(cls, time_budget_s: float, *, local_llm: bool = True) -> HpoSettings:
@@ -181,6 +190,7 @@ class HpoAgent:
         self.upfront_waited_s = 0.0  # seconds the search waited for warm starts
         self.trials_started = threading.Event()  # set when the first trial may start
         self._best: tuple[float, float] | None = None  # (loss, seconds) of the best trial
+        self._first_reported: set[tuple[str, int]] = set()  # trials whose first fold ran alone
         task = runner.task
         self._profile: DataProfile = profile_frame(
             task.X, task.y, text_columns=task.text_columns, classification=task.is_classification
@@ -203,6 +213,11 @@ class HpoAgent:
             storage=self.storage,
             direction=direction,
             sampler=llambo.make_sampler(self.settings.sampler, self.settings.seed),
+            pruner=optuna.pruners.MedianPruner(
+                n_startup_trials=self.settings.prune_after,
+                n_warmup_steps=0,
+                n_min_trials=self.settings.prune_after,
+            ),
             load_if_exists=True,
         )
         stale = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
@@ -463,7 +478,7 @@ class HpoAgent:
                         return
                     family, trial, remaining = step
                     try:
-                        outcome = self.runner.run(family, dict(trial.params), timeout_s=remaining)
+                        outcome = self._run(studies[family], trial, family, remaining, lock)
                     except BaseException:
                         with lock, contextlib.suppress(Exception):
                             studies[family].tell(trial, state=optuna.trial.TrialState.FAIL)
@@ -509,6 +524,68 @@ class HpoAgent:
         self._raise_crash()
         return studies
 
+    def _run(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        family: str,
+        remaining: float | None,
+        lock: threading.Lock,
+    ) -> TrialOutcome:
+        """Runs the trial: in one job, or, once the family's trials can be compared on
+        their first fold (``settings.prune``), that fold first and the rest only if it
+        is not below the family's median."""
+        params = dict(trial.params)
+        with lock:
+            gate = self.settings.prune and _first_folds(study) >= self.settings.prune_after
+        if not gate:
+            return self.runner.run(family, params, timeout_s=remaining)
+        first = self.runner.first_fold(family, params, timeout_s=remaining)
+        if not first.ok:
+            return TrialOutcome(
+                family=family,
+                params=params,
+                ok=False,
+                reason=first.reason,
+                seconds=first.seconds,
+                timed_out=first.timed_out,
+            )
+        assert first.score is not None
+        with lock:
+            trial.report(first.score, FIRST_FOLD_STEP)
+            self._first_reported.add((family, trial.number))
+            stop = trial.should_prune()
+            median = _median_first_fold(study)
+        if stop:
+            reason = (
+                f"stopped after fold 1 of {self.runner.folds}: {first.score:.4g} there, "
+                f"below the median {median:.4g} of the family's completed trials"
+            )
+            return TrialOutcome(
+                family=family,
+                params=params,
+                ok=False,
+                reason=reason,
+                seconds=first.seconds,
+                pruned=True,
+            )
+        left = None if remaining is None else remaining - first.seconds
+        rest = first.seconds * self.runner.folds  # the other folds and the fit on all rows
+        if left is not None and left < rest:
+            reason = (
+                f"its first fold took {first.seconds:.1f} s: the other folds and the fit "
+                f"on all rows (about {rest:.0f} s) would not end in the {left:.1f} s left"
+            )
+            return TrialOutcome(
+                family=family,
+                params=params,
+                ok=False,
+                reason=reason,
+                seconds=first.seconds,
+                timed_out=True,
+            )
+        return self.runner.run(family, params, timeout_s=left, first=first)
+
     def _record(
         self, study: optuna.Study, trial: optuna.Trial, family: str, outcome: TrialOutcome
     ) -> None:
@@ -520,7 +597,15 @@ class HpoAgent:
         }
         for name, value in attrs.items():
             trial.set_user_attr(name, value)
-        if outcome.ok and outcome.cv_score is not None:
+        if outcome.pruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        elif outcome.ok and outcome.cv_score is not None:
+            # the first fold's score, which later trials of the family are held to
+            # (reported already when the trial ran that fold alone)
+            ran_alone = (family, trial.number) in self._first_reported
+            if self.settings.prune and outcome.oof is not None and not ran_alone:
+                score = self.runner.fold_score(outcome.oof, outcome.classes, 0)
+                trial.report(score, FIRST_FOLD_STEP)
             trial.set_user_attr("holdout_score", outcome.holdout_score)
             if self.run_dir is not None:  # before the trial counts as finished
                 assert outcome.oof is not None and outcome.holdout_pred is not None
@@ -548,14 +633,32 @@ class HpoAgent:
         llambo.enqueue(study, ready, stats)
 
 
+FIRST_FOLD_STEP = 0  # the step a trial's first-fold score is reported at
+# the states of a trial that ran and will not run again
+DONE = (
+    optuna.trial.TrialState.COMPLETE,
+    optuna.trial.TrialState.FAIL,
+    optuna.trial.TrialState.PRUNED,
+)
+
+
+def _first_folds(study: optuna.Study) -> int:
+    """Completed trials with a first-fold score (those a new trial can be held to)."""
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return sum(1 for t in done if FIRST_FOLD_STEP in t.intermediate_values)
+
+
+def _median_first_fold(study: optuna.Study) -> float:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    scores = [t.intermediate_values[FIRST_FOLD_STEP] for t in done]
+    return float(statistics.median(scores)) if scores else float("nan")
+
+
 def _record_of(study: optuna.Study, in_flight: int) -> FamilyRecord:
-    """The family's finished trials as the allocation reads them (lower loss is better)."""
+    """The family's finished trials as the allocation reads them (lower loss is better;
+    a pruned trial counts its time and no result)."""
     sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
-    done = [
-        t
-        for t in study.get_trials(deepcopy=False)
-        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    ]
+    done = [t for t in study.get_trials(deepcopy=False) if t.state in DONE]
     return FamilyRecord(
         seconds=[float(t.user_attrs.get("seconds", 0.0)) for t in done],
         losses=[
@@ -583,14 +686,13 @@ def _has_warmstart(study: optuna.Study) -> bool:
 
 
 def _finished(study: optuna.Study) -> int:
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    return sum(1 for t in study.trials if t.state in done)
+    return sum(1 for t in study.trials if t.state in DONE)
 
 
 def trial_rows(storage: str, task: TaskSpec) -> list[TrialRow]:
     """Every trial of every family's study in ``storage`` for ``task``: the finished
-    ones best first, then the failed ones (trials still waiting or running are left
-    out). Reads each study once."""
+    ones best first, then the failed and pruned ones (trials still waiting or running
+    are left out). Reads each study once."""
     rows: list[TrialRow] = []
     prefix = f"{task.name}-"
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
@@ -600,7 +702,7 @@ def trial_rows(storage: str, task: TaskSpec) -> list[TrialRow]:
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         for t in study.get_trials(deepcopy=False):
             complete = t.state == optuna.trial.TrialState.COMPLETE
-            if not (complete or t.state == optuna.trial.TrialState.FAIL):
+            if t.state not in DONE:
                 continue
             rows.append(
                 TrialRow(

@@ -195,6 +195,7 @@ def report_data(ctx: RunContext | ReportSource, state: RunState) -> dict[str, An
         "final": final,
         "leaderboard": [r for r in rows if r.finished and r.key in confirmed][:25],
         "failed": [r for r in rows if r.state == "FAIL"],
+        "pruned": [r for r in rows if r.state == "PRUNED"],
         "stopped": {f: h.stopped for f, h in hpo.items() if h.stopped},
         "plot_inputs": plot_inputs(ctx, state),
         "isolation": _isolation(final.sandbox or SandboxInfo()),

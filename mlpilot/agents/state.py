@@ -26,7 +26,7 @@ class TrialRow:
     params: dict[str, Any]
     source: str  # "default", "portfolio", "llm-warmstart", "llm-sample" or "tpe"
     seconds: float
-    reason: str  # why it failed ("" when it did not)
+    reason: str  # why it failed or was pruned ("" when neither)
     state: str  # Optuna's state name
     cv_score: float | None  # set for finished trials only
     holdout_score: float | None
@@ -42,6 +42,7 @@ class FamilySummary(BaseModel):
 
     trials: int
     failed: int
+    pruned: int = 0  # stopped after their first fold
     best: float | None = None
     llm: dict[str, Any] | None = None  # the LLM's proposals (ProposalStats' fields)
     stopped: str | None = None  # why the family got no more trials

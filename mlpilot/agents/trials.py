@@ -46,6 +46,8 @@ class TrialOutcome:
         holdout_score: the task metric on the holdout, computed on the host.
         verified: the job's own reported number matches the host's recomputation
             (a trial whose claim does not hold is not ``ok``).
+        pruned: stopped after its first fold, whose score did not promise a good trial
+            (not ``ok``, but not a failure either).
     """
 
     family: str
@@ -60,6 +62,7 @@ class TrialOutcome:
     verified: bool = False
     seconds: float = 0.0
     timed_out: bool = False
+    pruned: bool = False
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -234,11 +237,22 @@ class TrialRunner:
         return Pipeline([("embed", embed), ("model", model)])
 
     def run(
-        self, family: str, params: dict[str, Any], *, timeout_s: float | None = None
+        self,
+        family: str,
+        params: dict[str, Any],
+        *,
+        timeout_s: float | None = None,
+        first: FoldScore | None = None,
     ) -> TrialOutcome:
+        """Cross-validates the configuration and fits it on the training rows to predict
+        the holdout, in one job. With ``first`` (the configuration's fold already run
+        alone, see :meth:`first_fold`) the job skips that fold and its rows' out-of-fold
+        predictions are ``first``'s; the trial's seconds include ``first``'s."""
         task = self.task
-        run = self.submit(family, params, timeout_s=timeout_s)
-        base = {"family": family, "params": dict(params), "seconds": run.duration_s}
+        skip = {} if first is None else {"skip_folds": [first.fold]}
+        run = self.submit(family, params, timeout_s=timeout_s, **skip)
+        spent = run.duration_s + (0.0 if first is None else first.seconds)
+        base = {"family": family, "params": dict(params), "seconds": spent}
         if not run.ok:
             return TrialOutcome(ok=False, reason=run.summary(), timed_out=run.timed_out, **base)
         try:
@@ -249,6 +263,17 @@ class TrialRunner:
             classes = job_classes(art)
         except (KeyError, OSError, ValueError, SandboxError) as e:
             return TrialOutcome(ok=False, reason=f"the job's outputs are unreadable: {e}", **base)
+        own = np.ones(len(task.train), dtype=bool)  # the rows this job predicted
+        if first is not None:
+            if classes != first.classes:
+                reason = f"another class order {classes} than its first fold's {first.classes}"
+                return TrialOutcome(ok=False, reason=reason, **base)
+            own = self.fold_of_row != first.fold
+            assert first.pred is not None
+            fits = oof.dtype.kind == "f" and oof.shape[:1] == own.shape
+            if fits and oof[~own].shape == first.pred.shape:
+                oof = oof.copy()
+                oof[~own] = first.pred  # whatever the job wrote there is not used
         problem = check_predictions(task, oof, len(task.train), classes, "out-of-fold")
         problem = problem or check_predictions(
             task, hold, len(task.holdout.features), classes, "holdout"
@@ -259,7 +284,7 @@ class TrialRunner:
         y = task.y.to_numpy()
         cv = metric(y, predictions_for(metric, oof, classes))
         holdout = task.score_holdout(predictions_for(metric, hold, classes))
-        mine, theirs = _self_check(oof, y, classes, claimed)
+        mine, theirs = _self_check(oof[own], y[own], classes, claimed)
         if theirs is None or not abs(mine - theirs) <= 1e-9 * max(1.0, abs(mine)):
             # A job whose own number disagrees with its predictions is not believed at all.
             return TrialOutcome(
@@ -292,29 +317,13 @@ class TrialRunner:
         from concurrent.futures import ThreadPoolExecutor
 
         task = self.task
-        folds = range(self.folds)
 
         def one(k: int) -> tuple[int, np.ndarray | str, tuple[Any, ...] | None]:
-            inside = self.fold_of_row != k
-            files: dict[str, bytes | Path] = {
-                "train.parquet": parquet_bytes(self._train[inside].reset_index(drop=True)),
-                "holdout.parquet": parquet_bytes(
-                    self._train.loc[~inside, list(task.feature_columns)].reset_index(drop=True)
-                ),
-            }
-            run = self.submit(family, params, timeout_s=timeout_s, files=files, cv=False)
-            if not run.ok:
-                return k, f"fold {k}: {run.summary()}", None
-            try:
-                art = job_outputs(run, ("holdout_pred.npy",))
-                pred, classes = load_npy(art["holdout_pred.npy"]), job_classes(art)
-            except (KeyError, OSError, ValueError, SandboxError) as e:
-                return k, f"fold {k}: the job's outputs are unreadable: {e}", None
-            problem = check_predictions(task, pred, int((~inside).sum()), classes, f"fold {k}")
-            return k, problem or pred, classes
+            pred, classes, _ = self._fold_job(family, params, k, timeout_s)
+            return k, pred, classes
 
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            parts = list(pool.map(one, folds))
+            parts = list(pool.map(one, range(self.folds)))
         oof: np.ndarray | None = None
         order: tuple[Any, ...] | None = None
         for k, pred, classes in parts:
@@ -329,6 +338,73 @@ class TrialRunner:
         assert oof is not None
         score = task.metric(task.y.to_numpy(), predictions_for(task.metric, oof, order))
         return FoldRerun(ok=True, oof=oof, classes=order, cv_score=score)
+
+    def _fold_files(self, k: int) -> dict[str, bytes | Path]:
+        """Fold ``k``'s job's data: the other folds' rows with labels, and fold ``k``'s
+        rows without them."""
+        inside = self.fold_of_row != k
+        columns = list(self.task.feature_columns)
+        return {
+            "train.parquet": parquet_bytes(self._train[inside].reset_index(drop=True)),
+            "holdout.parquet": parquet_bytes(
+                self._train.loc[~inside, columns].reset_index(drop=True)
+            ),
+        }
+
+    def _fold_job(
+        self, family: str, params: dict[str, Any], k: int, timeout_s: float | None
+    ) -> tuple[np.ndarray | str, tuple[Any, ...] | None, ExecResult]:
+        """Fits the configuration on every fold but ``k`` in one job that never sees fold
+        ``k``'s labels: (fold ``k``'s checked predictions, or why there are none; the
+        class order; the job's result)."""
+        files = self._fold_files(k)
+        run = self.submit(family, params, timeout_s=timeout_s, files=files, cv=False)
+        if not run.ok:
+            return f"fold {k}: {run.summary()}", None, run
+        try:
+            art = job_outputs(run, ("holdout_pred.npy",))
+            pred, classes = load_npy(art["holdout_pred.npy"]), job_classes(art)
+        except (KeyError, OSError, ValueError, SandboxError) as e:
+            return f"fold {k}: the job's outputs are unreadable: {e}", None, run
+        n_rows = int((self.fold_of_row == k).sum())
+        problem = check_predictions(self.task, pred, n_rows, classes, f"fold {k}")
+        return problem or pred, classes, run
+
+    def first_fold(
+        self, family: str, params: dict[str, Any], *, timeout_s: float | None = None
+    ) -> FoldScore:
+        """Runs the configuration's first cross-validation fold alone and scores it on
+        the host: a trial whose first fold scores poorly can stop there (see
+        :class:`~mlpilot.agents.hpo.HpoSettings`' ``prune``), and one that goes on hands
+        this fold to :meth:`run`, which then skips it."""
+        pred, classes, run = self._fold_job(family, params, 0, timeout_s)
+        if isinstance(pred, str):
+            return FoldScore(
+                fold=0, ok=False, reason=pred, seconds=run.duration_s, timed_out=run.timed_out
+            )
+        return FoldScore(
+            fold=0,
+            ok=True,
+            pred=pred,
+            classes=classes,
+            score=self.fold_score(pred, classes, 0, rows_of_fold=True),
+            seconds=run.duration_s,
+        )
+
+    def fold_score(
+        self,
+        pred: np.ndarray,
+        classes: tuple[Any, ...] | None,
+        k: int,
+        *,
+        rows_of_fold: bool = False,
+    ) -> float:
+        """The task metric on fold ``k``'s rows, from out-of-fold predictions for every
+        training row (or for fold ``k``'s rows only, with ``rows_of_fold``)."""
+        rows = self.fold_of_row == k
+        metric = self.task.metric
+        mine = pred if rows_of_fold else pred[rows]
+        return float(metric(self.task.y.to_numpy()[rows], predictions_for(metric, mine, classes)))
 
     def refit(
         self,
@@ -372,6 +448,21 @@ class TrialRunner:
 
 
 CLAIM_MISMATCH = "the job's claimed score does not match its predictions"
+
+
+@dataclass(frozen=True)
+class FoldScore:
+    """One fold of a configuration's cross-validation, run alone (see
+    :meth:`TrialRunner.first_fold`): its rows' predictions and the host's score."""
+
+    fold: int
+    ok: bool
+    reason: str = ""
+    pred: np.ndarray | None = field(default=None, repr=False)
+    classes: tuple[Any, ...] | None = None
+    score: float | None = None
+    seconds: float = 0.0
+    timed_out: bool = False
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 Inputs in the job directory:
     config.json   {"family", "params", "problem_type", "target", "text_columns",
-                   "seed", "cardinality", "cv", "save_model"}
+                   "seed", "cardinality", "cv", "save_model", "skip_folds"}
     train.parquet features and target
     folds.npy     the fold of each training row, decided by the host (for CV)
     holdout.parquet features only: rows to predict (the holdout, or the rows of one
@@ -10,7 +10,9 @@ Inputs in the job directory:
                   leave the host
 
 Outputs:
-    oof.npy           out-of-fold predictions (class probabilities or values)
+    oof.npy           out-of-fold predictions (class probabilities or values); the rows
+                      of the folds in ``skip_folds`` are NaN (the host already has their
+                      predictions, from a job that fitted that fold alone)
     holdout_pred.npy  predictions for holdout.parquet's rows, from a model fitted on
                       all of train.parquet
     classes.json      class order of the probability columns (classification)
@@ -216,6 +218,32 @@ def _threads() -> int:
 
 def _rows(X, mask: np.ndarray):
     return X.iloc[mask] if hasattr(X, "iloc") else X[mask]
+
+
+def cross_predict(pipeline, X, y, folds: np.ndarray, method: str, skip=()) -> np.ndarray:
+    """Out-of-fold predictions on the host's folds. The rows of the folds in ``skip`` are
+    not predicted (NaN) but are training rows of every other fold's model, as in a full
+    cross-validation: the other folds' predictions are the same as a full run's."""
+    if not skip:
+        return cross_val_predict(pipeline, X, y, cv=PredefinedSplit(folds), method=method)
+    from sklearn.base import clone
+
+    labels = y.to_numpy()
+    proba = method == "predict_proba"
+    classes = np.unique(labels) if proba else None
+    oof = np.full((len(labels), len(classes)) if proba else len(labels), np.nan)
+    for k in np.unique(folds):
+        if k < 0 or int(k) in skip:
+            continue
+        test = folds == k
+        model = clone(pipeline).fit(_rows(X, ~test), labels[~test])
+        pred = getattr(model, method)(_rows(X, test))
+        if proba:  # a class missing from this fold's training rows gets probability 0
+            full = np.zeros((len(pred), len(classes)))
+            full[:, np.searchsorted(classes, model.classes_)] = pred
+            pred = full
+        oof[test] = pred
+    return oof
 
 
 def portable(pipeline: Pipeline) -> Pipeline:
@@ -450,8 +478,9 @@ def main() -> None:
     t0 = time.perf_counter()
     oof = None
     if config.get("cv", True):
-        splitter = PredefinedSplit(np.load("folds.npy", allow_pickle=False))
-        oof = cross_val_predict(pipeline, X, y, cv=splitter, method=method)
+        folds = np.load("folds.npy", allow_pickle=False)
+        skip = {int(k) for k in config.get("skip_folds", [])}
+        oof = cross_predict(pipeline, X, y, folds, method, skip)
     cv_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
     pipeline.fit(X, y)
@@ -473,11 +502,13 @@ def main() -> None:
         Path("result.json").write_text(json.dumps(result))
         return
     np.save("oof.npy", oof)
+    done = ~np.isnan(oof).any(axis=1) if oof.ndim == 2 else ~np.isnan(oof)  # rows predicted
+    oof, truth = oof[done], y.to_numpy(dtype=object if classification else float)[done]
     if classification:
         labels = np.asarray(classes, dtype=object)[oof.argmax(axis=1)]
-        result["cv_accuracy"] = float(np.mean(labels == y.to_numpy(dtype=object)))
+        result["cv_accuracy"] = float(np.mean(labels == truth))
     else:
-        result["cv_rmse"] = float(np.sqrt(np.mean((oof - y.to_numpy()) ** 2)))
+        result["cv_rmse"] = float(np.sqrt(np.mean((oof - truth) ** 2)))
     Path("result.json").write_text(json.dumps(result))
     print(f"cv done in {cv_seconds:.2f} s, refit in {fit_seconds:.2f} s")
 
