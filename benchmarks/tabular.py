@@ -207,10 +207,26 @@ def run_pilot(llm: bool, split: Split, budget: float, work: Path, **changes: Any
     # recorded with the cell: whether the delivered model learned from every row it was
     # given (or only from the rows its own holdout left it, when the refit did not fit)
     PILOT_RECORD["all_rows"] = str(refit.get("detail", "")).startswith("the delivered model was")
+    PILOT_RECORD.update(trial_counts(result.run_dir / "optuna.db"))
     if split.classification:
         proba = pd.DataFrame(model.predict_proba(split.test_X), columns=list(model.classes_))
         return split.align(proba)
     return np.asarray(model.predict(split.test_X), dtype=float)
+
+
+def trial_counts(db: Path) -> dict[str, int]:
+    """A run's trials by how they ended: completed, pruned (after fold 1), failed."""
+    import optuna
+
+    counts = {"trials": 0, "pruned": 0, "failed": 0}
+    names = {"COMPLETE": "trials", "PRUNED": "pruned", "FAIL": "failed"}
+    storage = f"sqlite:///{db}"
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        study = optuna.load_study(study_name=summary.study_name, storage=storage)
+        for t in study.get_trials(deepcopy=False):
+            if t.state.name in names:
+                counts[names[t.state.name]] += 1
+    return counts
 
 
 def run_default(split: Split, budget: float, work: Path) -> np.ndarray:
