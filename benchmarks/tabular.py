@@ -391,6 +391,14 @@ def table(path: Path, budget: float, datasets: list[str], systems: list[str]) ->
         longest.append(f"{np.max(w):.0f}" if w else "–")
     lines.append("| mean wall s | " + " | ".join(walls) + " |")
     lines.append("| longest wall s | " + " | ".join(longest) + " |")
+    for count in ("trials", "pruned", "failed"):  # mlpilot rows that recorded them
+        shown = []
+        for s in systems:
+            c = [r.get(count) for r in rows if r["system"] == s and r["dataset"] in datasets]
+            c = [v for v in c if v is not None]
+            shown.append(f"{np.mean(c):.1f}" if c else "–")
+        if any(v != "–" for v in shown):
+            lines.append(f"| mean {count} per run | " + " | ".join(shown) + " |")
     return "\n".join(lines)
 
 
