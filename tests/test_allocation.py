@@ -84,8 +84,8 @@ def test_improvement_rate_reads_the_last_improvement_and_failures_cost_time() ->
 
 
 def test_the_search_leaves_more_time_after_it_when_trials_are_slow() -> None:
-    quick = finish_seconds(1.0, folds=5, workers=1, rows_ratio=1.25)
-    slow = finish_seconds(18.0, folds=5, workers=1, rows_ratio=1.25)
+    quick = finish_seconds(1.0, folds=5, workers=1, all_rows_ratio=1.25)
+    slow = finish_seconds(18.0, folds=5, workers=1, all_rows_ratio=1.25)
     # a re-run of the best trial alone takes its own time again
     assert slow - quick > 17.0
     # a small data set: about what a 60 s run on titanic spent after its search (14 s)
@@ -132,11 +132,13 @@ def test_an_ensemble_keeps_to_the_members_whose_re_runs_fit_the_time_left() -> N
     # the next member (lgb-1) would not fit; none after it is taken either
     assert affordable_members(ranked, seconds, two + 0.1, folds=5, workers=2) == ["lgb-4", "rf-2"]
     # with their refit on all rows (a quarter more rows) the two no longer fit
-    assert affordable_members(ranked, seconds, two + 0.1, folds=5, workers=2, rows_ratio=1.25) == [
-        "lgb-4"
-    ]
+    assert affordable_members(
+        ranked, seconds, two + 0.1, folds=5, workers=2, all_rows_ratio=1.25
+    ) == ["lgb-4"]
     both = two + all_rows_cost([3.0, 6.0], 5, 2, 1.25)
-    assert affordable_members(ranked, seconds, both + 0.1, folds=5, workers=2, rows_ratio=1.25) == [
+    assert affordable_members(
+        ranked, seconds, both + 0.1, folds=5, workers=2, all_rows_ratio=1.25
+    ) == [
         "lgb-4",
         "rf-2",
     ]

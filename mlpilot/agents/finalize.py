@@ -249,12 +249,12 @@ def final_time_left(ctx: RunContext) -> float:
     return ctx.remaining() + BUDGET_MARGIN_S / 2
 
 
-def finish_seconds(trial_s: float, folds: int, workers: int, rows_ratio: float) -> float:
+def finish_seconds(trial_s: float, folds: int, workers: int, all_rows_ratio: float) -> float:
     """About how long the steps after the search take when the final model is a single
     trial that took ``trial_s``: its fold-by-fold re-run and refit, its refit on all
-    rows (``rows_ratio`` times the training rows), and ensembling and the report."""
+    rows (``all_rows_ratio`` times the training rows), and ensembling and the report."""
     verify = verification_cost([trial_s], [trial_s], folds, workers)
-    return verify + all_rows_cost([trial_s], folds, workers, rows_ratio) + FINISH_FIXED_S
+    return verify + all_rows_cost([trial_s], folds, workers, all_rows_ratio) + FINISH_FIXED_S
 
 
 def rows_ratio(task: Any) -> float:
@@ -263,10 +263,10 @@ def rows_ratio(task: Any) -> float:
     return (len(task.train) + len(task.holdout.features)) / len(task.train)
 
 
-def all_rows_cost(seconds: list[float], folds: int, workers: int, rows_ratio: float) -> float:
-    """Wall seconds of the refit on all rows (``rows_ratio`` times the training rows) of
-    the trials whose seconds are in ``seconds``, ``workers`` at a time."""
-    refits = [s / (folds + 1) * rows_ratio + REFIT_OVERHEAD_S for s in seconds]
+def all_rows_cost(seconds: list[float], folds: int, workers: int, all_rows_ratio: float) -> float:
+    """Wall seconds of the refit on all rows (``all_rows_ratio`` times the training rows)
+    of the trials whose seconds are in ``seconds``, ``workers`` at a time."""
+    refits = [s / (folds + 1) * all_rows_ratio + REFIT_OVERHEAD_S for s in seconds]
     return side_by_side(refits, workers)
 
 

@@ -291,18 +291,18 @@ def affordable_members(
     *,
     folds: int,
     workers: int,
-    rows_ratio: float = 0.0,
+    all_rows_ratio: float = 0.0,
 ) -> list[str]:
     """The trials of ``ranked`` (in that order, repeats ignored) taken while the
     fold-by-fold re-run and refit of all taken so far, and their refit on all rows
-    (``rows_ratio`` times the training rows; 0: none), fit in ``budget_s`` (as the final
+    (``all_rows_ratio`` times the training rows; 0: none), fit in ``budget_s`` (as the final
     step estimates them); the first is always taken."""
     taken: list[str] = []
     for key in dict.fromkeys(ranked):
         trial = [float(seconds.get(k) or 0.0) for k in [*taken, key]]
         cost = verification_cost(trial, trial, folds, workers)
-        if rows_ratio:
-            cost += all_rows_cost(trial, folds, workers, rows_ratio)
+        if all_rows_ratio:
+            cost += all_rows_cost(trial, folds, workers, all_rows_ratio)
         if taken and cost > budget_s:
             break
         taken.append(key)
@@ -356,7 +356,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         # fit instead, in what the re-runs leave of the time
         names = [m.name for m in members]
         fits = affordable_members(
-            names, seconds, budget_s, folds=folds, workers=workers, rows_ratio=ratio
+            names, seconds, budget_s, folds=folds, workers=workers, all_rows_ratio=ratio
         )
         if 2 <= len(fits) < len(names):
             members = [m for m in members if m.name in fits]
@@ -386,7 +386,7 @@ def ensemble_node(state: RunState, runtime: Runtime[RunContext]) -> RunState:
         budget_s,
         folds=folds,
         workers=workers,
-        rows_ratio=ratio,
+        all_rows_ratio=ratio,
     )
     if choice.method != "single" and result.kept and not set(result.weights) <= set(pool):
         chosen = [m for m in members if m.name in pool]
