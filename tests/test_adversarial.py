@@ -178,15 +178,17 @@ def test_a_refit_that_echoes_the_holdouts_labels_is_not_delivered(task, tmp_path
     assert scored.ok  # the delivered model is the one the holdout scored
 
 
-def test_a_job_that_fills_the_fold_it_skipped_gains_nothing(box, task) -> None:
+@pytest.mark.parametrize("as_integers", [False, True])
+def test_a_job_that_fills_the_fold_it_skipped_gains_nothing(box, task, as_integers) -> None:
     # Guard: TrialRunner.run puts the first fold's own predictions (from a job that never
-    # saw that fold's labels) over whatever the job wrote in those rows.
+    # saw that fold's labels) over whatever the job wrote in those rows, of any number type.
     honest = TrialRunner(box, task, folds=3)
-    cheat = TrialRunner(box, task, folds=3, code=adversarial.SKIPPED_FOLD_CHEAT_JOB)
+    code = adversarial.skipped_fold_cheat_job(as_integers)
+    cheat = TrialRunner(box, task, folds=3, code=code)
     first = honest.first_fold("knn", {"n_neighbors": 1, "weights": "uniform"})
     outcome = cheat.run("knn", {"n_neighbors": 1, "weights": "uniform"}, first=first)
     whole = honest.run("knn", {"n_neighbors": 1, "weights": "uniform"})
-    assert outcome.ok and whole.ok and whole.cv_score < 0.99
+    assert outcome.ok and whole.ok and whole.cv_score < 0.99, outcome.reason
     np.testing.assert_allclose(outcome.oof[honest.fold_of_row == 0], first.pred)
     assert outcome.cv_score == pytest.approx(whole.cv_score)
 

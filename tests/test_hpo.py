@@ -513,6 +513,8 @@ def test_a_trial_whose_other_folds_cannot_end_in_time_stops_after_its_first(
 ) -> None:
     import threading
 
+    from mlpilot.tools.search_spaces import space
+
     runner = SlowFirstFold(box, task, folds=4)
     agent = HpoAgent(
         runner,
@@ -525,11 +527,12 @@ def test_a_trial_whose_other_folds_cannot_end_in_time_stops_after_its_first(
         study.enqueue_trial({"n_neighbors": n, "weights": "distance"})
     study = agent.optimize("knn", n_trials=3)
     lock = threading.Lock()
+    dists = {p.name: p.distribution() for p in space("knn")}
     # 10 s for the first fold: 40 s more for the rest, 30 s left -> stopped, no more jobs
-    short = agent._run(study, study.ask(), "knn", 40.0, lock)
+    short = agent._run(study, study.ask(dists), "knn", 40.0, lock)
     assert not short.ok and short.timed_out and not short.pruned
     assert "would not end in the 30.0 s left" in short.reason
     assert runner.whole_runs == 0
     # with 60 s left it goes on
-    assert agent._run(study, study.ask(), "knn", 60.0, lock).ok
+    assert agent._run(study, study.ask(dists), "knn", 60.0, lock).ok
     assert runner.whole_runs == 1

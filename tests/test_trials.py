@@ -214,3 +214,20 @@ def test_cv_job_skips_the_folds_it_is_told_to_skip(binary_task) -> None:
     part = cross_predict(model, X, y, folds, "predict_proba", skip={0})
     assert np.isnan(part[folds == 0]).all()  # not fitted, not predicted
     np.testing.assert_allclose(part[folds != 0], full[folds != 0])
+
+
+@pytest.mark.filterwarnings("ignore:The least populated class")
+def test_a_fold_score_the_metric_cannot_give_is_nan(box) -> None:
+    """A rare class absent from fold 0's rows leaves log-loss undefined there: the fold
+    has no score (the search then runs the trial whole) rather than an error."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=120), "y": ["a", "b"] * 59 + ["c", "c"]})
+    task = TaskSpec.from_data(frame, target="y", metric="log_loss")
+    runner = TrialRunner(box, task, folds=5)
+    classes = tuple(task.classes)
+    pred = np.full((len(task.train), len(classes)), 1 / len(classes))
+    missing = [k for k in range(5) if "c" not in set(task.y[runner.fold_of_row == k])]
+    present = [k for k in range(5) if k not in missing]
+    assert missing and present
+    assert np.isnan(runner.fold_score(pred, classes, missing[0]))
+    assert np.isfinite(runner.fold_score(pred, classes, present[0]))

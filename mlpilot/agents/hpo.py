@@ -20,6 +20,7 @@ is plain TPE.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import queue
 import random
@@ -106,7 +107,7 @@ class HpoSettings:
             search had ended. 0 asks in the background, one request per family, while
             trials run.
         folds: cross-validation folds of every trial.
-        prune: stop a trial after its first fold when the fold scores below the median
+        prune: stop a trial after its first fold when the fold scores worse than the median
             first fold of the family's completed trials (Optuna's median pruner, once
             ``prune_after`` of them completed): the fold runs as a job of its own, and a
             trial that goes on skips it. Off by default: see docs/benchmarks.md.
@@ -214,9 +215,9 @@ class HpoAgent:
             direction=direction,
             sampler=llambo.make_sampler(self.settings.sampler, self.settings.seed),
             pruner=optuna.pruners.MedianPruner(
-                n_startup_trials=self.settings.prune_after,
+                n_startup_trials=max(1, self.settings.prune_after),
                 n_warmup_steps=0,
-                n_min_trials=self.settings.prune_after,
+                n_min_trials=max(1, self.settings.prune_after),
             ),
             load_if_exists=True,
         )
@@ -534,10 +535,10 @@ class HpoAgent:
     ) -> TrialOutcome:
         """Runs the trial: in one job, or, once the family's trials can be compared on
         their first fold (``settings.prune``), that fold first and the rest only if it
-        is not below the family's median."""
+        is not worse than the family's median."""
         params = dict(trial.params)
         with lock:
-            gate = self.settings.prune and _first_folds(study) >= self.settings.prune_after
+            gate = self.settings.prune and _first_folds(study) >= max(1, self.settings.prune_after)
         if not gate:
             return self.runner.run(family, params, timeout_s=remaining)
         first = self.runner.first_fold(family, params, timeout_s=remaining)
@@ -551,15 +552,17 @@ class HpoAgent:
                 timed_out=first.timed_out,
             )
         assert first.score is not None
-        with lock:
-            trial.report(first.score, FIRST_FOLD_STEP)
-            self._first_reported.add((family, trial.number))
-            stop = trial.should_prune()
-            median = _median_first_fold(study)
+        stop, median = False, float("nan")
+        if math.isfinite(first.score):  # else the metric is undefined on the fold alone
+            with lock:
+                trial.report(first.score, FIRST_FOLD_STEP)
+                self._first_reported.add((family, trial.number))
+                stop = trial.should_prune()
+                median = _median_first_fold(study)
         if stop:
             reason = (
                 f"stopped after fold 1 of {self.runner.folds}: {first.score:.4g} there, "
-                f"below the median {median:.4g} of the family's completed trials"
+                f"worse than the median {median:.4g} of the family's completed trials"
             )
             return TrialOutcome(
                 family=family,
@@ -605,7 +608,8 @@ class HpoAgent:
             ran_alone = (family, trial.number) in self._first_reported
             if self.settings.prune and outcome.oof is not None and not ran_alone:
                 score = self.runner.fold_score(outcome.oof, outcome.classes, 0)
-                trial.report(score, FIRST_FOLD_STEP)
+                if math.isfinite(score):
+                    trial.report(score, FIRST_FOLD_STEP)
             trial.set_user_attr("holdout_score", outcome.holdout_score)
             if self.run_dir is not None:  # before the trial counts as finished
                 assert outcome.oof is not None and outcome.holdout_pred is not None
@@ -650,7 +654,7 @@ def _first_folds(study: optuna.Study) -> int:
 
 def _median_first_fold(study: optuna.Study) -> float:
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    scores = [t.intermediate_values[FIRST_FOLD_STEP] for t in done]
+    scores = [v for t in done if (v := t.intermediate_values.get(FIRST_FOLD_STEP)) is not None]
     return float(statistics.median(scores)) if scores else float("nan")
 
 

@@ -270,10 +270,14 @@ class TrialRunner:
                 return TrialOutcome(ok=False, reason=reason, **base)
             own = self.fold_of_row != first.fold
             assert first.pred is not None
-            fits = oof.dtype.kind == "f" and oof.shape[:1] == own.shape
-            if fits and oof[~own].shape == first.pred.shape:
-                oof = oof.copy()
-                oof[~own] = first.pred  # whatever the job wrote there is not used
+            if oof.shape[:1] != own.shape or oof[~own].shape != first.pred.shape:
+                reason = f"its out-of-fold predictions have shape {oof.shape}"
+                return TrialOutcome(ok=False, reason=reason, **base)
+            if oof.dtype.kind not in "fiu":
+                reason = "out-of-fold predictions are not finite numbers"
+                return TrialOutcome(ok=False, reason=reason, **base)
+            oof = oof.astype(float)  # a copy, of any number type
+            oof[~own] = first.pred  # whatever the job wrote there is not used
         problem = check_predictions(task, oof, len(task.train), classes, "out-of-fold")
         problem = problem or check_predictions(
             task, hold, len(task.holdout.features), classes, "holdout"
@@ -400,11 +404,16 @@ class TrialRunner:
         rows_of_fold: bool = False,
     ) -> float:
         """The task metric on fold ``k``'s rows, from out-of-fold predictions for every
-        training row (or for fold ``k``'s rows only, with ``rows_of_fold``)."""
+        training row (or for fold ``k``'s rows only, with ``rows_of_fold``); NaN where the
+        metric is undefined on the fold's rows alone (a class missing from them)."""
         rows = self.fold_of_row == k
         metric = self.task.metric
         mine = pred if rows_of_fold else pred[rows]
-        return float(metric(self.task.y.to_numpy()[rows], predictions_for(metric, mine, classes)))
+        try:
+            truth = self.task.y.to_numpy()[rows]
+            return float(metric(truth, predictions_for(metric, mine, classes)))
+        except ValueError:  # a fold without every class (AUC, log-loss): no score
+            return float("nan")
 
     def refit(
         self,

@@ -152,21 +152,26 @@ def in_sample_cv_job(families: tuple[str, ...] = ()) -> str:
 """)
 
 
-SKIPPED_FOLD_CHEAT_JOB = cv_job_then("""
+def skipped_fold_cheat_job(as_integers: bool = False) -> str:
+    """Told to skip the fold the host already ran alone, fills that fold's rows with their
+    labels (its claimed score, over the rows it did predict, stays true). With
+    ``as_integers`` the whole out-of-fold array is integers (each row of its own rows one
+    class, certain), a type a check for floats alone would let through unmended."""
+    return cv_job_then(f"""
     _config = json.loads(Path("config.json").read_text())
     if _config.get("skip_folds") and Path("oof.npy").exists():
         _oof = np.load("oof.npy")
         _y = pd.read_parquet("train.parquet")[_config["target"]].to_numpy()
         _skipped = np.isin(np.load("folds.npy"), _config["skip_folds"])
         if _oof.ndim == 2:  # every skipped row certain of its own label
-            _classes = json.loads(Path("classes.json").read_text())
-            _oof[_skipped] = (_y[_skipped, None] == np.asarray(_classes)[None, :]).astype(float)
+            _classes = np.asarray(json.loads(Path("classes.json").read_text()))
+            if {as_integers!r}:
+                _oof = (_oof.argmax(axis=1)[:, None] == np.arange(len(_classes))[None, :])
+            _oof[_skipped] = _y[_skipped, None] == _classes[None, :]
         else:
             _oof[_skipped] = _y[_skipped]
-        np.save("oof.npy", _oof)
-""")
-"""Told to skip the fold the host already ran alone, fills that fold's rows with their
-labels (its claimed score, over the rows it did predict, stays true)."""
+        np.save("oof.npy", _oof.astype(int) if {as_integers!r} else _oof)
+    """)
 
 
 BAD_PREDICTIONS = ("nan", "inf", "short", "wrong_classes", "not_probabilities", "strings")
