@@ -231,3 +231,31 @@ def test_a_fold_score_the_metric_cannot_give_is_nan(box) -> None:
     assert missing and present
     assert np.isnan(runner.fold_score(pred, classes, missing[0]))
     assert np.isfinite(runner.fold_score(pred, classes, present[0]))
+
+
+def test_each_folds_job_files_are_encoded_once(box, binary_task, monkeypatch) -> None:
+    """The verifier's fold-by-fold re-runs send the same files for every member: each
+    fold's rows are written to parquet once per runner, and every job gets them."""
+    from mlpilot.agents import trials
+
+    encoded: list[int] = []
+    real = trials.parquet_bytes
+
+    def counting(frame: pd.DataFrame) -> bytes:
+        encoded.append(len(frame))
+        return real(frame)
+
+    monkeypatch.setattr(trials, "parquet_bytes", counting)
+    runner = TrialRunner(box, binary_task, folds=3)
+    encoded.clear()  # the runner's own training and holdout files
+    first = runner.refold("linear", DEFAULTS["linear"])
+    again = runner.refold("random_forest", DEFAULTS["random_forest"])
+    assert first.ok and again.ok, (first.reason, again.reason)
+    assert len(encoded) == 2 * 3  # a training file and a holdout file per fold, once
+    rows = len(binary_task.train)
+    assert sorted(encoded) == sorted(
+        n
+        for k in range(3)
+        for n in (rows - (runner.fold_of_row == k).sum(), (runner.fold_of_row == k).sum())
+    )
+    assert runner._fold_files(1) == runner._fold_files(1)

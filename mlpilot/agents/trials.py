@@ -126,6 +126,9 @@ class TrialRunner:
         self.limits = limits or Limits(timeout_s=300)
         self.fold_of_row = task.folds(folds)
         self._train = plain_numbers(task.train, skip=[task.target])
+        # each fold's job files, encoded once: the verifier's fold-by-fold re-runs and
+        # a pruned search's first folds send the same ones for every trial
+        self._fold_data: dict[int, dict[str, bytes]] = {}
         self.cardinality = {
             c: int(self._train[c].nunique())
             for c in task.feature_columns
@@ -345,15 +348,17 @@ class TrialRunner:
 
     def _fold_files(self, k: int) -> dict[str, bytes | Path]:
         """Fold ``k``'s job's data: the other folds' rows with labels, and fold ``k``'s
-        rows without them."""
-        inside = self.fold_of_row != k
-        columns = list(self.task.feature_columns)
-        return {
-            "train.parquet": parquet_bytes(self._train[inside].reset_index(drop=True)),
-            "holdout.parquet": parquet_bytes(
-                self._train.loc[~inside, columns].reset_index(drop=True)
-            ),
-        }
+        rows without them (encoded once per fold)."""
+        if k not in self._fold_data:
+            inside = self.fold_of_row != k
+            columns = list(self.task.feature_columns)
+            self._fold_data[k] = {
+                "train.parquet": parquet_bytes(self._train[inside].reset_index(drop=True)),
+                "holdout.parquet": parquet_bytes(
+                    self._train.loc[~inside, columns].reset_index(drop=True)
+                ),
+            }
+        return dict(self._fold_data[k])
 
     def _fold_job(
         self, family: str, params: dict[str, Any], k: int, timeout_s: float | None
