@@ -215,9 +215,9 @@ class HpoAgent:
             direction=direction,
             sampler=llambo.make_sampler(self.settings.sampler, self.settings.seed),
             pruner=optuna.pruners.MedianPruner(
-                n_startup_trials=max(1, self.settings.prune_after),
+                n_startup_trials=self._prune_after,
                 n_warmup_steps=0,
-                n_min_trials=max(1, self.settings.prune_after),
+                n_min_trials=self._prune_after,
             ),
             load_if_exists=True,
         )
@@ -525,6 +525,11 @@ class HpoAgent:
         self._raise_crash()
         return studies
 
+    @property
+    def _prune_after(self) -> int:
+        """Completed trials a family needs before its first folds are compared (at least 1)."""
+        return max(1, self.settings.prune_after)
+
     def _run(
         self,
         study: optuna.Study,
@@ -538,7 +543,7 @@ class HpoAgent:
         is not worse than the family's median."""
         params = dict(trial.params)
         with lock:
-            gate = self.settings.prune and _first_folds(study) >= max(1, self.settings.prune_after)
+            gate = self.settings.prune and _first_folds(study) >= self._prune_after
         if not gate:
             return self.runner.run(family, params, timeout_s=remaining)
         first = self.runner.first_fold(family, params, timeout_s=remaining)
